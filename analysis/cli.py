@@ -1,0 +1,118 @@
+"""The `choreoscope` command: one console script, one subcommand per job.
+
+Each subcommand's work lives in the module that owns it; this file only declares the options
+(so `choreoscope --help` is the whole manual) and imports the owner lazily, keeping start-up fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from collector.store import DEFAULT_DB
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=DEFAULT_DB, help=f"DuckDB store (default: ./{DEFAULT_DB})")
+
+
+def _add_listen(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: 127.0.0.1)")
+    p.add_argument("--grpc-port", type=int, default=4317, help="OTLP/gRPC port (default: 4317; 0 picks one)")
+    p.add_argument("--http-port", type=int, default=4318, help="OTLP/HTTP port (default: 4318; 0 picks one)")
+    p.add_argument(
+        "--max-request-bytes", type=int, default=16 * 1024 * 1024,
+        help="largest accepted export request, after decompression (default: 16 MiB)",
+    )
+    p.add_argument(
+        "--queue-spans", type=int, default=200_000,
+        help="spans waiting to be committed before new exports are refused with 429/RESOURCE_EXHAUSTED",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="choreoscope",
+        description="Recover the real workflows of a distributed system from its OpenTelemetry traces.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("serve", help="receive OTLP (gRPC and HTTP) into the store and serve the dashboard")
+    _add_db(p)
+    _add_listen(p)
+    p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port (default: 8501)")
+    p.add_argument("--no-dashboard", action="store_true", help="run the OTLP receiver only")
+    p.add_argument("--intended", action="append", default=[], metavar="PATH",
+                   help="intended-workflow documents (file or directory; repeatable)")
+    p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
+                   help="re-run the analysis on new spans this often (default: 30; 0 = only on request)")
+    p.set_defaults(target="collector.serve:run")
+
+    p = sub.add_parser("load", help="load trace dumps into the store")
+    p.add_argument("files", nargs="+", metavar="FILE")
+    _add_db(p)
+    p.add_argument("--format", default="auto", choices=["auto", "otlp-json", "otlp-proto", "jaeger", "zipkin"],
+                   help="dump format (default: detected from content)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(target="collector.load_cmd:run")
+
+    p = sub.add_parser("stats", help="what the store holds: spans, traces, services, time range")
+    _add_db(p)
+    p.set_defaults(target="collector.stats:run")
+
+    p = sub.add_parser("analyze", help="recover workflows and findings; write a report")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
+    _add_db(p)
+    p.add_argument("--intended", action="append", default=[], metavar="PATH",
+                   help="intended-workflow documents (file or directory; repeatable)")
+    p.add_argument("--format", default="md", choices=["json", "md", "dot", "mermaid"], help="report format")
+    p.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
+    p.set_defaults(target="analysis.report_cmd:run")
+
+    p = sub.add_parser("check", help="drift gate for CI: exit 1 on new findings matching --fail-on")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
+    _add_db(p)
+    p.add_argument("--intended", action="append", default=[], metavar="PATH")
+    p.add_argument("--baseline", metavar="REPORT.json", help="a previous JSON report; its findings are known")
+    p.add_argument("--fail-on", nargs="+", default=["warning"], metavar="KIND|SEVERITY",
+                   help="finding kinds or severities that fail the check (default: warning, i.e. warning+)")
+    p.add_argument("--junit", metavar="FILE", help="also write JUnit XML")
+    p.set_defaults(target="analysis.check_cmd:run")
+
+    p = sub.add_parser("export", help="write declarations from observed traffic")
+    p.add_argument("what", choices=["asyncapi"])
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
+    _add_db(p)
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.set_defaults(target="analysis.export_cmd:run")
+
+    p = sub.add_parser("dashboard", help="open the dashboard over a store, offline")
+    p.add_argument("db", nargs="?", default=DEFAULT_DB, metavar="DB")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8501)
+    p.set_defaults(target="dashboard.launch:run")
+
+    p = sub.add_parser("demo", help="serve the bundled sample scenarios, with live traffic")
+    _add_db(p)
+    _add_listen(p)
+    p.add_argument("--dashboard-port", type=int, default=8501)
+    p.add_argument("--offline", action="store_true", help="no server: analyse the samples and write a report")
+    p.add_argument("--out", metavar="FILE", help="with --offline: where to write the report (default: stdout)")
+    p.add_argument("--format", default="md", choices=["json", "md", "dot", "mermaid"])
+    p.add_argument("--duration", type=float, default=0, metavar="SECONDS",
+                   help="stop after this long (default: run until interrupted)")
+    p.set_defaults(target="sample_traces.demo:run")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    module_name, func_name = args.target.split(":")
+    func = getattr(importlib.import_module(module_name), func_name)
+    code = func(args)
+    return int(code or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Ingest: the OTLP receiver and the trace-dump loaders, both writing one DuckDB store."""

@@ -1,0 +1,117 @@
+"""OTLP trace data (protobuf messages, or OTLP JSON turned into them) into a `SpanBatch`.
+
+The receiver and the OTLP dump loaders share this walk, so a span exported live and the same
+span read from a Collector file-exporter dump become identical rows.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+
+from google.protobuf import json_format
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, TracesData
+
+from collector import semconv as sc
+from collector.spanbatch import Link, SpanBatch
+
+
+def any_value(value: AnyValue):
+    """An OTLP AnyValue as a plain Python value (bytes stay bytes; JSON encodes them base64)."""
+    which = value.WhichOneof("value")
+    if which is None:
+        return None
+    if which == "array_value":
+        return [any_value(v) for v in value.array_value.values]
+    if which == "kvlist_value":
+        return {kv.key: any_value(kv.value) for kv in value.kvlist_value.values}
+    return getattr(value, which)
+
+
+def key_values(kvs) -> dict:
+    return {kv.key: any_value(kv.value) for kv in kvs}
+
+
+def add_resource_spans(batch: SpanBatch, resource_spans: Iterable[ResourceSpans], where: str = "") -> int:
+    """Add every span of `resource_spans` to `batch`. Returns how many were rejected."""
+    rejected = 0
+    kinds = sc.SPAN_KINDS
+    statuses = sc.STATUS_CODES
+    for rs in resource_spans:
+        res = key_values(rs.resource.attributes)
+        for ss in rs.scope_spans:
+            scope_name = ss.scope.name
+            scope_version = ss.scope.version
+            for span in ss.spans:
+                events = [
+                    {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
+                    for e in span.events
+                ]
+                links = [
+                    Link(l.trace_id, l.span_id, l.trace_state, key_values(l.attributes)) for l in span.links
+                ]
+                ok = batch.add(
+                    trace_id=span.trace_id,
+                    span_id=span.span_id,
+                    parent_span_id=span.parent_span_id or None,
+                    trace_state=span.trace_state,
+                    name=span.name,
+                    kind=kinds[span.kind] if 0 <= span.kind < len(kinds) else "UNSPECIFIED",
+                    start_ns=span.start_time_unix_nano,
+                    end_ns=span.end_time_unix_nano,
+                    status_code=statuses[span.status.code] if 0 <= span.status.code < 3 else "UNSET",
+                    status_message=span.status.message,
+                    attributes=key_values(span.attributes),
+                    resource_attributes=res,
+                    scope_name=scope_name,
+                    scope_version=scope_version,
+                    events=events,
+                    links=links,
+                    where=f"{where}span {span.span_id.hex() or '?'} ({span.name!r})",
+                )
+                if not ok:
+                    rejected += 1
+    return rejected
+
+
+_ID_KEYS = {"traceId", "spanId", "parentSpanId"}
+
+
+def _hex_ids_to_base64(node):
+    """OTLP JSON writes ids as hex; protobuf's JSON mapping wants base64. Convert in place."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in _ID_KEYS and isinstance(value, str) and value:
+                node[key] = _id_to_base64(value)
+            else:
+                _hex_ids_to_base64(value)
+    elif isinstance(node, list):
+        for item in node:
+            _hex_ids_to_base64(item)
+    return node
+
+
+def _id_to_base64(value: str) -> str:
+    if len(value) in (16, 32):
+        try:
+            return base64.b64encode(bytes.fromhex(value)).decode()
+        except ValueError:
+            pass
+    return value  # already base64 (some exporters), or invalid: SpanBatch rejects it later
+
+
+def traces_data_from_json(obj: dict) -> TracesData:
+    """Parse an OTLP JSON document ({"resourceSpans": [...]}) into a TracesData message.
+
+    Raises google.protobuf.json_format.ParseError on a document that is not OTLP JSON.
+    """
+    return json_format.ParseDict(_hex_ids_to_base64(obj), TracesData(), ignore_unknown_fields=True)
+
+
+def export_request_from_json(obj: dict) -> ExportTraceServiceRequest:
+    """Parse an OTLP/HTTP JSON request body into an ExportTraceServiceRequest."""
+    return json_format.ParseDict(
+        _hex_ids_to_base64(obj), ExportTraceServiceRequest(), ignore_unknown_fields=True
+    )

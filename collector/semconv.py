@@ -1,0 +1,74 @@
+"""Attribute names of the OpenTelemetry semantic conventions, old and new.
+
+The one module that knows attribute names: every other module imports them from here.
+Each tuple lists the names a value may arrive under, newest convention first.
+"""
+
+SERVICE_NAME = "service.name"
+SERVICE_VERSION = "service.version"
+SERVICE_NAMESPACE = "service.namespace"
+SERVICE_INSTANCE_ID = "service.instance.id"
+UNKNOWN_SERVICE = "unknown_service"
+
+MESSAGING_SYSTEM = ("messaging.system",)
+MESSAGING_DESTINATION = (
+    "messaging.destination.name",
+    "messaging.destination",
+    "messaging.destination.template",
+)
+MESSAGING_OPERATION = ("messaging.operation.type", "messaging.operation")
+MESSAGING_MESSAGE_ID = ("messaging.message.id", "messaging.message_id")
+MESSAGING_CONSUMER_GROUP = (
+    "messaging.consumer.group.name",
+    "messaging.destination.subscription.name",
+    "messaging.kafka.consumer.group",
+    "messaging.kafka.consumer_group",
+)
+# Old and new operation values, mapped to the current `messaging.operation.type` names.
+MESSAGING_OPERATION_VALUES = {
+    "publish": "send",
+    "send": "send",
+    "create": "create",
+    "receive": "receive",
+    "process": "process",
+    "settle": "settle",
+    "deliver": "process",
+}
+
+DB_SYSTEM = ("db.system.name", "db.system")
+DB_COLLECTION = (
+    "db.collection.name",
+    "db.sql.table",
+    "db.mongodb.collection",
+    "db.cassandra.table",
+    "db.cosmosdb.container",
+)
+DB_OPERATION = ("db.operation.name", "db.operation")
+DB_QUERY_TEXT = ("db.query.text", "db.statement")
+
+RPC_SYSTEM = ("rpc.system.name", "rpc.system")
+RPC_SERVICE = ("rpc.service",)
+RPC_METHOD = ("rpc.method",)
+
+HTTP_METHOD = ("http.request.method", "http.method")
+HTTP_ROUTE = ("http.route",)
+HTTP_STATUS_CODE = ("http.response.status_code", "http.status_code")
+HTTP_URL = ("url.full", "http.url", "http.target", "url.path")
+
+SERVER_ADDRESS = ("server.address", "net.peer.name", "net.host.name", "http.host")
+PEER_SERVICE = ("peer.service",)
+
+# Attributes choreoscope's own scenario generator and retrying clients set.
+RETRY_ATTEMPT = ("messaging.retry.attempt", "http.request.resend_count", "retry.attempt")
+
+SPAN_KINDS = ("UNSPECIFIED", "INTERNAL", "SERVER", "CLIENT", "PRODUCER", "CONSUMER")
+STATUS_CODES = ("UNSET", "OK", "ERROR")
+
+
+def first(attrs: dict, names: tuple[str, ...]):
+    """The value of the first of `names` present in `attrs`, else None."""
+    for name in names:
+        value = attrs.get(name)
+        if value is not None and value != "":
+            return value
+    return None

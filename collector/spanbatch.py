@@ -1,0 +1,219 @@
+"""Normalise spans from any source into column batches for the store.
+
+Every loader and the receiver hand spans to `SpanBatch.add` in one neutral form (hex ids,
+attribute dicts, kind and status names), so the typed columns are derived in exactly one place.
+A span that cannot be stored (bad ids) is rejected with a reason instead of sinking its batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+
+from collector import semconv as sc
+from collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
+
+_ZERO_TRACE = "0" * 32
+_ZERO_SPAN = "0" * 16
+
+
+class BadId(ValueError):
+    """An id that is not a valid W3C trace or span id."""
+
+
+def normalize_id(value, nbytes: int, what: str, *, pad: bool = False) -> str:
+    """A trace (16 bytes) or span (8 bytes) id as lowercase hex, from bytes, hex or base64.
+
+    `pad` left-pads shorter hex ids with zeros (Zipkin's 64-bit trace ids).
+    """
+    if isinstance(value, (bytes, bytearray)):
+        if len(value) != nbytes:
+            raise BadId(f"{what} has {len(value)} bytes, expected {nbytes}")
+        text = bytes(value).hex()
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        width = nbytes * 2
+        if len(text) == width or (pad and 0 < len(text) < width):
+            try:
+                int(text, 16)
+            except ValueError:
+                text = _from_base64(value, nbytes, what)
+            else:
+                text = text.rjust(width, "0")
+        else:
+            text = _from_base64(value, nbytes, what)
+    else:
+        raise BadId(f"{what} has unsupported type {type(value).__name__}")
+    if text == "0" * (nbytes * 2):
+        raise BadId(f"{what} is all zeros")
+    return text
+
+
+def _from_base64(value: str, nbytes: int, what: str) -> str:
+    try:
+        raw = base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise BadId(f"{what} {value!r} is neither {nbytes * 2} hex digits nor base64") from None
+    if len(raw) != nbytes:
+        raise BadId(f"{what} {value!r} decodes to {len(raw)} bytes, expected {nbytes}")
+    return raw.hex()
+
+
+def _text(value) -> str | None:
+    if value is None:
+        return None
+    return value if isinstance(value, str) else str(value)
+
+
+def _int(value) -> int | None:
+    if value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), default=_json_default)
+
+
+def _json_default(value):
+    if isinstance(value, (bytes, bytearray)):
+        return base64.b64encode(bytes(value)).decode()
+    return str(value)
+
+
+@dataclass
+class Link:
+    trace_id: str
+    span_id: str
+    trace_state: str | None = None
+    attributes: dict = field(default_factory=dict)
+
+
+@dataclass
+class SpanBatch:
+    """Accumulates normalised span rows and link rows; `to_arrow` makes the insertable tables."""
+
+    source: str = ""
+    rows: list[tuple] = field(default_factory=list)
+    link_rows: list[tuple] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def add(
+        self,
+        *,
+        trace_id,
+        span_id,
+        parent_span_id=None,
+        trace_state: str | None = None,
+        name: str = "",
+        kind: str = "UNSPECIFIED",
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+        status_code: str = "UNSET",
+        status_message: str | None = None,
+        attributes: dict | None = None,
+        resource_attributes: dict | None = None,
+        scope_name: str | None = None,
+        scope_version: str | None = None,
+        events: list | None = None,
+        links: list[Link] | None = None,
+        id_pad: bool = False,
+        where: str = "",
+    ) -> bool:
+        """Add one span. Returns False (and records why in `rejected`) if it cannot be stored."""
+        try:
+            tid = normalize_id(trace_id, 16, "trace id", pad=id_pad)
+            sid = normalize_id(span_id, 8, "span id", pad=id_pad)
+            pid = None
+            if parent_span_id not in (None, "", b""):
+                try:
+                    pid = normalize_id(parent_span_id, 8, "parent span id", pad=id_pad)
+                except BadId as exc:
+                    if "all zeros" not in str(exc):
+                        raise
+            link_rows = []
+            for link in links or ():
+                link_rows.append(
+                    (
+                        tid,
+                        sid,
+                        normalize_id(link.trace_id, 16, "link trace id", pad=id_pad),
+                        normalize_id(link.span_id, 8, "link span id", pad=id_pad),
+                        link.trace_state or None,
+                        _json(link.attributes or {}),
+                    )
+                )
+        except BadId as exc:
+            self.rejected.append(f"{where}: {exc}" if where else str(exc))
+            return False
+        attrs = attributes or {}
+        res = resource_attributes or {}
+        msg_op = sc.first(attrs, sc.MESSAGING_OPERATION)
+        if msg_op is not None:
+            msg_op = sc.MESSAGING_OPERATION_VALUES.get(str(msg_op).lower(), str(msg_op).lower())
+        self.rows.append(
+            (
+                tid,
+                sid,
+                pid,
+                trace_state or None,
+                name or "",
+                kind,
+                start_ns,
+                end_ns,
+                status_code,
+                status_message or None,
+                _text(res.get(sc.SERVICE_NAME)) or sc.UNKNOWN_SERVICE,
+                _text(res.get(sc.SERVICE_VERSION)),
+                _text(res.get(sc.SERVICE_NAMESPACE)),
+                _text(res.get(sc.SERVICE_INSTANCE_ID)),
+                scope_name or None,
+                scope_version or None,
+                _text(sc.first(attrs, sc.MESSAGING_SYSTEM)),
+                _text(sc.first(attrs, sc.MESSAGING_DESTINATION)),
+                msg_op,
+                _text(sc.first(attrs, sc.MESSAGING_MESSAGE_ID)),
+                _text(sc.first(attrs, sc.MESSAGING_CONSUMER_GROUP)),
+                _text(sc.first(attrs, sc.DB_SYSTEM)),
+                _text(sc.first(attrs, sc.DB_COLLECTION)),
+                _text(sc.first(attrs, sc.DB_OPERATION)),
+                _text(sc.first(attrs, sc.RPC_SYSTEM)),
+                _text(sc.first(attrs, sc.RPC_SERVICE)),
+                _text(sc.first(attrs, sc.RPC_METHOD)),
+                _text(sc.first(attrs, sc.HTTP_METHOD)),
+                _text(sc.first(attrs, sc.HTTP_ROUTE)),
+                _int(sc.first(attrs, sc.HTTP_STATUS_CODE)),
+                _text(sc.first(attrs, sc.SERVER_ADDRESS)),
+                _text(sc.first(attrs, sc.PEER_SERVICE)),
+                _int(sc.first(attrs, sc.RETRY_ATTEMPT)),
+                _json(attrs),
+                _json(res),
+                _json(events or []),
+                self.source,
+            )
+        )
+        self.link_rows.extend(link_rows)
+        return True
+
+    def to_arrow(self) -> tuple[pa.Table, pa.Table]:
+        """The span and link rows as Arrow tables in the store's column order."""
+        return _table(self.rows, SPAN_ARROW_SCHEMA), _table(self.link_rows, LINK_ARROW_SCHEMA)
+
+
+def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
+    if not rows:
+        return schema.empty_table()
+    columns = list(zip(*rows))
+    return pa.Table.from_arrays(
+        [pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema
+    )

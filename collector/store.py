@@ -1,0 +1,139 @@
+"""The DuckDB store: the `spans` and `span_links` tables every loader and the receiver fill.
+
+Typed columns hold what analysis needs; the full attributes stay as JSON so nothing the
+exporter sent is lost. (trace_id, span_id) is the primary key and inserts ignore rows already
+present, because exporters retry and the same span may arrive twice.
+"""
+
+from __future__ import annotations
+
+import os
+
+import duckdb
+import pyarrow as pa
+
+DEFAULT_DB = "choreoscope.duckdb"
+
+SPAN_COLUMNS: list[tuple[str, str]] = [
+    ("trace_id", "VARCHAR NOT NULL"),  # 32 lowercase hex digits
+    ("span_id", "VARCHAR NOT NULL"),  # 16 lowercase hex digits
+    ("parent_span_id", "VARCHAR"),
+    ("trace_state", "VARCHAR"),
+    ("name", "VARCHAR"),
+    ("kind", "VARCHAR"),  # UNSPECIFIED INTERNAL SERVER CLIENT PRODUCER CONSUMER
+    ("start_ns", "BIGINT"),  # unix epoch nanoseconds
+    ("end_ns", "BIGINT"),
+    ("status_code", "VARCHAR"),  # UNSET OK ERROR
+    ("status_message", "VARCHAR"),
+    ("service_name", "VARCHAR"),
+    ("service_version", "VARCHAR"),
+    ("service_namespace", "VARCHAR"),
+    ("service_instance_id", "VARCHAR"),
+    ("scope_name", "VARCHAR"),
+    ("scope_version", "VARCHAR"),
+    ("messaging_system", "VARCHAR"),
+    ("messaging_destination", "VARCHAR"),
+    ("messaging_operation", "VARCHAR"),  # send create receive process settle
+    ("messaging_message_id", "VARCHAR"),
+    ("messaging_consumer_group", "VARCHAR"),
+    ("db_system", "VARCHAR"),
+    ("db_collection", "VARCHAR"),
+    ("db_operation", "VARCHAR"),
+    ("rpc_system", "VARCHAR"),
+    ("rpc_service", "VARCHAR"),
+    ("rpc_method", "VARCHAR"),
+    ("http_method", "VARCHAR"),
+    ("http_route", "VARCHAR"),
+    ("http_status_code", "INTEGER"),
+    ("server_address", "VARCHAR"),
+    ("peer_service", "VARCHAR"),
+    ("retry_attempt", "INTEGER"),
+    ("attributes", "JSON"),  # span attributes, {key: value}
+    ("resource_attributes", "JSON"),
+    ("events", "JSON"),  # [{"name", "time_ns", "attributes"}]
+    ("source", "VARCHAR"),  # where the span came from: otlp-grpc, otlp-http, or a file name
+]
+
+LINK_COLUMNS: list[tuple[str, str]] = [
+    ("trace_id", "VARCHAR NOT NULL"),  # the span that holds the link
+    ("span_id", "VARCHAR NOT NULL"),
+    ("linked_trace_id", "VARCHAR NOT NULL"),
+    ("linked_span_id", "VARCHAR NOT NULL"),
+    ("linked_trace_state", "VARCHAR"),
+    ("attributes", "JSON"),
+]
+
+SPAN_COLUMN_NAMES = [name for name, _ in SPAN_COLUMNS]
+LINK_COLUMN_NAMES = [name for name, _ in LINK_COLUMNS]
+
+_ARROW_TYPES = {"VARCHAR": pa.string(), "BIGINT": pa.int64(), "INTEGER": pa.int32(), "JSON": pa.string()}
+
+
+def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
+    return pa.schema([(name, _ARROW_TYPES[sqltype.split()[0]]) for name, sqltype in columns])
+
+
+SPAN_ARROW_SCHEMA = arrow_schema(SPAN_COLUMNS)
+LINK_ARROW_SCHEMA = arrow_schema(LINK_COLUMNS)
+
+
+def _ddl(table: str, columns: list[tuple[str, str]], key: str) -> str:
+    cols = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in columns)
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY ({key})\n)"
+
+
+SCHEMA_DDL = [
+    _ddl("spans", SPAN_COLUMNS, "trace_id, span_id"),
+    _ddl("span_links", LINK_COLUMNS, "trace_id, span_id, linked_trace_id, linked_span_id"),
+]
+
+
+def connect(path: str | os.PathLike = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
+    """Open (and create if needed) a store. Fails with a clear message if another process holds it."""
+    path = str(path)
+    try:
+        con = duckdb.connect(path, read_only=read_only)
+    except duckdb.IOException as exc:
+        raise StoreBusyError(
+            f"cannot open {path}: {exc}. Another choreoscope process (serve?) probably holds it; "
+            "stop it or point this command at another --db."
+        ) from exc
+    if not read_only:
+        ensure_schema(con)
+    return con
+
+
+class StoreBusyError(RuntimeError):
+    """The DuckDB file is locked by another process."""
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in SCHEMA_DDL:
+        con.execute(ddl)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None) -> int:
+    """Insert span and link rows, skipping (trace_id, span_id) already stored. Returns spans added.
+
+    Runs in the caller's transaction if one is open (the receiver's group commit does that).
+    """
+    before = scalar(con, "SELECT count(*) FROM spans")
+    con.register("_incoming_spans", spans)
+    try:
+        con.execute("INSERT OR IGNORE INTO spans SELECT * FROM _incoming_spans")
+    finally:
+        con.unregister("_incoming_spans")
+    if links is not None and links.num_rows:
+        con.register("_incoming_links", links)
+        try:
+            con.execute("INSERT OR IGNORE INTO span_links SELECT * FROM _incoming_links")
+        finally:
+            con.unregister("_incoming_links")
+    return scalar(con, "SELECT count(*) FROM spans") - before
+
+
+def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):
+    """The single value of a one-row query. (fetchall, because DuckDB 2 refuses new work on a
+    connection whose last result was not read to the end.)"""
+    rows = con.execute(sql, params or []).fetchall()
+    return rows[0][0] if rows else None
