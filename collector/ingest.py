@@ -1,0 +1,249 @@
+"""The receiver's write path: one writer thread, group commit, a bounded queue.
+
+Request threads decode their export into a `SpanBatch` and `submit` it; the writer takes every
+batch waiting, inserts them all in ONE transaction, commits, and only then releases the waiting
+requests. So an acknowledged span is on disk (DuckDB syncs its WAL at commit) and a busy receiver
+pays one commit for many requests. The queue is bounded in spans: when it is full `submit`
+refuses at once (`QueueFull`), and the protocol layer answers RESOURCE_EXHAUSTED / 429 so the
+exporter backs off instead of the receiver growing without bound.
+"""
+
+from __future__ import annotations
+
+import collections
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+import duckdb
+import pyarrow as pa
+
+from collector import store
+from collector.spanbatch import SpanBatch
+
+# A group stops growing at this many spans, so one transaction never holds the queue for long.
+MAX_GROUP_SPANS = 100_000
+
+
+class QueueFull(RuntimeError):
+    """The ingest queue holds too many uncommitted spans; the client should retry later."""
+
+    def __init__(self, pending: int, limit: int, retry_after_s: int = 1):
+        super().__init__(
+            f"ingest queue full ({pending} spans waiting for commit, limit {limit}); retry later"
+        )
+        self.retry_after_s = retry_after_s
+
+
+class IngesterStopped(RuntimeError):
+    """The ingester no longer accepts spans (the receiver is shutting down)."""
+
+
+@dataclass
+class IngestStats:
+    """Counters the dashboard shows. `spans_per_s` is the commit rate over the last few seconds."""
+
+    requests: int
+    spans_received: int
+    spans_stored: int
+    spans_duplicate: int
+    spans_rejected: int
+    requests_refused: int
+    queue_spans: int
+    queue_limit: int
+    commits: int
+    spans_per_s: float
+
+
+@dataclass
+class _Pending:
+    spans: pa.Table
+    links: pa.Table | None
+    future: Future
+
+
+class Ingester:
+    """Owns the DuckDB write path of a receiver. Works on a connection it is given (a cursor of it
+    is used by the writer thread), so the same database can serve the dashboard and analysis.
+
+    `write_lock` is held by the writer for each transaction; in-process code that must not
+    interleave with ingest (a snapshot export, a bulk rewrite) may hold it too.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, queue_spans: int = 200_000,
+                 source: str = "otlp"):
+        self._con = con
+        self.queue_limit = max(1, int(queue_spans))
+        self.write_lock = threading.Lock()
+        self._cond = threading.Condition()
+        self._queue: collections.deque[_Pending] = collections.deque()
+        self._pending_spans = 0  # queued or being committed
+        self._accepting = False
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._requests = 0
+        self._received = 0
+        self._stored = 0
+        self._duplicates = 0
+        self._rejected = 0
+        self._refused = 0
+        self._commits = 0
+        self._rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> Ingester:
+        if self._thread is not None:
+            raise RuntimeError("ingester already started")
+        self._accepting = True
+        self._thread = threading.Thread(target=self._run, name="choreoscope-ingest-writer", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Refuse new batches, commit every batch already accepted, end the writer thread."""
+        with self._cond:
+            self._accepting = False
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    # -- request side ----------------------------------------------------------------------
+
+    def submit(self, batch: SpanBatch) -> Future:
+        """Queue a decoded batch. The future resolves to the number of new spans stored once they
+        are committed (or raises the storage error). Raises QueueFull or IngesterStopped at once."""
+        n = len(batch)
+        spans, links = batch.to_arrow()
+        future: Future = Future()
+        with self._cond:
+            if not self._accepting:
+                raise IngesterStopped("the receiver is shutting down; retry against a running one")
+            self._requests += 1
+            # A request larger than the whole queue is still taken when the queue is empty,
+            # otherwise it could never be accepted.
+            if n and self._pending_spans and self._pending_spans + n > self.queue_limit:
+                self._refused += 1
+                raise QueueFull(self._pending_spans, self.queue_limit)
+            self._received += n + len(batch.rejected)
+            self._rejected += len(batch.rejected)
+            if n == 0:
+                future.set_result(0)
+                return future
+            self._pending_spans += n
+            self._queue.append(_Pending(spans, links if links.num_rows else None, future))
+            self._cond.notify()
+        return future
+
+    def stats(self) -> IngestStats:
+        with self._cond:
+            now = time.monotonic()
+            samples = [s for s in self._rate_samples if now - s[0] <= 5.0]
+            rate = 0.0
+            if samples:
+                t0, stored0 = samples[0]
+                # the commit rate since the oldest recent commit, over at least one second
+                span = max(now - t0, 1.0)
+                rate = (self._stored + self._duplicates - stored0) / span
+            return IngestStats(
+                requests=self._requests,
+                spans_received=self._received,
+                spans_stored=self._stored,
+                spans_duplicate=self._duplicates,
+                spans_rejected=self._rejected,
+                requests_refused=self._refused,
+                queue_spans=self._pending_spans,
+                queue_limit=self.queue_limit,
+                commits=self._commits,
+                spans_per_s=rate,
+            )
+
+    # -- writer side -----------------------------------------------------------------------
+
+    def _take_group(self) -> list[_Pending] | None:
+        with self._cond:
+            while not self._queue:
+                if self._stopping:
+                    return None
+                self._cond.wait()
+            group = [self._queue.popleft()]
+            total = group[0].spans.num_rows
+            while self._queue and total < MAX_GROUP_SPANS:
+                item = self._queue.popleft()
+                group.append(item)
+                total += item.spans.num_rows
+            return group
+
+    def _run(self) -> None:
+        cur = self._con.cursor()
+        try:
+            while True:
+                group = self._take_group()
+                if group is None:
+                    return
+                self._commit_group(cur, group)
+        finally:
+            cur.close()
+
+    def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Pending]) -> None:
+        n = sum(p.spans.num_rows for p in group)
+        spans = pa.concat_tables([p.spans for p in group]) if len(group) > 1 else group[0].spans
+        link_tables = [p.links for p in group if p.links is not None]
+        links = pa.concat_tables(link_tables) if link_tables else None
+        error: BaseException | None = None
+        added = 0
+        with self.write_lock:
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                added = store.insert_arrow(cur, spans, links)
+                cur.execute("COMMIT")
+            except Exception as exc:  # noqa: BLE001 - any storage failure goes to every request of the group
+                error = exc
+                try:
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+        with self._cond:
+            self._pending_spans -= n
+            if error is None:
+                self._stored += added
+                self._duplicates += n - added
+                self._commits += 1
+                self._rate_samples.append((time.monotonic(), self._stored + self._duplicates))
+        for p in group:
+            if error is None:
+                p.future.set_result(p.spans.num_rows)
+            else:
+                p.future.set_exception(error)
+
+
+@dataclass
+class Accepted:
+    """What an export request turned into: spans queued for commit, and the spans refused."""
+
+    future: Future
+    accepted: int
+    rejected: int
+    message: str
+
+
+def submit_export(ingester: Ingester, request, source: str) -> Accepted:
+    """Decode an ExportTraceServiceRequest into a SpanBatch and queue it (the receivers' shared step).
+
+    Spans SpanBatch refuses (bad ids) are counted and described; the rest go on. Raises QueueFull
+    or IngesterStopped like `Ingester.submit`.
+    """
+    from collector.otlp import add_resource_spans
+
+    batch = SpanBatch(source=source)
+    rejected = add_resource_spans(batch, request.resource_spans, where=f"{source} ")
+    message = ""
+    if rejected:
+        shown = "; ".join(batch.rejected[:5])
+        more = f"; and {rejected - 5} more" if rejected > 5 else ""
+        message = (f"{rejected} span(s) rejected and not stored: {shown}{more}. "
+                   "Fix the exporter's ids (trace id 16 bytes, span id 8 bytes, not all zeros).")
+    future = ingester.submit(batch)
+    return Accepted(future, len(batch), rejected, message)

@@ -1,0 +1,98 @@
+"""OTLP/gRPC: opentelemetry.proto.collector.trace.v1.TraceService/Export.
+
+The method is registered with raw bytes in and out, so an undecodable body gets INVALID_ARGUMENT
+with a message (grpc's own deserializer would answer a bare INTERNAL). grpc handles gzip and
+enforces the maximum message size (RESOURCE_EXHAUSTED). A full ingest queue answers
+RESOURCE_EXHAUSTED with RetryInfo, which the OTLP spec makes retryable.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+
+from collector.ingest import Ingester, IngesterStopped, QueueFull, submit_export
+
+SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
+SOURCE = "otlp-grpc"
+
+
+def _retry_details(code: int, message: str, retry_after_s: int) -> tuple[tuple[str, bytes], ...]:
+    """Trailing metadata carrying a google.rpc.Status with RetryInfo (what grpc-status would send)."""
+    info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=retry_after_s))
+    status = status_pb2.Status(code=code, message=message)
+    status.details.add().Pack(info)
+    return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+class TraceServiceHandler:
+    """The Export method: decode, queue for group commit, answer once committed."""
+
+    def __init__(self, ingester: Ingester, commit_timeout_s: float = 30.0):
+        self.ingester = ingester
+        self.commit_timeout_s = commit_timeout_s
+
+    def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
+        try:
+            request = ExportTraceServiceRequest.FromString(raw)
+        except DecodeError as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          f"body is not an OTLP ExportTraceServiceRequest ({exc}); nothing was stored")
+        try:
+            accepted = submit_export(self.ingester, request, SOURCE)
+        except QueueFull as exc:
+            context.set_trailing_metadata(
+                _retry_details(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except IngesterStopped as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        remaining = context.time_remaining()
+        timeout = self.commit_timeout_s if remaining is None else min(remaining, self.commit_timeout_s)
+        try:
+            accepted.future.result(timeout=max(timeout, 0.0))
+        except FutureTimeout:
+            context.abort(grpc.StatusCode.UNAVAILABLE,
+                          "spans queued but not committed in time; retry (duplicates are stored once)")
+        except Exception as exc:  # noqa: BLE001 - the store failed; the exporter may retry
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"storing spans failed: {exc}")
+        response = ExportTraceServiceResponse()
+        if accepted.rejected:
+            response.partial_success.rejected_spans = accepted.rejected
+            response.partial_success.error_message = accepted.message
+        return response.SerializeToString()
+
+
+def start_grpc_server(ingester: Ingester, host: str, port: int, max_request_bytes: int,
+                      workers: int = 8) -> tuple[grpc.Server, int]:
+    """Start the OTLP/gRPC server; returns it and the port actually bound (port 0 picks one)."""
+    handler = TraceServiceHandler(ingester)
+    generic = grpc.method_handlers_generic_handler(
+        SERVICE_NAME, {"Export": grpc.unary_unary_rpc_method_handler(handler.export)}
+    )
+    server = grpc.server(
+        ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
+        handlers=[generic],
+        options=[
+            ("grpc.max_receive_message_length", int(max_request_bytes)),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    try:
+        bound = server.add_insecure_port(address)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        raise OSError(f"cannot listen for OTLP/gRPC on {address}: address in use or not available; "
+                      "pick another --grpc-port (0 picks a free one)")
+    server.start()
+    return server, bound

@@ -1,0 +1,272 @@
+"""OTLP/HTTP: `POST /v1/traces` with protobuf or OTLP JSON bodies, gzip or not.
+
+Tornado runs on its own IOLoop thread; decoding runs in a small thread pool so the loop keeps
+accepting while a large body is parsed. The response uses the request's content type, as the
+OTLP spec asks. Bodies are capped at --max-request-bytes before AND after gzip decompression
+(a small gzip body can inflate to gigabytes). Errors carry a google.rpc.Status body.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+
+import tornado.netutil
+import tornado.web
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
+from google.rpc import code_pb2, status_pb2
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
+    ExportTraceServiceRequest,
+    ExportTraceServiceResponse,
+)
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
+
+from collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_export
+from collector.otlp import export_request_from_json
+
+TRACES_PATH = "/v1/traces"
+SOURCE = "otlp-http"
+PROTOBUF = "application/x-protobuf"
+JSON = "application/json"
+RETRY_AFTER_S = 1
+
+
+class BadRequest(ValueError):
+    """The body cannot be decoded as an OTLP export request."""
+
+
+class TooLarge(ValueError):
+    """The body (after decompression) exceeds the request size limit."""
+
+
+def gunzip_limited(data: bytes, limit: int) -> bytes:
+    """Decompress gzip `data`, refusing output larger than `limit` bytes (gzip bombs)."""
+    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        out = d.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise BadRequest(f"Content-Encoding is gzip but the body is not valid gzip ({exc})") from None
+    if len(out) > limit or d.unconsumed_tail:
+        raise TooLarge(f"body decompresses to more than the {limit}-byte limit (--max-request-bytes)")
+    if not d.eof:
+        raise BadRequest("gzip body is truncated")
+    return out
+
+
+def decode_body(body: bytes, content_type: str, encoding: str, limit: int) -> ExportTraceServiceRequest:
+    """An OTLP/HTTP body as an ExportTraceServiceRequest; raises BadRequest or TooLarge."""
+    if encoding == "gzip":
+        body = gunzip_limited(body, limit)
+    if content_type == PROTOBUF:
+        try:
+            return ExportTraceServiceRequest.FromString(body)
+        except DecodeError as exc:
+            raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest ({exc})") from None
+    try:
+        obj = json.loads(body)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadRequest(f"body is not JSON ({exc})") from None
+    if not isinstance(obj, dict):
+        raise BadRequest("OTLP JSON body must be an object like {\"resourceSpans\": [...]}")
+    try:
+        return export_request_from_json(obj)
+    except json_format.ParseError as exc:
+        raise BadRequest(f"body is not an OTLP JSON export request: {exc}") from None
+
+
+@tornado.web.stream_request_body
+class TracesHandler(tornado.web.RequestHandler):
+    """POST /v1/traces. Other methods get 405 from tornado (no handler method)."""
+
+    def initialize(self, receiver: HttpReceiver) -> None:
+        self.receiver = receiver
+        self._chunks: list[bytes] = []
+        self._size = 0
+
+    async def prepare(self) -> None:
+        length = self.request.headers.get("Content-Length")
+        if self.request.method == "POST" and length and length.isdigit() \
+                and int(length) > self.receiver.hard_body_limit:
+            # Too big even to read and discard: answer now and drop the connection.
+            self._content_type = self._request_type() or JSON
+            self._fail(413, code_pb2.RESOURCE_EXHAUSTED, self._too_large_message())
+            await self.finish()
+            self.request.connection.close()
+
+    def data_received(self, chunk: bytes) -> None:
+        self._size += len(chunk)
+        if self._size <= self.receiver.max_request_bytes:
+            self._chunks.append(chunk)
+        else:
+            self._chunks = []  # keep reading (so the client sees our 413), keep nothing
+
+    def _request_type(self) -> str | None:
+        ctype = self.request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        return ctype if ctype in (PROTOBUF, JSON) else None
+
+    def _too_large_message(self) -> str:
+        return (f"request body exceeds {self.receiver.max_request_bytes} bytes (--max-request-bytes); "
+                "send smaller batches (BatchSpanProcessor max_export_batch_size)")
+
+    def _fail(self, http_status: int, code: int, message: str) -> None:
+        self.set_status(http_status)
+        self._write_message(status_pb2.Status(code=code, message=message))
+
+    def _write_message(self, message) -> None:
+        if self._content_type == PROTOBUF:
+            self.set_header("Content-Type", PROTOBUF)
+            self.write(message.SerializeToString())
+        else:
+            self.set_header("Content-Type", JSON)
+            self.write(json_format.MessageToJson(message, indent=None))
+
+    async def post(self) -> None:
+        self.receiver.in_flight += 1
+        try:
+            await self._export()
+        finally:
+            self.receiver.in_flight -= 1
+
+    async def _export(self) -> None:
+        ctype = self._request_type()
+        self._content_type = ctype or JSON
+        if ctype is None:
+            got = self.request.headers.get("Content-Type", "(none)")
+            self._fail(415, code_pb2.INVALID_ARGUMENT,
+                       f"unsupported Content-Type {got!r}; send {PROTOBUF} or {JSON}")
+            return
+        encoding = self.request.headers.get("Content-Encoding", "identity").strip().lower()
+        if encoding not in ("gzip", "identity", ""):
+            self._fail(415, code_pb2.INVALID_ARGUMENT,
+                       f"unsupported Content-Encoding {encoding!r}; send gzip or no encoding")
+            return
+        if self._size > self.receiver.max_request_bytes:
+            self._fail(413, code_pb2.RESOURCE_EXHAUSTED, self._too_large_message())
+            return
+        body = b"".join(self._chunks)
+        self._chunks = []
+        loop = IOLoop.current()
+        try:
+            accepted: Accepted = await loop.run_in_executor(
+                self.receiver.decoder, self.receiver.decode_and_submit, body, ctype, encoding)
+        except BadRequest as exc:
+            self._fail(400, code_pb2.INVALID_ARGUMENT, f"{exc}; nothing was stored")
+            return
+        except TooLarge as exc:
+            self._fail(413, code_pb2.RESOURCE_EXHAUSTED, f"{exc}; send smaller batches")
+            return
+        except QueueFull as exc:
+            self.set_header("Retry-After", str(exc.retry_after_s))
+            self._fail(429, code_pb2.RESOURCE_EXHAUSTED, str(exc))
+            return
+        except IngesterStopped as exc:
+            self.set_header("Retry-After", str(RETRY_AFTER_S))
+            self._fail(503, code_pb2.UNAVAILABLE, str(exc))
+            return
+        try:
+            await asyncio.wait_for(asyncio.wrap_future(accepted.future), self.receiver.commit_timeout_s)
+        except TimeoutError:
+            self.set_header("Retry-After", str(RETRY_AFTER_S))
+            self._fail(503, code_pb2.UNAVAILABLE,
+                       "spans queued but not committed in time; retry (duplicates are stored once)")
+            return
+        except Exception as exc:  # noqa: BLE001 - the store failed; the exporter may retry
+            self.set_header("Retry-After", str(RETRY_AFTER_S))
+            self._fail(503, code_pb2.UNAVAILABLE, f"storing spans failed: {exc}")
+            return
+        response = ExportTraceServiceResponse()
+        if accepted.rejected:
+            response.partial_success.rejected_spans = accepted.rejected
+            response.partial_success.error_message = accepted.message
+        self._write_message(response)
+
+
+class NotFoundHandler(tornado.web.RequestHandler):
+    def prepare(self) -> None:
+        self.set_status(404)
+        self.set_header("Content-Type", JSON)
+        self.finish(json_format.MessageToJson(status_pb2.Status(
+            code=code_pb2.NOT_FOUND,
+            message=f"no such path {self.request.path!r}; OTLP traces go to POST {TRACES_PATH}"),
+            indent=None))
+
+
+class HttpReceiver:
+    """A tornado server on its own IOLoop thread. `port` is the port actually bound."""
+
+    def __init__(self, ingester: Ingester, max_request_bytes: int, commit_timeout_s: float = 30.0):
+        self.ingester = ingester
+        self.max_request_bytes = int(max_request_bytes)
+        # Bodies up to this size are read and discarded to answer 413 cleanly; larger ones cut off.
+        self.hard_body_limit = max(4 * self.max_request_bytes, self.max_request_bytes + (64 << 20))
+        self.commit_timeout_s = commit_timeout_s
+        self.decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-http-decode")
+        self.port = 0
+        self.in_flight = 0  # requests being handled (touched on the IOLoop thread only)
+        self._loop: IOLoop | None = None
+        self._server: HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    def decode_and_submit(self, body: bytes, content_type: str, encoding: str) -> Accepted:
+        request = decode_body(body, content_type, encoding, self.max_request_bytes)
+        return submit_export(self.ingester, request, SOURCE)
+
+    def start(self, host: str, port: int) -> int:
+        started = threading.Event()
+        failure: list[BaseException] = []
+
+        def serve() -> None:
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            self._loop = IOLoop.current()
+            app = tornado.web.Application(
+                [(TRACES_PATH, TracesHandler, {"receiver": self})],
+                default_handler_class=NotFoundHandler,
+            )
+            try:
+                self._server = HTTPServer(app, max_body_size=self.hard_body_limit)
+                sockets = tornado.netutil.bind_sockets(port, address=host)
+                self._server.add_sockets(sockets)
+                self.port = sockets[0].getsockname()[1]
+            except OSError as exc:  # reported to the caller of start()
+                failure.append(exc)
+                started.set()
+                return
+            started.set()
+            self._loop.start()
+            self._loop.close(all_fds=True)
+
+        self._thread = threading.Thread(target=serve, name="otlp-http-ioloop", daemon=True)
+        self._thread.start()
+        started.wait()
+        if failure:
+            raise OSError(f"cannot listen for OTLP/HTTP on {host}:{port}: {failure[0]}; "
+                          "pick another --http-port (0 picks a free one)") from failure[0]
+        return self.port
+
+    def stop_accepting(self) -> None:
+        """Close the listening sockets; requests in flight finish."""
+        if self._loop is not None and self._server is not None:
+            self._loop.add_callback(self._server.stop)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Stop the loop thread once the requests in flight have answered (call after
+        `stop_accepting` and after the ingester has committed what it accepted)."""
+        if self._loop is not None:
+            loop = self._loop
+
+            async def finish_then_stop() -> None:
+                deadline = loop.time() + timeout / 2
+                while self.in_flight and loop.time() < deadline:
+                    await asyncio.sleep(0.02)
+                await asyncio.sleep(0.05)  # let the last responses flush
+                loop.stop()
+
+            loop.add_callback(finish_then_stop)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self.decoder.shutdown(wait=False)

@@ -1,0 +1,140 @@
+"""`choreoscope serve`: the OTLP receiver (gRPC and HTTP) over one store, in one process.
+
+DuckDB lets one process hold the file, so the receiver, the dashboard and the periodic analysis
+share one database instance; the receiver only needs a connection (its writer uses a cursor).
+On SIGINT/SIGTERM it stops accepting, commits everything it accepted, and exits 0.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import signal
+import sys
+import threading
+
+import duckdb
+import grpc
+
+from collector import store
+from collector.ingest import Ingester, IngestStats
+from collector.receiver_grpc import start_grpc_server
+from collector.receiver_http import TRACES_PATH, HttpReceiver
+
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+DEFAULT_QUEUE_SPANS = 200_000
+
+
+class Receiver:
+    """OTLP/gRPC + OTLP/HTTP receivers feeding one group-commit ingester.
+
+    Ports given as 0 pick free ones; `grpc_port` / `http_port` hold the bound ports after `start`.
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1",
+                 grpc_port: int = 4317, http_port: int = 4318,
+                 max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
+                 queue_spans: int = DEFAULT_QUEUE_SPANS):
+        self.con = con
+        self.host = host
+        self.grpc_port = grpc_port
+        self.http_port = http_port
+        self.max_request_bytes = max_request_bytes
+        self.ingester = Ingester(con, queue_spans=queue_spans)
+        self._grpc: grpc.Server | None = None
+        self._http: HttpReceiver | None = None
+
+    @property
+    def grpc_address(self) -> str:
+        return f"{self.host}:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.http_port}{TRACES_PATH}"
+
+    def start(self) -> Receiver:
+        self.ingester.start()
+        try:
+            self._grpc, self.grpc_port = start_grpc_server(
+                self.ingester, self.host, self.grpc_port, self.max_request_bytes)
+            self._http = HttpReceiver(self.ingester, self.max_request_bytes)
+            self.http_port = self._http.start(self.host, self.http_port)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def stats(self) -> IngestStats:
+        return self.ingester.stats()
+
+    def stop(self, grace_s: float = 10.0) -> None:
+        """Stop accepting, let requests in flight finish, commit what was accepted."""
+        stopped = self._grpc.stop(grace_s) if self._grpc is not None else None
+        if self._http is not None:
+            self._http.stop_accepting()
+        self.ingester.stop()
+        if stopped is not None:
+            stopped.wait(grace_s)
+        if self._http is not None:
+            self._http.stop()
+        self._grpc = self._http = None
+
+
+def _dashboard_launcher():
+    """dashboard.launch.run_in_process if that module exists (it is written separately)."""
+    if importlib.util.find_spec("dashboard.launch") is None:
+        return None
+    return getattr(importlib.import_module("dashboard.launch"), "run_in_process", None)
+
+
+def run(args) -> int:
+    try:
+        con = store.connect(args.db)
+    except store.StoreBusyError as exc:
+        print(f"choreoscope serve: {exc}", file=sys.stderr)
+        return 2
+    receiver = Receiver(
+        con, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
+        max_request_bytes=args.max_request_bytes, queue_spans=args.queue_spans,
+    )
+    try:
+        receiver.start()
+    except OSError as exc:
+        print(f"choreoscope serve: {exc}", file=sys.stderr)
+        con.close()
+        return 2
+
+    stop_requested = threading.Event()
+
+    def on_signal(signum, _frame) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    print(f"OTLP/gRPC listening on {receiver.grpc_address}", flush=True)
+    print(f"OTLP/HTTP listening on {receiver.http_url}", flush=True)
+    print(f"storing spans in {args.db}", flush=True)
+
+    stop_dashboard = None
+    if not getattr(args, "no_dashboard", False):
+        launcher = _dashboard_launcher()
+        if launcher is None:
+            print("dashboard not available yet", flush=True)
+        else:
+            # Contract: starts the dashboard in this process and returns; may return a callable
+            # that stops it.
+            stop_dashboard = launcher(receiver, con, args)
+
+    try:
+        while not stop_requested.wait(0.5):
+            pass
+    finally:
+        if callable(stop_dashboard):
+            stop_dashboard()
+        receiver.stop()
+        stats = receiver.stats()
+        con.close()
+        print(f"stopped: {stats.spans_stored} spans stored, {stats.spans_duplicate} duplicates, "
+              f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full)",
+              file=sys.stderr, flush=True)
+    return 0
