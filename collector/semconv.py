@@ -72,3 +72,36 @@ def first(attrs: dict, names: tuple[str, ...]):
         if value is not None and value != "":
             return value
     return None
+
+# --- Names the trace-dump loaders map foreign formats onto (Zipkin, Jaeger). ---
+MESSAGING_SYSTEM_NAME = "messaging.system"
+MESSAGING_DESTINATION_NAME = "messaging.destination.name"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
+MESSAGING_KAFKA_MESSAGE_KEY = "messaging.kafka.message.key"
+MESSAGING_DESTINATION_PARTITION_ID = "messaging.destination.partition.id"
+MESSAGING_RABBITMQ_ROUTING_KEY = "messaging.rabbitmq.destination.routing_key"
+PEER_SERVICE_NAME = "peer.service"
+NETWORK_PEER_ADDRESS = "network.peer.address"
+NETWORK_PEER_PORT = "network.peer.port"
+HOST_IP = "host.ip"
+# Brave/Spring Sleuth broker tags found in Zipkin dumps.
+ZIPKIN_KAFKA_TOPIC = "kafka.topic"
+ZIPKIN_KAFKA_KEY = "kafka.key"
+ZIPKIN_KAFKA_PARTITION = "kafka.partition"
+ZIPKIN_RABBIT_EXCHANGE = "rabbit.exchange"
+ZIPKIN_RABBIT_QUEUE = "rabbit.queue"
+ZIPKIN_RABBIT_ROUTING_KEY = "rabbit.routing_key"
+ZIPKIN_ERROR = "error"
+# Where a Zipkin record's original kind is kept when the loader re-reads it (e.g. SERVER -> CONSUMER).
+ZIPKIN_ORIGINAL_KIND = "zipkin.kind"
+# Jaeger's encoding of OTLP fields as tags (jaeger-idl / collector translator).
+JAEGER_SPAN_KIND = "span.kind"
+JAEGER_STATUS_CODE = "otel.status_code"
+JAEGER_STATUS_DESCRIPTION = "otel.status_description"
+JAEGER_ERROR = "error"
+JAEGER_SCOPE_NAME = ("otel.scope.name", "otel.library.name")
+JAEGER_SCOPE_VERSION = ("otel.scope.version", "otel.library.version")
+JAEGER_TRACE_STATE = "w3c.tracestate"
+JAEGER_EVENT_NAME = "event"
+MESSAGING_SYSTEM_KAFKA = "kafka"
+MESSAGING_SYSTEM_RABBITMQ = "rabbitmq"

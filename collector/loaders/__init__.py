@@ -1,0 +1,299 @@
+"""Trace-dump loaders: read OTLP JSON/protobuf, Jaeger JSON and Zipkin v2 JSON files into the store.
+
+`load_paths` is the one entry point (the `load`, `analyze`, `check` and `demo` commands and the
+dashboard's upload page call it). The format is detected from the content, not the extension,
+and `.gz` is decompressed transparently. Each file's spans go to the store in Arrow chunks, one
+transaction per chunk; a broken line or record is reported as `path:line` (or `path: record N`)
+and skipped, and everything else loads.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import duckdb
+
+from collector.loaders import jaeger, otlp_json, otlp_proto, zipkin
+from collector.loaders.sink import CHUNK_SPANS, FileResult, FileSink
+
+FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin")
+TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP protobuf (TracesData, "
+         "length-prefixed), Jaeger JSON ({\"data\": [traces]}), Zipkin v2 JSON (a list of spans)")
+GZIP_MAGIC = b"\x1f\x8b"
+PROGRESS_MIN_BYTES = 4 * 1024 * 1024
+
+__all__ = ["FORMATS", "FileResult", "LoadResult", "expand_paths", "load_file", "load_paths"]
+
+
+@dataclass
+class LoadResult:
+    """What a `load_paths` call did, per file and in total."""
+
+    files: list[FileResult] = field(default_factory=list)
+
+    @property
+    def spans_loaded(self) -> int:
+        return sum(f.spans_loaded for f in self.files)
+
+    @property
+    def duplicates_skipped(self) -> int:
+        return sum(f.duplicates_skipped for f in self.files)
+
+    @property
+    def spans_rejected(self) -> int:
+        return sum(f.spans_rejected for f in self.files)
+
+    @property
+    def errors(self) -> list[str]:
+        return [e for f in self.files for e in f.errors]
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.files)
+
+
+def expand_paths(paths: Iterable[str | os.PathLike]) -> list[str]:
+    """Files as given; a directory stands for the files under it (sorted, hidden ones skipped)."""
+    out: list[str] = []
+    for p in paths:
+        p = os.fspath(p)
+        if os.path.isdir(p):
+            for root, dirs, files in os.walk(p):
+                dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+                out.extend(os.path.join(root, f) for f in sorted(files) if not f.startswith("."))
+        else:
+            out.append(p)
+    return out
+
+
+def load_paths(
+    con: duckdb.DuckDBPyConnection,
+    paths: Iterable[str | os.PathLike],
+    fmt: str = "auto",
+    progress: bool = False,
+    *,
+    chunk_spans: int = CHUNK_SPANS,
+) -> LoadResult:
+    """Load every file (directories expanded) into the store behind `con`; never raises for bad input."""
+    result = LoadResult()
+    for path in expand_paths(paths):
+        result.files.append(load_file(con, path, fmt, progress=progress, chunk_spans=chunk_spans))
+    return result
+
+
+def load_file(
+    con: duckdb.DuckDBPyConnection,
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    *,
+    progress: bool = False,
+    chunk_spans: int = CHUNK_SPANS,
+) -> FileResult:
+    """Load one dump file. Problems are recorded in the returned FileResult, never raised."""
+    path = os.fspath(path)
+    result = FileResult(path=path)
+    if fmt != "auto" and fmt not in FORMATS:
+        result.errors.append(f"{path}: unknown format {fmt!r}; choose one of auto, {', '.join(FORMATS)}")
+        return result
+    try:
+        raw = open(path, "rb")  # noqa: SIM115 - closed by the `with raw` below, after the progress bar is set up
+    except OSError as exc:
+        result.errors.append(f"{path}: cannot open ({exc.strerror or exc})")
+        return result
+    bar = _Progress(path, raw) if progress and _wants_progress(path) else None
+    sink = FileSink(con, result, chunk_spans=chunk_spans, on_flush=bar.update if bar else None)
+    try:
+        with raw:
+            _load_stream(raw, sink, fmt)
+        sink.flush()
+    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        sink.flush()
+        sink.error("", f"read failed ({exc}); the spans before this point were loaded")
+    finally:
+        if bar:
+            bar.done(result)
+    return result
+
+
+def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
+    compressed = raw.peek(2)[:2] == GZIP_MAGIC if hasattr(raw, "peek") else False
+    stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=raw)) if compressed else raw
+    head = stream.peek(64)[:64]
+    stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
+    if not head:
+        sink.error("", "the file is empty" + (" after decompression" if compressed else "")
+                   + "; nothing to load")
+        return
+    if not stripped:
+        # Peek again past leading whitespace to see if the file is whitespace only.
+        rest = stream.read()
+        if not rest.strip():
+            sink.error("", "the file is empty (whitespace only); nothing to load")
+            return
+        stream = io.BufferedReader(io.BytesIO(rest))
+        stripped = rest.lstrip()[:64]
+    first = stripped[:1]
+    if first in (b"{", b"[") and fmt != "otlp-proto":
+        _load_json(stream, sink, fmt)
+        return
+    if fmt in ("auto", "otlp-proto"):
+        sink.result.format = "otlp-proto"
+        if otlp_proto.load(stream, sink):
+            return
+    sink.result.format = "unknown"
+    wanted = f"not {fmt}" if fmt != "auto" else "unknown format"
+    sink.error("", f"{wanted}: tried {TRIED if fmt == 'auto' else fmt}; "
+                   f"the file starts with {head[:16]!r}. Pass --format if detection is wrong")
+
+
+def _load_json(stream: BinaryIO, sink: FileSink, fmt: str) -> None:
+    text = io.TextIOWrapper(stream, encoding="utf-8-sig", errors="replace")
+    first_line = text.readline()
+    try:
+        first_obj = json.loads(first_line)
+    except json.JSONDecodeError:
+        first_obj = _NOT_PARSED
+    if first_obj is _NOT_PARSED:
+        body = first_line + text.read()
+        try:
+            doc = json.loads(body)
+        except json.JSONDecodeError as exc:
+            if _looks_like_lines(body):
+                _load_lines(body.splitlines(True), sink, fmt)
+                return
+            sink.error(str(exc.lineno), f"not valid JSON ({exc.msg}, column {exc.colno}); nothing was loaded")
+            return
+        _load_json_value(doc, sink, fmt, where="")
+        return
+    # JSON lines (or a document that fits on one line).
+    _load_json_value(first_obj, sink, fmt, where="1", lines=True)
+    for n, line in enumerate(text, start=2):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            sink.error(str(n), f"not valid JSON ({exc.msg}, column {exc.colno}); line skipped")
+            continue
+        _load_json_value(obj, sink, fmt, where=str(n), lines=True)
+
+
+def _looks_like_lines(body: str) -> bool:
+    """A JSON-lines file whose first line is broken: most other lines parse on their own."""
+    lines = [ln for ln in body.splitlines()[1:20] if ln.strip()]
+    if not lines:
+        return False
+    ok = 0
+    for ln in lines:
+        try:
+            json.loads(ln)
+            ok += 1
+        except json.JSONDecodeError:
+            pass
+    return ok * 2 > len(lines)
+
+
+def _load_lines(lines: list[str], sink: FileSink, fmt: str) -> None:
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            sink.error(str(n), f"not valid JSON ({exc.msg}, column {exc.colno}); line skipped")
+            continue
+        _load_json_value(obj, sink, fmt, where=str(n), lines=True)
+
+
+_NOT_PARSED = object()
+
+
+def _load_json_value(obj, sink: FileSink, fmt: str, where: str, lines: bool = False) -> None:
+    """Classify one JSON value (a line or a whole document) and hand it to its loader."""
+    rs = otlp_json.resource_spans_of(obj)
+    found = None
+    if rs is not None:
+        found = "otlp-json"
+    elif otlp_json.is_non_trace_signal(obj):
+        if fmt in ("auto", "otlp-json"):
+            if sink.result.format == "unknown":
+                sink.result.format = "otlp-json"
+            return  # metrics or logs in a file-exporter dump: not ours, not an error
+        found = "otlp-json"
+    else:
+        traces = jaeger.traces_of(obj)
+        if traces is not None:
+            found = "jaeger"
+        else:
+            records = zipkin.spans_of(obj)
+            if records is not None:
+                found = "zipkin"
+    if found is None:
+        what = f"keys {sorted(obj)[:6]}" if isinstance(obj, dict) else (
+            "an empty list" if obj == [] else f"a {type(obj).__name__}")
+        msg = f"{'line' if lines else 'document'} is not a trace dump in any known format ({what}); tried {TRIED}"
+        sink.error(where, msg + ("; line skipped" if lines else ""))
+        return
+    if fmt != "auto" and found != fmt:
+        sink.error(where, f"this is {found}, not {fmt} as requested; skipped. Use --format auto")
+        return
+    if sink.result.format == "unknown":
+        sink.result.format = found
+    elif sink.result.format != found and found not in sink.result.format:
+        sink.result.format += f"+{found}"
+    if found == "otlp-json":
+        otlp_json.load_resource_spans(rs, sink, where)
+    elif found == "jaeger":
+        jaeger.load_traces(traces, sink, f"{where}: " if where else "")
+    else:
+        if lines and where != "1":
+            sink.error(where, "Zipkin spans must be one JSON document, not JSON lines; line skipped")
+            return
+        zipkin.load_records(records, sink)
+
+
+def _wants_progress(path: str) -> bool:
+    try:
+        return sys.stderr.isatty() and os.path.getsize(path) >= PROGRESS_MIN_BYTES
+    except OSError:
+        return False
+
+
+class _Progress:
+    """A one-line progress bar on stderr, by bytes read from the (possibly compressed) file."""
+
+    WIDTH = 30
+
+    def __init__(self, path: str, raw: BinaryIO) -> None:
+        self.path = os.path.basename(path)
+        self.raw = raw
+        self.total = max(1, os.path.getsize(path))
+        self.last = 0.0
+
+    def update(self, result: FileResult) -> None:
+        now = time.monotonic()
+        if now - self.last < 0.2:
+            return
+        self.last = now
+        try:
+            pos = self.raw.tell()
+        except (OSError, ValueError):
+            return
+        frac = min(1.0, pos / self.total)
+        filled = int(frac * self.WIDTH)
+        sys.stderr.write(f"\r{self.path} [{'#' * filled}{'.' * (self.WIDTH - filled)}] "
+                         f"{frac:4.0%} {result.spans_loaded:,} spans")
+        sys.stderr.flush()
+
+    def done(self, result: FileResult) -> None:
+        if self.last:
+            sys.stderr.write(f"\r{self.path} [{'#' * self.WIDTH}] 100% {result.spans_loaded:,} spans\n")
+            sys.stderr.flush()
