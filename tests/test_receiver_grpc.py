@@ -1,0 +1,124 @@
+"""OTLP/gRPC receiver, driven by the real OTel SDK exporter and a raw grpc client for bad input."""
+
+from __future__ import annotations
+
+import threading
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+from opentelemetry.sdk.trace.export import SpanExportResult
+from receiver_fixtures import assert_stored_exactly, make_spans, running_receiver, span_count
+
+EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+
+
+@pytest.fixture
+def receiver(tmp_path):
+    with running_receiver(tmp_path) as rec:
+        yield rec
+
+
+def raw_export(address: str, body: bytes, compression=None, timeout: float = 10):
+    """Send raw bytes as an Export call; returns the decoded response (raises grpc.RpcError)."""
+    with grpc.insecure_channel(address, options=[("grpc.max_send_message_length", 64 << 20)]) as channel:
+        call = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
+        raw = call(body, timeout=timeout, compression=compression)
+    return ExportTraceServiceResponse.FromString(raw)
+
+
+@pytest.mark.parametrize("compression", [None, grpc.Compression.Gzip])
+def test_sdk_exporter_spans_round_trip_exactly(receiver, compression):
+    spans = make_spans()
+    exporter = OTLPSpanExporter(endpoint=receiver.grpc_address, insecure=True, compression=compression)
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert span_count(receiver.con) == len(spans)
+    assert_stored_exactly(receiver.con, spans, source="otlp-grpc")
+
+
+def test_same_spans_exported_twice_are_stored_once(receiver):
+    spans = make_spans()
+    exporter = OTLPSpanExporter(endpoint=receiver.grpc_address, insecure=True)
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    assert exporter.export(spans) == SpanExportResult.SUCCESS
+    exporter.shutdown()
+    assert span_count(receiver.con) == len(spans)
+    stats = receiver.stats()
+    assert (stats.spans_stored, stats.spans_duplicate) == (len(spans), len(spans))
+
+
+def test_truncated_body_is_invalid_argument_and_stores_nothing(receiver):
+    good = make_spans(tag="-good")
+    raw_export(receiver.grpc_address, encode_spans(good).SerializeToString())
+    body = encode_spans(make_spans(tag="-bad")).SerializeToString()
+    with pytest.raises(grpc.RpcError) as err:
+        raw_export(receiver.grpc_address, body[:-7])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ExportTraceServiceRequest" in err.value.details()
+    assert span_count(receiver.con) == len(good)
+    assert_stored_exactly(receiver.con, good)
+
+
+def test_invalid_ids_are_partial_success_and_the_rest_is_stored(receiver):
+    spans = make_spans()
+    request = encode_spans(spans)
+    bad = request.resource_spans[0].scope_spans[0].spans[1]
+    bad.trace_id = b"\x01\x02\x03"
+    bad_span_id = bad.span_id.hex()
+    response = raw_export(receiver.grpc_address, request.SerializeToString(), grpc.Compression.Gzip)
+    assert response.partial_success.rejected_spans == 1
+    assert bad_span_id in response.partial_success.error_message
+    assert "trace id has 3 bytes" in response.partial_success.error_message
+    good = [s for s in spans if format(s.context.span_id, "016x") != bad_span_id]
+    assert span_count(receiver.con) == len(good)
+    assert_stored_exactly(receiver.con, good)
+
+
+def test_request_over_max_size_is_refused(tmp_path):
+    with running_receiver(tmp_path, max_request_bytes=32 * 1024) as rec:
+        con = rec.con
+        small = make_spans(tag="-small")
+        raw_export(rec.grpc_address, encode_spans(small).SerializeToString())
+        big = make_spans(n_traces=60)
+        body = encode_spans(big).SerializeToString()
+        assert len(body) > 32 * 1024
+        for compression in (None, grpc.Compression.Gzip):  # gzip: the limit holds after decompression
+            with pytest.raises(grpc.RpcError) as err:
+                raw_export(rec.grpc_address, body, compression)
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert span_count(con) == len(small)
+        assert_stored_exactly(con, small)
+
+
+def test_queue_full_is_resource_exhausted_with_retry_info(tmp_path):
+    with running_receiver(tmp_path, queue_spans=10) as rec:
+        con = rec.con
+        first, second = make_spans(n_traces=2, tag="-1"), make_spans(n_traces=2, tag="-2")
+        assert len(first) == len(second) == 8
+        results = {}
+        # Hold the writer's lock: the writer takes the first request and cannot commit it.
+        with rec.ingester.write_lock:
+            sender = threading.Thread(target=lambda: results.setdefault(
+                "first", raw_export(rec.grpc_address, encode_spans(first).SerializeToString())))
+            sender.start()
+            while rec.stats().queue_spans < 8:
+                sender.join(0.01)
+            with pytest.raises(grpc.RpcError) as err:
+                raw_export(rec.grpc_address, encode_spans(second).SerializeToString())
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "queue full" in err.value.details()
+            details = dict(err.value.trailing_metadata())["grpc-status-details-bin"]
+            status = status_pb2.Status.FromString(details)
+            info = error_details_pb2.RetryInfo()
+            assert status.details[0].Unpack(info) and info.retry_delay.seconds >= 1
+            assert "first" not in results  # not acknowledged before its commit
+        sender.join(10)
+        assert not results["first"].HasField("partial_success")
+        assert rec.stats().requests_refused == 1
+        # once the queue drains, the refused request goes through on retry
+        raw_export(rec.grpc_address, encode_spans(second).SerializeToString())
+        assert_stored_exactly(con, first + second)
