@@ -1,0 +1,1 @@
+"""One module per sample scenario; truth.yaml, intended.yaml and asyncapi/ beside each."""
