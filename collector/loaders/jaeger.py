@@ -126,7 +126,8 @@ def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
         end_ns=(start_us + duration_us) * 1000,
         status_code=status,
         status_message=attrs.get(sc.JAEGER_STATUS_DESCRIPTION),
-        attributes={k: v for k, v in attrs.items() if k not in _CONSUMED_TAGS},
+        attributes={k: v for k, v in attrs.items()
+                    if k not in _CONSUMED_TAGS and not (k == sc.JAEGER_ERROR and _is_bool(v))},
         resource_attributes=resource,
         scope_name=sc.first(attrs, sc.JAEGER_SCOPE_NAME),
         scope_version=sc.first(attrs, sc.JAEGER_SCOPE_VERSION),
@@ -135,6 +136,11 @@ def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
         id_pad=True,
         where=f"{sink.result.path}:{place} (span {span.get('spanID')!r}, {span.get('operationName')!r})",
     )
+
+
+def _is_bool(value) -> bool:
+    """`error` tags that only flag the status (true/false) are consumed; a message string stays."""
+    return isinstance(value, bool) or str(value).lower() in ("true", "false")
 
 
 def _same_id(a, b) -> bool:

@@ -1,0 +1,156 @@
+"""Every real dump in /work/shared/real_traces loads with exactly the span counts its SOURCES.md
+gives, and the loaders carry over what analysis needs: kinds, messaging destinations, links, the
+server halves of shared Zipkin spans."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from collector import store
+from collector.loaders import load_paths
+
+REAL = Path("/work/shared/real_traces")
+pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} (the real trace dumps) is not present")
+
+EXPECTED = {  # file -> (format, spans to store), from SOURCES.md
+    "zipkin-lens/smartthings-mobile-web-install.json": ("zipkin", 957),
+    "zipkin-lens/smartthings-oauth-authorization.json": ("zipkin", 175),
+    "zipkin-lens/messaging-kafka.json": ("zipkin", 28),
+    "zipkin-lens/messaging2.json": ("zipkin", 11),
+    "zipkin-lens/messaging.json": ("zipkin", 4),
+    "zipkin-lens/yelp.json": ("zipkin", 16),
+    "zipkin-lens/ascend.json": ("zipkin", 8),
+    "jaeger-skill-fixtures/n_plus_one_full_serial.json": ("otlp-json", 40),
+    "jaeger-skill-fixtures/n_plus_one_full_concurrent.json": ("otlp-json", 40),
+    "jaeger-skill-fixtures/error_timeout_masked.json": ("otlp-json", 26),
+    "jaeger-ui/getTrace-response.json": ("otlp-json", 40),
+    "otel-tui/test_data.json": ("otlp-json", 547),
+    "holmesgpt/trace_data.input.json": ("otlp-json", 10),
+}
+
+
+def _load(tmp_path, rel: str):
+    con = store.connect(tmp_path / "s.duckdb")
+    return con, load_paths(con, [REAL / rel])
+
+
+@pytest.mark.parametrize("rel", sorted(EXPECTED))
+def test_file_loads_with_the_documented_span_count(tmp_path, rel):
+    fmt, count = EXPECTED[rel]
+    con, res = _load(tmp_path, rel)
+    f = res.files[0]
+    assert f.errors == [] and f.spans_rejected == 0
+    assert f.format == fmt
+    assert f.spans_loaded == count
+    assert store.scalar(con, "SELECT count(*) FROM spans") == count
+    assert store.scalar(con, "SELECT count(*) FROM spans WHERE service_name = 'unknown_service'") == 0
+
+
+def test_all_files_together_then_again_count_each_span_once(tmp_path):
+    con = store.connect(tmp_path / "all.duckdb")
+    files = [REAL / rel for rel in sorted(EXPECTED)]
+    first = load_paths(con, files)
+    assert first.ok, first.errors
+    assert first.spans_loaded == sum(c for _, c in EXPECTED.values())
+    second = load_paths(con, files)
+    assert second.ok
+    assert second.spans_loaded == 0
+    assert second.duplicates_skipped == first.spans_loaded
+    assert store.scalar(con, "SELECT count(*) FROM spans") == first.spans_loaded
+
+
+def test_otel_tui_json_lines_keep_53_linked_spans_and_skip_metrics_and_logs(tmp_path):
+    con, res = _load(tmp_path, "otel-tui/test_data.json")
+    assert res.ok and res.spans_loaded == 547
+    assert store.scalar(con, "SELECT count(DISTINCT (trace_id, span_id)) FROM span_links") == 53
+    assert store.scalar(con, "SELECT count(*) FROM spans WHERE status_code = 'ERROR'") == 107
+    assert store.scalar(con, "SELECT count(DISTINCT trace_id) FROM spans") == 141
+    linked = con.execute("SELECT DISTINCT s.service_name FROM span_links l JOIN spans s USING (trace_id, span_id)"
+                         ).fetchall()
+    assert linked == [("frontend",)]
+
+
+def test_zipkin_kafka_producers_and_consumers_get_messaging_columns(tmp_path):
+    con, res = _load(tmp_path, "zipkin-lens/messaging-kafka.json")
+    assert res.ok
+    rows = con.execute("SELECT kind, name, messaging_system, messaging_destination, messaging_operation, "
+                       "count(*) FROM spans WHERE kind IN ('PRODUCER', 'CONSUMER') GROUP BY ALL ORDER BY ALL"
+                       ).fetchall()
+    assert rows == [
+        ("CONSUMER", "poll", "kafka", "messages", "receive", 7),
+        ("PRODUCER", "send", "kafka", "central.messages", "send", 3),
+        ("PRODUCER", "send", "kafka", "command-messages", "send", 3),
+        ("PRODUCER", "send", "kafka", "messages", "send", 3),
+    ]
+    errors = con.execute("SELECT status_message FROM spans WHERE status_code = 'ERROR' ORDER BY ALL NULLS FIRST").fetchall()
+    assert errors == [(None,), ("some error",), ("some error",)]
+    assert store.scalar(con, "SELECT count(*) FROM spans WHERE peer_service = 'kafka'") == 16
+
+
+def test_zipkin_rabbitmq_destinations_follow_the_documented_rule(tmp_path):
+    con, res = _load(tmp_path, "zipkin-lens/messaging2.json")
+    assert res.ok
+    rows = con.execute("SELECT service_name, kind, messaging_system, messaging_destination, messaging_operation "
+                       "FROM spans WHERE kind IN ('PRODUCER', 'CONSUMER') ORDER BY kind").fetchall()
+    # The consumer names its queue; the producer has no tags, so only the system (from its remote
+    # endpoint, rabbitmq) is known.
+    assert rows == [("notification-service", "CONSUMER", "rabbitmq", "notification", "receive"),
+                    ("transfer-service", "PRODUCER", "rabbitmq", None, "send")]
+    con2 = store.connect(tmp_path / "m.duckdb")
+    assert load_paths(con2, [REAL / "zipkin-lens/messaging.json"]).ok
+    rows = con2.execute("SELECT kind, messaging_system, messaging_destination FROM spans "
+                        "WHERE kind IN ('PRODUCER', 'CONSUMER') ORDER BY kind").fetchall()
+    assert rows == [("CONSUMER", "rabbitmq", "backend"), ("PRODUCER", "rabbitmq", None)]
+
+
+def test_smartthings_kafka_receive_spans_become_consumers_of_their_topic(tmp_path):
+    con, res = _load(tmp_path, "zipkin-lens/smartthings-mobile-web-install.json")
+    assert res.ok
+    consumers = con.execute("SELECT service_name, messaging_system, messaging_destination, messaging_operation, "
+                            "parent_span_id FROM spans WHERE kind = 'CONSUMER'").fetchall()
+    assert len(consumers) == 5
+    assert {c[:4] for c in consumers} == {("pusher", "kafka", "iot-events360", "receive")}
+    producer = con.execute("SELECT span_id, service_name, messaging_destination FROM spans "
+                           "WHERE kind = 'PRODUCER'").fetchall()
+    assert [p[1:] for p in producer] == [("bouncer", "iot-events360")]
+    assert {c[4] for c in consumers} == {producer[0][0]}  # each consumer is a child of the send
+    kinds = json.loads(store.scalar(con, "SELECT attributes FROM spans WHERE kind = 'CONSUMER' LIMIT 1"))
+    assert kinds["zipkin.kind"] == "SERVER" and kinds["kafka.partition"] == "276"
+
+
+def test_shared_zipkin_spans_split_into_client_and_server_halves(tmp_path):
+    con, res = _load(tmp_path, "zipkin-lens/ascend.json")
+    assert res.ok
+    raw = json.loads((REAL / "zipkin-lens/ascend.json").read_text())
+    shared_ids = {r["id"] for r in raw if r.get("shared")}
+    for sid in shared_ids:
+        client = con.execute("SELECT service_name, kind FROM spans WHERE span_id = ?", [sid]).fetchall()
+        assert client[0][1] == "CLIENT"
+        server = con.execute("SELECT span_id, service_name, kind FROM spans WHERE parent_span_id = ? "
+                             "AND kind = 'SERVER'", [sid]).fetchall()
+        assert len(server) == 1 and server[0][0] != sid
+        server_id, server_service = server[0][0], server[0][1]
+        # Children the server's service recorded under the shared id hang under the server half.
+        recorded_children = [r for r in raw if r.get("parentId") == sid and
+                             r["localEndpoint"]["serviceName"] == server_service and not r.get("shared")]
+        stored = {r[0] for r in con.execute("SELECT span_id FROM spans WHERE parent_span_id = ?",
+                                            [server_id]).fetchall()}
+        assert {r["id"] for r in recorded_children} <= stored
+    # Every parent a span names is stored (the file is one whole trace).
+    assert store.scalar(con, "SELECT count(*) FROM spans c WHERE parent_span_id IS NOT NULL AND NOT EXISTS "
+                             "(SELECT 1 FROM spans p WHERE p.span_id = c.parent_span_id)") == 0
+
+
+def test_zipkin_span_parts_merge_annotations_and_tags(tmp_path):
+    con, res = _load(tmp_path, "zipkin-lens/smartthings-mobile-web-install.json")
+    assert res.ok
+    # a0dc23f22c4fee3f: a CLIENT record (strongman), a shared SERVER record and a kindless part
+    # (platformapi); the kindless part merges into the server half, not into a span of its own.
+    rows = con.execute("SELECT service_name, kind, name FROM spans WHERE span_id = 'a0dc23f22c4fee3f' "
+                       "OR parent_span_id = 'a0dc23f22c4fee3f' AND kind = 'SERVER' ORDER BY kind").fetchall()
+    assert rows == [("strongman", "CLIENT", "post /app-execute"), ("platformapi", "SERVER", "post")]
+    assert store.scalar(con, "SELECT count(*) FROM spans WHERE kind = 'INTERNAL' AND name = 'post' "
+                             "AND service_name = 'platformapi'") == 0
