@@ -1,0 +1,132 @@
+"""Stage 3, clock skew: estimate each service's clock offset and correct span times.
+
+Assumptions (as Jaeger's clock-skew adjuster): a synchronous child lies within its parent, and
+network latency is about the same on the way in and out, so the child sits in the middle of its
+parent; a consumer starts after its producer started. Offsets are estimated per pair of services
+from the cross-service parent -> child calls (median of the centring shift), propagated along a
+maximum spanning tree from a reference service (the one with most spans), and then only corrected
+where asynchronous evidence is violated (a consumer seen starting before its producer): an async
+hop alone cannot tell a slow queue from a slow clock, so a positive lag is left as it is.
+Writes `clock_offsets` and adds `start_adj`/`end_adj` (corrected) to `span_steps`.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import networkx as nx
+
+
+def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """Offsets in ns by service (observed = true + offset). Needs `span_steps` and parent edges."""
+    sync_pairs = con.execute(
+        """
+        SELECT p.service, c.service,
+               median(((c.start_ns - p.start_ns) + (c.end_ns - p.end_ns)) / 2.0) AS shift,
+               count(*) AS n
+        FROM causal_edges e
+        JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+        JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+        WHERE e.evidence = 'parent' AND e.via = 'call' AND p.service <> c.service
+          AND p.start_ns IS NOT NULL AND c.start_ns IS NOT NULL
+          AND p.end_ns >= p.start_ns AND c.end_ns >= c.start_ns
+        GROUP BY ALL
+        """
+    ).fetchall()
+    async_bounds = con.execute(
+        """
+        SELECT p.service, c.service, min(c.start_ns - p.start_ns) AS bound, count(*) AS n
+        FROM causal_edges e
+        JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+        JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+        WHERE e.via = 'event' AND e.evidence = 'parent' AND p.service <> c.service
+        GROUP BY ALL
+        """
+    ).fetchall()
+    span_counts = dict(con.execute("SELECT service, count(*) FROM span_steps GROUP BY ALL").fetchall())
+    return solve_offsets(sync_pairs, async_bounds, span_counts)
+
+
+def solve_offsets(
+    sync_pairs: list[tuple[str, str, float, int]],
+    async_bounds: list[tuple[str, str, float, int]],
+    span_counts: dict[str, int],
+) -> dict[str, float]:
+    """Offsets (ns) from pairwise shifts (child - parent) and async upper bounds (consumer - producer).
+
+    Parameters
+    ----------
+    sync_pairs: (parent service, child service, median centring shift, pair count)
+    async_bounds: (producer service, consumer service, min start difference, pair count)
+    span_counts: spans by service; the service with most spans is the reference (offset 0)
+    """
+    graph = nx.Graph()
+    graph.add_nodes_from(span_counts)
+    for parent, child, shift, n in sync_pairs:
+        # Combine both directions of a pair into one undirected estimate of off[b] - off[a].
+        a, b, d = (parent, child, shift) if parent < child else (child, parent, -shift)
+        if graph.has_edge(a, b):
+            data = graph[a][b]
+            total = data["n"] + n
+            data["d"] = (data["d"] * data["n"] + d * n) / total
+            data["n"] = total
+        else:
+            graph.add_edge(a, b, d=d, n=n, lo=a)
+    offsets: dict[str, float] = {}
+    components = sorted(nx.connected_components(graph), key=lambda c: -sum(span_counts.get(s, 0) for s in c))
+    component_of: dict[str, int] = {}
+    for index, component in enumerate(components):
+        root = max(component, key=lambda s: (span_counts.get(s, 0), s))
+        tree = nx.maximum_spanning_tree(graph.subgraph(component), weight="n")
+        offsets[root] = 0.0
+        for u, v in nx.bfs_edges(tree, root):
+            data = graph[u][v]
+            d = data["d"] if data["lo"] == u else -data["d"]  # d = off[v] - off[u]
+            offsets[v] = offsets[u] + d
+        for service in component:
+            component_of[service] = index
+    # Async evidence: consumer_off - producer_off must not exceed the observed minimum start gap.
+    # Shift whole components (never split sync-anchored services) where it is violated.
+    for _ in range(len(components) + 1):
+        changed = False
+        for producer, consumer, bound, _n in async_bounds:
+            if producer not in offsets or consumer not in offsets:
+                continue
+            if component_of[producer] == component_of[consumer]:
+                continue
+            excess = (offsets[consumer] - offsets[producer]) - bound
+            if excess > 0 and component_of[consumer] != 0:
+                for service, comp in component_of.items():
+                    if comp == component_of[consumer]:
+                        offsets[service] -= excess
+                changed = True
+            elif excess > 0:
+                for service, comp in component_of.items():
+                    if comp == component_of[producer]:
+                        offsets[service] += excess
+                changed = True
+        if not changed:
+            break
+    return offsets
+
+
+def apply_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> None:
+    """Write `clock_offsets` and add corrected `start_adj`/`end_adj` columns to `span_steps`."""
+    con.execute("CREATE OR REPLACE TABLE clock_offsets (service VARCHAR, offset_ns BIGINT)")
+    if offsets:
+        con.executemany(  # one row per service, not per span
+            "INSERT INTO clock_offsets VALUES (?, ?)", [(s, round(o)) for s, o in sorted(offsets.items())]
+        )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE span_steps AS
+        SELECT s.*, s.start_ns - coalesce(o.offset_ns, 0) AS start_adj,
+               s.end_ns - coalesce(o.offset_ns, 0) AS end_adj
+        FROM span_steps s LEFT JOIN clock_offsets o ON o.service = s.service
+        """
+    )
+
+
+def correct_clock_skew(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    offsets = estimate_offsets(con)
+    apply_offsets(con, offsets)
+    return offsets

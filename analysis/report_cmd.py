@@ -1,0 +1,52 @@
+"""`choreoscope analyze`: run the pipeline over the inputs and write the report."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from analysis.graph_export import report_dot, report_mermaid
+from analysis.inputs import InputError, open_inputs, warn_load_errors
+from analysis.pipeline import AnalysisError, run_pipeline
+from analysis.report import build_report, validate_report
+from analysis.report_md import report_markdown
+from collector.store import StoreBusyError
+
+RENDERERS = {
+    "json": lambda r: json.dumps(r, indent=2, default=str) + "\n",
+    "md": report_markdown,
+    "dot": report_dot,
+    "mermaid": report_mermaid,
+}
+
+
+def analyze(inputs: list[str], db: str, intended: list[str] | None = None) -> dict:
+    """Load/open the inputs, run every stage, return the validated JSON report."""
+    opened = open_inputs(inputs, db)
+    try:
+        warn_load_errors(opened)
+        run_pipeline(opened.con, intended)
+        report = build_report(opened.con)
+        validate_report(report)
+        return report
+    finally:
+        opened.con.close()
+
+
+def write_output(text: str, out: str | None) -> None:
+    if out:
+        with open(out, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+
+
+def run(args) -> int:
+    try:
+        report = analyze(args.inputs, args.db, args.intended)
+    except (InputError, StoreBusyError, AnalysisError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    write_output(RENDERERS[args.format](report), args.out)
+    return 0

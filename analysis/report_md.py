@@ -1,0 +1,90 @@
+"""The report for people: Markdown, findings first (most severe first), then each workflow."""
+
+from __future__ import annotations
+
+import json
+
+SEVERITY_MARK = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info"}
+
+
+def _cell(text) -> str:
+    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+
+
+def report_markdown(report: dict, max_workflows: int = 25) -> str:
+    s = report["summary"]
+    out = [
+        "# choreoscope report",
+        "",
+        (f"{s['spans']} spans in {s['traces']} traces from {s['services']} services, stitched into "
+         f"{s['workflow_instances']} workflow instances of {len(report['workflows'])} workflow types."),
+        "",
+    ]
+    skewed = {k: v for k, v in report["clock_offsets_ms"].items() if abs(v) >= 1.0}
+    if skewed:
+        out.append("Clock offsets corrected before judging orderings: "
+                   + ", ".join(f"{k} {v:+.1f} ms" for k, v in sorted(skewed.items())) + ".")
+        out.append("")
+    findings = report["findings"]
+    out += [f"## Findings ({len(findings)})", ""]
+    if not findings:
+        out += ["Nothing to report: no undeclared coordination was found.", ""]
+    for f in findings:
+        where = ", ".join(f["services"])
+        extra = "".join(f" · {label} `{f[k]}`" for k, label in (("event", "event"), ("resource", "resource"))
+                        if f.get(k))
+        out += [
+            f"### {SEVERITY_MARK.get(f['severity'], f['severity'])} · {f['kind']} · {where}{extra}",
+            "",
+            f"{f['summary']}",
+            "",
+            f"**What to do:** {f['recommendation']}",
+            "",
+            f"Confidence {f['confidence']:.2f}. Evidence: `{json.dumps(f['evidence'], default=str)}`",
+        ]
+        if f["trace_ids"]:
+            out.append("Example traces: " + ", ".join(f"`{t}`" for t in f["trace_ids"][:3]))
+        out.append("")
+    if "conformance" in report:
+        out += ["## Conformance with the intended workflows", ""]
+        rows = report["conformance"]
+        if rows:
+            cols = list(rows[0].keys())
+            out.append("| " + " | ".join(cols) + " |")
+            out.append("|" + "---|" * len(cols))
+            for r in rows:
+                out.append("| " + " | ".join(_cell(r[c]) for c in cols) + " |")
+        out.append("")
+    out += ["## Workflows", ""]
+    for wf in report["workflows"][:max_workflows]:
+        ev = wf["pattern_evidence"]
+        m = wf["metrics"]
+        out += [
+            f"### {wf['name']} — {wf['pattern']}, {wf['instances']} instance(s)",
+            "",
+            f"- Who knows the workflow: {ev['who_knows_the_workflow']}",
+            f"- Where state lives: {ev['where_state_lives']}",
+            f"- Where errors are handled: {ev['where_errors_are_handled']}",
+            (f"- Services ({m['services']}): {', '.join(wf['services'])}; events: {m['events']}; depth "
+             f"{m['max_depth']}; cycles {m['cycles']}; widest fan-out {m['fan_out_max']}; "
+             f"variants: {len(wf['variants'])}"),
+            "",
+        ]
+        service_of = {st["id"]: st["service"] for st in wf["steps"]}
+        cross = [e for e in wf["edges"] if service_of.get(e["source"]) != service_of.get(e["target"])]
+        if cross:
+            names = {st["id"]: f"{st['service']} · {st['operation']}" for st in wf["steps"]}
+            out += ["| from | to | via | count | p50 ms | p95 ms | note |", "|---|---|---|---|---|---|---|"]
+            for e in cross:
+                note = "inferred (" + ", ".join(e.get("evidence", [])) + ")" if e["inferred"] else ""
+                if "unanswered" in e.get("evidence", []):
+                    note = "uninstrumented peer"
+                via = e["via"] + (f" `{e['event']}`" if e["event"] else "")
+                out.append(
+                    f"| {_cell(names.get(e['source'], e['source']))} | {_cell(names.get(e['target'], e['target']))} "
+                    f"| {via} | {e['count']} | {e['latency_ms']['p50']} | {e['latency_ms']['p95']} | {note} |"
+                )
+            out.append("")
+    if len(report["workflows"]) > max_workflows:
+        out.append(f"… and {len(report['workflows']) - max_workflows} more workflow types (see the JSON report).")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,215 @@
+"""Stage 5, workflow types and their models.
+
+An instance's entry is its earliest root span (no incoming causal edge); instances with the same
+entry step form one workflow type. Per workflow: steps and step-to-step edges with counts and
+latency, uninstrumented peers as virtual steps, variants (distinct edge sets) and structure metrics.
+Writes `instances`, `workflows`, `workflow_steps`, `workflow_edges`, `workflow_variants`, and adds
+`instance_id`/`workflow_id` to `span_steps`.
+
+Edge latency: for an event, the consumer's start minus the producer's end (queue lag); for a
+call, the callee's duration.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import networkx as nx
+
+
+def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE span_steps AS
+        SELECT s.*, ti.instance_id FROM span_steps s JOIN trace_instances ti USING (trace_id)
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE instances AS
+        WITH roots AS (
+            SELECT s.* FROM span_steps s
+            WHERE NOT EXISTS (SELECT 1 FROM causal_edges e
+                              WHERE e.dst_trace_id = s.trace_id AND e.dst_span_id = s.span_id)
+        ),
+        ranked AS (
+            SELECT instance_id, step_id, trace_id,
+                   row_number() OVER (PARTITION BY instance_id ORDER BY is_root DESC, start_adj, trace_id, span_id) AS rn
+            FROM (SELECT s.*, r.span_id IS NOT NULL AS is_root FROM span_steps s
+                  LEFT JOIN roots r ON r.trace_id = s.trace_id AND r.span_id = s.span_id)
+        ),
+        agg AS (
+            SELECT instance_id, min(start_adj) AS start_adj, max(end_adj) AS end_adj, count(*) AS spans,
+                   count(DISTINCT trace_id) AS traces, count(DISTINCT service) AS services,
+                   count(*) FILTER (WHERE is_error) AS errors
+            FROM span_steps GROUP BY instance_id
+        )
+        SELECT agg.*, ranked.step_id AS workflow_id, ranked.trace_id AS entry_trace_id
+        FROM agg JOIN ranked ON ranked.instance_id = agg.instance_id AND ranked.rn = 1
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE span_steps AS
+        SELECT s.*, i.workflow_id FROM span_steps s JOIN instances i USING (instance_id)
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE workflow_edges AS
+        WITH joined AS (
+            SELECT s.workflow_id, s.instance_id, s.step_id AS src_step, d.step_id AS dst_step,
+                   s.service AS src_service, d.service AS dst_service, e.via, e.evidence, e.inferred,
+                   e.confidence,
+                   CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END
+                       AS event,
+                   CASE WHEN e.via = 'event' THEN greatest(d.start_adj - s.end_adj, 0)
+                        ELSE d.end_adj - d.start_adj END / 1e6 AS latency_ms
+            FROM causal_edges e
+            JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
+            JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
+            WHERE s.step_id <> d.step_id
+        ),
+        unanswered AS (   -- calls and sends with no instrumented counterpart: virtual peers
+            SELECT s.workflow_id, s.instance_id, s.step_id AS src_step,
+                   CASE WHEN s.role = 'producer' THEN s.messaging_destination || ' virtual ' || s.messaging_destination
+                        ELSE coalesce(s.peer, 'unknown peer') || ' virtual ' || s.operation END AS dst_step,
+                   s.service AS src_service,
+                   CASE WHEN s.role = 'producer' THEN s.messaging_destination
+                        ELSE coalesce(s.peer, 'unknown peer') END AS dst_service,
+                   CASE WHEN s.role = 'producer' THEN 'event' ELSE 'call' END AS via,
+                   'unanswered' AS evidence, false AS inferred, 1.0 AS confidence,
+                   CASE WHEN s.role = 'producer' THEN s.messaging_destination END AS event,
+                   (s.end_adj - s.start_adj) / 1e6 AS latency_ms
+            FROM span_steps s
+            WHERE ((s.role = 'client' AND s.db_system IS NULL)
+                   OR (s.role = 'producer' AND s.messaging_destination IS NOT NULL))
+              AND NOT EXISTS (
+                  SELECT 1 FROM causal_edges e JOIN span_steps d
+                    ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
+                  WHERE e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id AND d.service <> s.service)
+        ),
+        alle AS (SELECT * FROM joined UNION ALL SELECT * FROM unanswered)
+        SELECT workflow_id, src_step, dst_step, any_value(src_service) AS src_service,
+               any_value(dst_service) AS dst_service, via, event, count(*) AS count,
+               count(DISTINCT instance_id) AS instances,
+               bool_and(inferred) AS inferred, max(confidence) AS confidence,
+               list(DISTINCT evidence ORDER BY evidence) AS evidence,
+               quantile_cont(latency_ms, 0.5) AS latency_p50_ms, quantile_cont(latency_ms, 0.95) AS latency_p95_ms
+        FROM alle
+        GROUP BY workflow_id, src_step, dst_step, via, event
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE workflow_steps AS
+        SELECT workflow_id, step_id, any_value(service) AS service, any_value(role) AS role,
+               any_value(operation) AS operation, count(*) AS count, count(DISTINCT instance_id) AS instances,
+               count(*) FILTER (WHERE is_error) AS errors, false AS virtual
+        FROM span_steps GROUP BY workflow_id, step_id
+        UNION ALL
+        SELECT workflow_id, dst_step, any_value(dst_service), 'virtual',
+               any_value(coalesce(event, regexp_extract(dst_step, ' virtual (.*)$', 1))),
+               sum(count)::BIGINT, max(instances), 0, true
+        FROM workflow_edges WHERE 'unanswered' = ANY(evidence)
+        GROUP BY workflow_id, dst_step
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE instance_shapes AS
+        SELECT i.instance_id, i.workflow_id,
+               md5(coalesce(string_agg(DISTINCT s.step_id || ' > ' || d.step_id, ' | '
+                                       ORDER BY s.step_id || ' > ' || d.step_id), i.workflow_id)) AS variant_id
+        FROM instances i
+        LEFT JOIN span_steps s ON s.instance_id = i.instance_id
+        LEFT JOIN causal_edges e ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id
+        LEFT JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
+                              AND d.step_id <> s.step_id
+        GROUP BY i.instance_id, i.workflow_id
+        """
+    )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE instances AS
+        SELECT i.*, sh.variant_id FROM instances i JOIN instance_shapes sh USING (instance_id)
+        """
+    )
+    con.execute("DROP TABLE instance_shapes")
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE workflow_variants AS
+        SELECT workflow_id, variant_id, count(*) AS count,
+               list(entry_trace_id ORDER BY start_adj, entry_trace_id)[1:3] AS example_trace_ids,
+               sum(errors) AS errors
+        FROM instances GROUP BY workflow_id, variant_id
+        """
+    )
+    _build_workflow_table(con)
+
+
+def _build_workflow_table(con: duckdb.DuckDBPyConnection) -> None:
+    rows = con.execute(
+        """
+        SELECT i.workflow_id, any_value(st.service), any_value(st.operation), any_value(st.role),
+               count(*) AS instances, min(i.start_adj), max(i.end_adj)
+        FROM instances i
+        JOIN (SELECT DISTINCT workflow_id, step_id, service, operation, role FROM workflow_steps) st
+          ON st.workflow_id = i.workflow_id AND st.step_id = i.workflow_id
+        GROUP BY i.workflow_id
+        """
+    ).fetchall()
+    edges = con.execute(
+        "SELECT workflow_id, src_step, dst_step, via, event FROM workflow_edges"
+    ).fetchall()
+    services = dict(
+        con.execute(
+            "SELECT workflow_id, list(DISTINCT service ORDER BY service) FROM workflow_steps "
+            "WHERE NOT virtual GROUP BY ALL"
+        ).fetchall()
+    )
+    graphs: dict[str, nx.DiGraph] = {}
+    events: dict[str, set] = {}
+    for wf, src, dst, via, event in edges:
+        graphs.setdefault(wf, nx.DiGraph()).add_edge(src, dst)
+        if event:
+            events.setdefault(wf, set()).add(event)
+    out = []
+    for wf, service, operation, role, n, start, end in rows:
+        metrics = structure_metrics(graphs.get(wf, nx.DiGraph()))
+        out.append(
+            (wf, f"{operation} ({service})", service, operation, role, n, len(services.get(wf, [])),
+             len(events.get(wf, ())), metrics["max_depth"], metrics["cycles"], metrics["fan_out_max"],
+             start, end)
+        )
+    con.execute(
+        """
+        CREATE OR REPLACE TABLE workflows (
+            workflow_id VARCHAR, name VARCHAR, entry_service VARCHAR, entry_operation VARCHAR,
+            entry_role VARCHAR, instances BIGINT, services INTEGER, events INTEGER, max_depth INTEGER,
+            cycles INTEGER, fan_out_max INTEGER, first_start BIGINT, last_end BIGINT,
+            pattern VARCHAR, who_knows_the_workflow VARCHAR, where_state_lives VARCHAR,
+            where_errors_are_handled VARCHAR)
+        """
+    )
+    if out:
+        con.executemany(  # one row per workflow type: a handful, not per span
+            "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)", out
+        )
+
+
+def structure_metrics(graph: nx.DiGraph, max_cycles: int = 1000) -> dict[str, int]:
+    """Depth (longest path, in edges, over the condensation if cyclic), simple cycles (capped),
+    and the largest fan-out of a step graph."""
+    if graph.number_of_nodes() == 0:
+        return {"max_depth": 0, "cycles": 0, "fan_out_max": 0}
+    cycles = 0
+    for _ in nx.simple_cycles(graph):
+        cycles += 1
+        if cycles >= max_cycles:
+            break
+    dag = graph if cycles == 0 else nx.condensation(graph)
+    return {
+        "max_depth": nx.dag_longest_path_length(dag),
+        "cycles": cycles,
+        "fan_out_max": max((d for _, d in graph.out_degree()), default=0),
+    }
