@@ -10,6 +10,9 @@ its spans are retried one by one, so a bad span costs only itself.
 
 from __future__ import annotations
 
+import base64
+import binascii
+
 from google.protobuf import json_format
 
 from collector.loaders.sink import FileSink
@@ -86,10 +89,20 @@ def _load_span_by_span(rs: dict, sink: FileSink, place: str, first_error: Except
                 data = traces_data_from_json({"resourceSpans": [single]})
             except (json_format.ParseError, ValueError, TypeError) as exc:
                 name = span.get("name") if isinstance(span, dict) else None
-                span_id = span.get("spanId") if isinstance(span, dict) else None
+                span_id = _hex(span.get("spanId")) if isinstance(span, dict) else None
                 sink.error(f"{place}.scopeSpans[{j}].spans[{k}]",
-                           f"span {span_id!r} ({name!r}) is not valid OTLP JSON: {exc}; skipped")
+                           f"span {span_id} ({name!r}) is not valid OTLP JSON: {exc}; skipped")
                 sink.result.spans_rejected += 1
                 continue
             add_resource_spans(sink.batch, data.resource_spans, where=f"{sink.result.path}:{place}: ")
     sink.maybe_flush()
+
+
+def _hex(span_id) -> str:
+    """A span id for an error message: ids were turned to base64 for the decoder; show them as hex."""
+    if isinstance(span_id, str) and len(span_id) == 12:
+        try:
+            return base64.b64decode(span_id, validate=True).hex()
+        except (binascii.Error, ValueError):
+            pass
+    return repr(span_id)

@@ -51,9 +51,18 @@ class FileSink:
         self.chunk_spans = chunk_spans
         self.on_flush = on_flush
         self.batch = SpanBatch(source=result.path)
+        self._rejected_seen = 0
+
+    def _drain_rejected(self) -> None:
+        """Move the batch's rejections into the errors, so errors stay in file order."""
+        new = self.batch.rejected[self._rejected_seen :]
+        self._rejected_seen = len(self.batch.rejected)
+        self.result.spans_rejected += len(new)
+        self.result.errors.extend(new)
 
     def error(self, where: str, message: str) -> None:
         """Record a problem at `where` (e.g. "12" for a line, "record 3"), named after the file."""
+        self._drain_rejected()
         self.result.errors.append(f"{self.result.path}:{where}: {message}" if where else f"{self.result.path}: {message}")
 
     def maybe_flush(self) -> None:
@@ -61,9 +70,9 @@ class FileSink:
             self.flush()
 
     def flush(self) -> None:
+        self._drain_rejected()
         batch, self.batch = self.batch, SpanBatch(source=self.result.path)
-        self.result.spans_rejected += len(batch.rejected)
-        self.result.errors.extend(batch.rejected)
+        self._rejected_seen = 0
         if len(batch):
             spans, links = batch.to_arrow()
             try:
