@@ -27,7 +27,7 @@ def build_parent_edges(con: duckdb.DuckDBPyConnection) -> None:
         SELECT p.trace_id AS src_trace_id, p.span_id AS src_span_id,
                c.trace_id AS dst_trace_id, c.span_id AS dst_span_id,
                CASE WHEN p.role = 'producer' AND c.role = 'consumer' THEN 'event' ELSE 'call' END AS via,
-               'parent' AS evidence, false AS inferred, 1.0 AS confidence
+               'parent' AS evidence, false AS inferred, 1.0::DOUBLE AS confidence
         FROM span_steps c
         JOIN span_steps p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id
         """
@@ -49,7 +49,7 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
             CASE WHEN t.start_adj <= h.start_adj THEN h.span_id ELSE t.span_id END,
             CASE WHEN h.role IN ('producer', 'consumer') OR t.role IN ('producer', 'consumer')
                  THEN 'event' ELSE 'call' END,
-            'link', false, 1.0
+            'link', false, 1.0::DOUBLE
         FROM span_links l
         JOIN span_steps h ON h.trace_id = l.trace_id AND h.span_id = l.span_id
         JOIN span_steps t ON t.trace_id = l.linked_trace_id AND t.span_id = l.linked_span_id
@@ -74,7 +74,7 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
     con.execute(
         f"""
         INSERT INTO causal_edges ({_COLUMNS})
-        SELECT p.trace_id, p.span_id, c.trace_id, c.span_id, 'event', 'message_id', true, 0.9
+        SELECT p.trace_id, p.span_id, c.trace_id, c.span_id, 'event', 'message_id', true, 0.9::DOUBLE
         FROM _unexplained_consumers c
         JOIN span_steps p
           ON p.messaging_message_id = c.messaging_message_id
@@ -98,7 +98,7 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
             SELECT trace_id, span_id, messaging_destination, start_adj
             FROM span_steps WHERE role = 'producer' AND messaging_destination IS NOT NULL
         )
-        SELECT p.trace_id, p.span_id, r.trace_id, r.span_id, 'event', 'time_window', true, 0.5
+        SELECT p.trace_id, p.span_id, r.trace_id, r.span_id, 'event', 'time_window', true, 0.5::DOUBLE
         FROM roots r
         ASOF JOIN producers p
           ON p.messaging_destination = r.messaging_destination AND r.start_adj >= p.start_adj

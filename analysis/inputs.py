@@ -49,7 +49,7 @@ def open_inputs(inputs: list[str], db: str) -> OpenedInput:
     con = duckdb.connect(":memory:")
     store.ensure_schema(con)
     result = load_paths(con, inputs)
-    opened = OpenedInput(con, ", ".join(inputs), list(result.errors), result.rejected)
+    opened = OpenedInput(con, ", ".join(inputs), list(result.errors), result.spans_rejected)
     if store.scalar(con, "SELECT count(*) FROM spans") == 0:
         raise InputError("no spans could be loaded from " + ", ".join(inputs) + _errors_suffix(opened))
     return opened

@@ -77,7 +77,7 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    CASE WHEN s.role = 'producer' THEN s.messaging_destination
                         ELSE coalesce(s.peer, 'unknown peer') END AS dst_service,
                    CASE WHEN s.role = 'producer' THEN 'event' ELSE 'call' END AS via,
-                   'unanswered' AS evidence, false AS inferred, 1.0 AS confidence,
+                   'unanswered' AS evidence, false AS inferred, 1.0::DOUBLE AS confidence,
                    CASE WHEN s.role = 'producer' THEN s.messaging_destination END AS event,
                    (s.end_adj - s.start_adj) / 1e6 AS latency_ms
             FROM span_steps s
