@@ -4,6 +4,7 @@ server halves of shared Zipkin spans."""
 
 from __future__ import annotations
 
+import gzip
 import json
 from pathlib import Path
 
@@ -154,3 +155,27 @@ def test_zipkin_span_parts_merge_annotations_and_tags(tmp_path):
     assert rows == [("strongman", "CLIENT", "post /app-execute"), ("platformapi", "SERVER", "post")]
     assert store.scalar(con, "SELECT count(*) FROM spans WHERE kind = 'INTERNAL' AND name = 'post' "
                              "AND service_name = 'platformapi'") == 0
+
+
+def test_older_and_wrapped_shapes_of_the_same_dumps(tmp_path):
+    """Tempo's pre-1.0 `instrumentationLibrarySpans`, Zipkin's list of traces, a pretty-printed
+    OTLP document turned into one line, and gzip all load the same spans."""
+    tempo = json.loads((REAL / "holmesgpt/trace_data.input.json").read_text())
+    for batch in tempo["batches"]:
+        batch["instrumentationLibrarySpans"] = [
+            {"instrumentationLibrary": ss.get("scope", {}), "spans": ss["spans"]} for ss in batch.pop("scopeSpans")
+        ]
+    old = tmp_path / "tempo-old.json"
+    old.write_text(json.dumps(tempo, indent=1))
+    zipkin_traces = tmp_path / "zipkin-traces.json.gz"
+
+    records = json.loads((REAL / "zipkin-lens/yelp.json").read_text())
+    zipkin_traces.write_bytes(gzip.compress(json.dumps([records[:8], records[8:]]).encode()))
+    one_line = tmp_path / "v3.json"
+    one_line.write_text(json.dumps(json.loads((REAL / "jaeger-ui/getTrace-response.json").read_text())))
+    con = store.connect(tmp_path / "s.duckdb")
+    res = load_paths(con, [old, zipkin_traces, one_line])
+    assert res.ok, res.errors
+    assert [(f.format, f.spans_loaded) for f in res.files] == [("otlp-json", 10), ("zipkin", 16), ("otlp-json", 40)]
+    scopes = store.scalar(con, "SELECT count(*) FROM spans WHERE source = ? AND scope_name IS NOT NULL", [str(old)])
+    assert scopes == 10
