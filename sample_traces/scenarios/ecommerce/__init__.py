@@ -76,9 +76,8 @@ def run(sim: Sim, instances: int) -> None:
         attempt = 0
         while True:
             ship = shipping.consume(placed, at, attempt=attempt)
-            ship.work(1)
-            found = ship.t + 3 >= reservation_visible
-            ship.db("SELECT", "reservations", 3)
+            found = at >= reservation_visible
+            ship.work(1).db("SELECT", "reservations", 3)
             if found:
                 break
             ship.work(0.5).finish(error="reservation not found")
