@@ -144,7 +144,7 @@ def _otlp_json_lines(spans) -> list[dict]:
 def test_invalid_otlp_json_span_ids_cost_only_those_spans(tmp_path, con):
     spans = record_spans()
     lines = _otlp_json_lines(spans)
-    lines[0]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "xyz"  # base64 of 2 bytes
+    lines[0]["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["spanId"] = "xyz"  # not an id
     victim = lines[-1]["resourceSpans"][0]["scopeSpans"][0]["spans"][-1]
     victim["startTimeUnixNano"] = "yesterday"  # not a number: the decoder rejects this span
     path = tmp_path / "otlp.jsonl"
@@ -154,7 +154,7 @@ def test_invalid_otlp_json_span_ids_cost_only_those_spans(tmp_path, con):
     assert f.spans_rejected == 2
     assert len(f.errors) == 2
     assert f.errors[0].startswith(f"{path}:1: resourceSpans[0]: span ")
-    assert f.errors[0].endswith("span id has 2 bytes, expected 8")
+    assert f.errors[0].endswith("span id 'xyz' is neither 16 hex digits nor base64")
     assert f.errors[1].startswith(f"{path}:{len(lines)}: resourceSpans[0].scopeSpans[0].spans[")
     assert f"span {victim['spanId']} ({victim['name']!r}) is not valid OTLP JSON" in f.errors[1]
     assert f.spans_loaded == len(spans) - 2 == _count(con)

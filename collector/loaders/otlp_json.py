@@ -15,8 +15,10 @@ import binascii
 
 from google.protobuf import json_format
 
+from collector import semconv as sc
 from collector.loaders.sink import FileSink
 from collector.otlp import add_resource_spans, traces_data_from_json
+from collector.spanbatch import Link
 
 NON_TRACE_KEYS = ("resourceMetrics", "resourceLogs", "resourceProfiles")
 
@@ -62,6 +64,16 @@ def load_resource_spans(items: list, sink: FileSink, where: str) -> None:
             sink.error(place, f"expected an object, found {type(rs).__name__}")
             continue
         rs = _modernise(rs)
+        batch = sink.batch
+        marks = (len(batch.rows), len(batch.link_rows), len(batch.rejected))
+        try:
+            _add_resource_spans_fast(rs, sink, place)
+        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+            # Something unusual: undo the partial walk and let the protobuf decoder name the problem.
+            del batch.rows[marks[0]:], batch.link_rows[marks[1]:], batch.rejected[marks[2]:]
+        else:
+            sink.maybe_flush()
+            continue
         try:
             data = traces_data_from_json({"resourceSpans": [rs]})
         except (json_format.ParseError, ValueError, TypeError) as exc:
@@ -69,6 +81,88 @@ def load_resource_spans(items: list, sink: FileSink, where: str) -> None:
             continue
         add_resource_spans(sink.batch, data.resource_spans, where=f"{sink.result.path}:{place}: ")
         sink.maybe_flush()
+
+
+_KIND_NAMES = {f"SPAN_KIND_{k}": k for k in sc.SPAN_KINDS}
+_STATUS_NAMES = {f"STATUS_CODE_{k}": k for k in sc.STATUS_CODES}
+
+
+def _any_value(value: dict):
+    """An OTLP JSON AnyValue as the same Python value `collector.otlp.any_value` gives."""
+    if not value:
+        return None
+    if "stringValue" in value:
+        return value["stringValue"]
+    if "intValue" in value:
+        return int(value["intValue"])
+    if "boolValue" in value:
+        return bool(value["boolValue"])
+    if "doubleValue" in value:
+        return float(value["doubleValue"])
+    if "arrayValue" in value:
+        return [_any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
+    if "kvlistValue" in value:
+        return _key_values((value["kvlistValue"] or {}).get("values"))
+    if "bytesValue" in value:
+        return base64.b64decode(value["bytesValue"], validate=True)
+    raise ValueError(f"unknown AnyValue {sorted(value)}")
+
+
+def _key_values(kvs) -> dict:
+    return {kv["key"]: _any_value(kv.get("value")) for kv in kvs or ()}
+
+
+def _enum(value, names: dict, table: tuple) -> str:
+    if isinstance(value, int):
+        return table[value] if 0 <= value < len(table) else table[0]
+    if value is None:
+        return table[0]
+    return names[value]
+
+
+def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
+    """Walk one OTLP JSON ResourceSpans straight into the batch — the same fields, in the same
+    form, as `collector.otlp.add_resource_spans` gives from the decoded message, several times
+    faster than protobuf's JSON parser. Raises on anything unusual (the caller then falls back
+    to the exact decoder)."""
+    res = _key_values((rs.get("resource") or {}).get("attributes"))
+    where = f"{sink.result.path}:{place}: "
+    add = sink.batch.add
+    for ss in rs.get("scopeSpans") or ():
+        scope = ss.get("scope") or {}
+        scope_name = scope.get("name", "")
+        scope_version = scope.get("version", "")
+        for span in ss.get("spans") or ():
+            status = span.get("status") or {}
+            span_id = span.get("spanId", "")
+            name = span.get("name", "")
+            add(
+                trace_id=span.get("traceId", ""),
+                span_id=span_id,
+                parent_span_id=span.get("parentSpanId") or None,
+                trace_state=span.get("traceState", ""),
+                name=name,
+                kind=_enum(span.get("kind"), _KIND_NAMES, sc.SPAN_KINDS),
+                start_ns=int(span.get("startTimeUnixNano", 0)),
+                end_ns=int(span.get("endTimeUnixNano", 0)),
+                status_code=_enum(status.get("code"), _STATUS_NAMES, sc.STATUS_CODES),
+                status_message=status.get("message", ""),
+                attributes=_key_values(span.get("attributes")),
+                resource_attributes=res,
+                scope_name=scope_name,
+                scope_version=scope_version,
+                events=[
+                    {"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
+                     "attributes": _key_values(e.get("attributes"))}
+                    for e in span.get("events") or ()
+                ],
+                links=[
+                    Link(lk.get("traceId", ""), lk.get("spanId", ""), lk.get("traceState", ""),
+                         _key_values(lk.get("attributes")))
+                    for lk in span.get("links") or ()
+                ],
+                where=f"{where}span {span_id or '?'} ({name!r})",
+            )
 
 
 def _load_span_by_span(rs: dict, sink: FileSink, place: str, first_error: Exception) -> None:
