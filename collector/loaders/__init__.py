@@ -82,7 +82,11 @@ def load_paths(
     *,
     chunk_spans: int = CHUNK_SPANS,
 ) -> LoadResult:
-    """Load every file (directories expanded) into the store behind `con`; never raises for bad input."""
+    """Load every file (directories expanded) into the store behind `con`; never raises for bad input.
+
+    Each chunk of spans is committed in its own transaction, so call this outside a transaction.
+    With `progress`, a bar is drawn on stderr for large files when stderr is a terminal.
+    """
     result = LoadResult()
     for path in expand_paths(paths):
         result.files.append(load_file(con, path, fmt, progress=progress, chunk_spans=chunk_spans))

@@ -75,8 +75,9 @@ class FileSink:
         self._rejected_seen = 0
         if len(batch):
             spans, links = batch.to_arrow()
+            # Our own transaction per chunk: do not call a loader inside an open transaction.
+            self.con.execute("BEGIN TRANSACTION")
             try:
-                self.con.execute("BEGIN TRANSACTION")
                 added = insert_arrow(self.con, spans, links)
                 self.con.execute("COMMIT")
             except duckdb.Error as exc:
