@@ -84,29 +84,47 @@ def solve_offsets(
             offsets[v] = offsets[u] + d
         for service in component:
             component_of[service] = index
-    # Async evidence: consumer_off - producer_off must not exceed the observed minimum start gap.
-    # Shift whole components (never split sync-anchored services) where it is violated.
-    for _ in range(len(components) + 1):
-        changed = False
-        for producer, consumer, bound, _n in async_bounds:
-            if producer not in offsets or consumer not in offsets:
-                continue
-            if component_of[producer] == component_of[consumer]:
-                continue
-            excess = (offsets[consumer] - offsets[producer]) - bound
-            if excess > 0 and component_of[consumer] != 0:
-                for service, comp in component_of.items():
-                    if comp == component_of[consumer]:
-                        offsets[service] -= excess
-                changed = True
-            elif excess > 0:
-                for service, comp in component_of.items():
-                    if comp == component_of[producer]:
-                        offsets[service] += excess
-                changed = True
-        if not changed:
-            break
+    _place_components_by_async_bounds(offsets, component_of, async_bounds)
     return offsets
+
+
+def _place_components_by_async_bounds(
+    offsets: dict[str, float], component_of: dict[str, int], async_bounds: list[tuple[str, str, float, int]]
+) -> None:
+    """Shift whole sync components (never splitting them) to respect async bounds.
+
+    The bounds give an interval for the component's shift; the shift is the point of that interval
+    nearest to zero: the least correction that ends every violation (a consumer seen starting
+    before its producer). Queue lag cannot be told from a slow clock, so the residual error is the
+    smallest minimum lag of the hops involved; sync calls (centring) give the precise estimates.
+    """
+    placed = {0}
+    remaining = set(component_of.values()) - placed
+    while remaining:
+        best = None
+        for comp in sorted(remaining):
+            lo, hi = float("-inf"), float("inf")
+            for producer, consumer, bound, _n in async_bounds:
+                cp, cc = component_of.get(producer), component_of.get(consumer)
+                if cc == comp and cp in placed:  # off[consumer] - off[producer] <= bound
+                    hi = min(hi, offsets[producer] + bound - offsets[consumer])
+                elif cp == comp and cc in placed:  # off[producer] >= off[consumer] - bound
+                    lo = max(lo, offsets[consumer] - bound - offsets[producer])
+            if lo > float("-inf") or hi < float("inf"):
+                best = (comp, lo, hi)
+                break
+        if best is None:
+            break  # the rest has no async tie to what is placed: keep offsets relative to own root
+        comp, lo, hi = best
+        if lo > hi:  # contradictory evidence: split the difference
+            shift = (lo + hi) / 2
+        else:
+            shift = min(max(0.0, lo), hi)
+        for service, c in component_of.items():
+            if c == comp:
+                offsets[service] += shift
+        placed.add(comp)
+        remaining.discard(comp)
 
 
 def apply_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> None:

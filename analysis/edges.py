@@ -6,7 +6,8 @@ Evidence, strongest first (each edge records which, and whether it was inferred)
 - `message_id`: a consumer with no producer in its context, tied to the producer span that sent
   the same `messaging.message.id` (context propagation was broken).
 - `time_window`: a root consumer with neither, tied to the latest producer of the same
-  destination that started before it, within `window_ns` (weakest; ASOF join).
+  destination that started before it, within `window_ns`; failing that, to the latest producer of
+  unknown destination in its own trace (weakest; ASOF joins).
 Writes `causal_edges`.
 """
 
@@ -104,6 +105,28 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
           ON p.messaging_destination = r.messaging_destination AND r.start_adj >= p.start_adj
         WHERE r.start_adj - p.start_adj <= {int(window_ns)}
           AND NOT (p.trace_id = r.trace_id AND p.span_id = r.span_id)
+        """
+    )
+    # Last resort: a producer of unknown destination in the consumer's own trace (a partial trace
+    # where both hang under a span that was not exported).
+    con.execute(
+        f"""
+        INSERT INTO causal_edges ({_COLUMNS})
+        WITH roots AS (
+            SELECT c.* FROM _unexplained_consumers c
+            WHERE NOT EXISTS (SELECT 1 FROM causal_edges e
+                              WHERE e.dst_trace_id = c.trace_id AND e.dst_span_id = c.span_id)
+              AND NOT EXISTS (SELECT 1 FROM span_steps p
+                              WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id)
+        ),
+        producers AS (
+            SELECT trace_id, span_id, start_adj FROM span_steps
+            WHERE role = 'producer' AND messaging_destination IS NULL
+        )
+        SELECT p.trace_id, p.span_id, r.trace_id, r.span_id, 'event', 'time_window', true, 0.5::DOUBLE
+        FROM roots r
+        ASOF JOIN producers p ON p.trace_id = r.trace_id AND r.start_adj >= p.start_adj
+        WHERE r.start_adj - p.start_adj <= {int(window_ns)}
         """
     )
     con.execute("DROP TABLE IF EXISTS _unexplained_consumers")
