@@ -57,4 +57,4 @@ def service_edges(report: dict) -> set[tuple]:
     return out
 
 
-__all__ = ["SCENARIOS", "REAL_TRACES", "truth", "analysed_store", "scenario_report", "service_edges"]
+__all__ = ["REAL_TRACES", "SCENARIOS", "analysed_store", "scenario_report", "service_edges", "truth"]
