@@ -142,7 +142,9 @@ class Sim:
 
     def __init__(self, exporter: SpanExporter, seed: int, base_time_ns: int,
                  clock_offsets_ms: dict[str, float], namespace: str, batch: bool = False) -> None:
-        self.ids = SeededIdGenerator(random.Random(seed))
+        # Ids seeded per scenario too: dumps of different scenarios must not share span ids,
+        # or loading them into one store would drop spans as duplicates.
+        self.ids = SeededIdGenerator(random.Random(f"choreoscope-ids-{namespace}-{seed}"))
         self.rng = random.Random(f"choreoscope-behaviour-{seed}")
         self.base_time_ns = base_time_ns
         self.clock_offsets_ms = dict(clock_offsets_ms)

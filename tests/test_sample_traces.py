@@ -268,3 +268,13 @@ def test_run_scenario_feeds_any_sdk_exporter_and_leaves_it_open():
     assert first == len(generate_spans("hybrid_billing", instances=2))
     run_scenario("hybrid_billing", exporter, instances=1)  # still usable: shutdown is the caller's
     assert out.getvalue().count('"kind": "SpanKind.') > first
+
+
+def test_all_dumps_load_into_one_store_without_id_collisions(tmp_path):
+    from collector import store
+    from collector.loaders import load_paths
+
+    con = store.connect(tmp_path / "all.duckdb")
+    result = load_paths(con, [str(p) for p in sorted(DUMPS_DIR.glob("*.otlp.jsonl"))])
+    assert result.ok and result.duplicates_skipped == 0
+    assert store.scalar(con, "SELECT count(*) FROM spans") == result.spans_loaded
