@@ -1,0 +1,94 @@
+"""choreoscope's own intended-workflow YAML (docs/intended-format.md, intended_schema.json).
+
+Workflows declare events (producers x consumers = event edges), calls (caller -> callee),
+orderings (before/after, optionally about one event) and compensations; `services` gives owners.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+
+from analysis.intended.model import DeclaredEdge, DeclaredOrdering, IntendedModel, IntendedWorkflow
+from analysis.intended.source import Document
+
+
+def intended_schema() -> dict:
+    return json.loads(resources.files("analysis.intended").joinpath("intended_schema.json").read_text())
+
+
+def is_native(data: object) -> bool:
+    return isinstance(data, dict) and "workflows" in data and "asyncapi" not in data
+
+
+def _describe(error) -> str:
+    """A jsonschema error as 'what was expected'."""
+    v = error.validator
+    if v == "required":
+        return error.message.replace("is a required property", "is required here")
+    if v == "additionalProperties":
+        return f"{error.message} (allowed: {', '.join(sorted(error.schema.get('properties', {})))}, x-*)"
+    if v == "type":
+        return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
+    if v == "oneOf":
+        return f"expected a service name or {{service, operation}}, got {error.instance!r}"
+    return error.message
+
+
+def validate_native(doc: Document) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(intended_schema())
+    errors = sorted(validator.iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
+    if errors:
+        first = errors[0]
+        # the deepest, most specific error of a oneOf/anyOf is the useful one
+        best = jsonschema.exceptions.best_match([first]) if first.context else first
+        raise doc.error(list(best.absolute_path), _describe(best)
+                        + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
+
+
+def _step(value) -> tuple[str, str | None]:
+    return (value, None) if isinstance(value, str) else (value["service"], value.get("operation"))
+
+
+def load_native(doc: Document, model: IntendedModel) -> None:
+    """Validate `doc` and add its workflows and owners to `model`."""
+    validate_native(doc)
+    data = doc.data
+    names = set()
+    for i, w in enumerate(data.get("workflows") or []):
+        if w["name"] in names:
+            raise doc.error(["workflows", i, "name"], f"workflow name {w['name']!r} is used twice; names must be unique")
+        names.add(w["name"])
+        entry = w.get("entry") or {}
+        wf = IntendedWorkflow(name=w["name"], source=f"{doc.path}: workflows[{i}]", owner=w.get("owner"),
+                              entry_service=entry.get("service"), entry_operation=entry.get("operation"))
+        for ev in w.get("events") or []:
+            wf.events.add(ev["name"])
+            wf.services.update(ev.get("producers") or [])
+            wf.services.update(ev.get("consumers") or [])
+            for p in ev.get("producers") or []:
+                for c in ev.get("consumers") or []:
+                    wf.add_edge(DeclaredEdge(p, c, "event", ev["name"]))
+        for call in w.get("calls") or []:
+            wf.add_edge(DeclaredEdge(call["caller"], call["callee"], "call"))
+            ops = wf.call_operations.setdefault((call["caller"], call["callee"]), [])
+            if call.get("operation") and call["operation"] not in ops:
+                ops.append(call["operation"])
+        for j, o in enumerate(w.get("orderings") or []):
+            (before, before_op), (after, after_op) = _step(o["before"]), _step(o["after"])
+            if before == after and before_op == after_op:
+                raise doc.error(["workflows", i, "orderings", j], "before and after name the same step")
+            wf.orderings.append(DeclaredOrdering(before, after, o.get("event"), before_op, after_op,
+                                                 source=f"{doc.path}: workflows[{i}].orderings[{j}]"))
+        for c in w.get("compensations") or []:
+            (s, s_op), (cs, cs_op) = _step(c["step"]), _step(c["compensated_by"])
+            wf.compensations.append({"step": {"service": s, "operation": s_op},
+                                     "compensated_by": {"service": cs, "operation": cs_op}})
+        if entry.get("service"):
+            wf.services.add(entry["service"])
+        model.workflows.append(wf)
+    for svc, info in (data.get("services") or {}).items():
+        if info.get("owner"):
+            model.owners[svc] = info["owner"]
