@@ -34,7 +34,7 @@ def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
     except ModuleNotFoundError:
         store_findings(con, [])
         return
-    store_findings(con, detectors.run_all(con))
+    store_findings(con, detectors.run_all(con, errors=ctx.errors, timings=ctx.timings))
 
 
 def _conformance(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:

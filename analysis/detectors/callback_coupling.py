@@ -1,0 +1,82 @@
+"""callback_coupling: a consumer that calls the event's producer back while handling the event.
+
+Detects: a synchronous call (client span -> server span of another service) made while a
+consumer handled a message (a descendant of the consumer span in the same service and trace),
+where the called service is the one that produced the message. The event then does not carry
+what the consumer needs, and the consumer is temporally coupled to the producer again: if the
+producer is down or slow, the "asynchronous" consumer fails or stalls.
+
+Assumption: the producer of a message is the service of the producer span its consumer is tied
+to by a causal event edge (parent, link, message id or time window). Calls to other services or to
+uninstrumented peers while handling are not callbacks and are not reported.
+
+Evidence: workflow instances with the consumer, instances where it called back, calls, the operations called, the median
+duration of the calls.
+"""
+
+from __future__ import annotations
+
+from analysis.detectors._common import HANDLED_CTE, ratio, rows
+from analysis.findings import Finding
+
+SQL = f"""
+WITH RECURSIVE {HANDLED_CTE},
+producer_of AS (   -- the service that produced each consumed message
+    SELECT e.dst_trace_id AS trace_id, e.dst_span_id AS span_id, any_value(p.service) AS producer
+    FROM causal_edges e JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+    WHERE e.via = 'event' AND p.role = 'producer'
+    GROUP BY ALL
+),
+handlers AS (
+    SELECT c.trace_id, c.span_id, c.instance_id, c.service AS consumer, c.operation AS event, po.producer
+    FROM span_steps c JOIN producer_of po USING (trace_id, span_id)
+    WHERE c.role = 'consumer'
+),
+callbacks AS (
+    SELECT h.handler_span_id, h.trace_id, srv.service AS called, srv.operation,
+           (srv.end_adj - srv.start_adj) / 1e6 AS call_ms
+    FROM handled h
+    JOIN span_steps cl ON cl.trace_id = h.trace_id AND cl.span_id = h.span_id AND cl.role = 'client'
+    JOIN causal_edges e ON e.src_trace_id = cl.trace_id AND e.src_span_id = cl.span_id AND e.via = 'call'
+    JOIN span_steps srv ON srv.trace_id = e.dst_trace_id AND srv.span_id = e.dst_span_id
+    WHERE srv.service <> h.service
+)
+SELECT hd.consumer, hd.event, hd.producer,
+       count(DISTINCT hd.instance_id) AS handled,
+       count(DISTINCT hd.instance_id) FILTER (WHERE cb.operation IS NOT NULL) AS called_back,
+       count(cb.operation) AS calls,
+       list(DISTINCT cb.operation ORDER BY cb.operation) FILTER (WHERE cb.operation IS NOT NULL) AS operations,
+       quantile_cont(cb.call_ms, 0.5) AS call_p50_ms,
+       list(DISTINCT hd.trace_id ORDER BY hd.trace_id) FILTER (WHERE cb.operation IS NOT NULL) AS trace_ids
+FROM handlers hd
+LEFT JOIN callbacks cb ON cb.trace_id = hd.trace_id AND cb.handler_span_id = hd.span_id
+                      AND cb.called = hd.producer
+WHERE hd.producer <> hd.consumer
+GROUP BY ALL
+HAVING count(cb.operation) > 0
+ORDER BY hd.consumer, hd.event
+"""
+
+
+def detect(con) -> list[Finding]:
+    findings = []
+    for r in rows(con, SQL):
+        share = ratio(r["called_back"], r["handled"])
+        confidence = 0.55 + 0.4 * share
+        ops = list(r["operations"] or [])
+        findings.append(Finding(
+            kind="callback_coupling", services=[r["consumer"], r["producer"]], event=r["event"],
+            confidence=confidence, severity="warning",
+            summary=(f"While handling {r['event']}, {r['consumer']} calls {r['producer']} back synchronously "
+                     f"({', '.join(ops)}) in {r['called_back']} of {r['handled']} workflow instances: the event does not "
+                     f"carry what it needs, and the consumer fails or stalls whenever {r['producer']} does."),
+            recommendation=(
+                f"Carry the data {r['consumer']} needs in {r['event']} (event-carried state transfer) or keep"
+                f" a local copy fed by {r['producer']}'s events; if the consumer truly needs the producer's"
+                f" answer, the step is request/response and an orchestrator calling both is the honest model."
+            ),
+            evidence={"instances_handled": r["handled"], "instances_with_callback": r["called_back"],
+                      "calls": r["calls"], "operations": ops, "call_p50_ms": r["call_p50_ms"]},
+            trace_ids=list(r["trace_ids"] or [])[:5],
+        ))
+    return findings

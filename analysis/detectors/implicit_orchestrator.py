@@ -1,0 +1,97 @@
+"""implicit_orchestrator: in an event-driven workflow, a service that has quietly become the conductor.
+
+Detects: a service that consumes the results of several other services and, while handling
+them, emits the events that start the next steps. Scored per workflow by the share of the
+workflow's service-to-service event hand-offs that pass through the service (in or out), the
+distinct services upstream (whose events it consumes) and downstream (who consume what it emits),
+and emits-per-consume (the share of its consumer steps that emit an event while handling).
+
+Assumption: a relay is an event produced inside the handling of a consumed event (a producer
+span under the consumer span, same service and trace). A sink with high fan-in relays nothing;
+a service that calls others directly is an explicit orchestrator (the pattern stage names it),
+not an implicit one; a worker that answers one command with one result has one service upstream.
+
+Evidence: hand-offs through the service and in total, upstream and downstream services,
+consumer steps and relaying consumer steps, relays per instance, example traces.
+"""
+
+from __future__ import annotations
+
+from analysis.detectors._common import RELAYS_SQL, ratio, rows, workflow_entries
+from analysis.findings import Finding
+
+MIN_UPSTREAM = 2
+MIN_DOWNSTREAM = 2
+MIN_RELAY_SHARE = 0.5     # of its consumer steps, those that emit while handling
+MIN_HANDOFF_SHARE = 0.5   # of the workflow's event hand-offs, those through the service
+
+
+def detect(con) -> list[Finding]:
+    entries = workflow_entries(con)
+    handoffs: dict[str, list[dict]] = {}
+    for r in rows(con, """
+        SELECT workflow_id, src_step, dst_step, src_service, dst_service, event, instances
+        FROM workflow_edges
+        WHERE via = 'event' AND src_service <> dst_service AND NOT ('unanswered' = ANY(evidence))"""):
+        handoffs.setdefault(r["workflow_id"], []).append(r)
+    relays = rows(con, f"""
+        SELECT workflow_id, service, consumer_step, list(DISTINCT event_out ORDER BY event_out) AS emits,
+               count(*) AS relayed, count(DISTINCT instance_id) AS instances,
+               list(DISTINCT trace_id ORDER BY trace_id)[1:5] AS trace_ids
+        FROM ({RELAYS_SQL}) GROUP BY ALL""")
+    relaying: dict[tuple[str, str], dict[str, dict]] = {}
+    for r in relays:
+        relaying.setdefault((r["workflow_id"], r["service"]), {})[r["consumer_step"]] = r
+    explicit = {(r["workflow_id"], r["service"]) for r in rows(con, """
+        SELECT workflow_id, src_service AS service FROM workflow_edges
+        WHERE via = 'call' AND src_service <> dst_service AND NOT ('unanswered' = ANY(evidence))
+        GROUP BY ALL HAVING count(DISTINCT dst_service) >= 2""")}
+
+    findings = []
+    for wf, edges in sorted(handoffs.items()):
+        info = entries.get(wf, {})
+        if info.get("pattern") == "orchestration":
+            continue
+        for service in sorted({e["src_service"] for e in edges} | {e["dst_service"] for e in edges}):
+            if (wf, service) in explicit:
+                continue
+            consumed = [e for e in edges if e["dst_service"] == service]
+            consumer_steps = {e["dst_step"] for e in consumed}
+            relay_steps = relaying.get((wf, service), {})
+            relayed_in = [e for e in consumed if e["dst_step"] in relay_steps]
+            emitted = [e for e in edges if e["src_service"] == service]
+            upstream = sorted({e["src_service"] for e in relayed_in})
+            downstream = sorted({e["dst_service"] for e in emitted})
+            relay_share = ratio(len(set(relay_steps) & consumer_steps), len(consumer_steps))
+            through = len(relayed_in) + len(emitted)
+            share = ratio(through, len(edges))
+            if (len(upstream) < MIN_UPSTREAM or len(downstream) < MIN_DOWNSTREAM
+                    or relay_share < MIN_RELAY_SHARE or share < MIN_HANDOFF_SHARE):
+                continue
+            breadth = min(1.0, (len(upstream) + len(downstream)) / 6)
+            confidence = 0.45 * share + 0.25 * relay_share + 0.25 * breadth
+            examples = [t for r in relay_steps.values() for t in (r["trace_ids"] or [])]
+            name = info.get("name", wf)
+            summary = (f"{service} conducts the '{name}' workflow without saying so: {through} of its "
+                       f"{len(edges)} event hand-offs pass through it; it consumes the results of "
+                       f"{', '.join(upstream)} and emits the events that start "
+                       f"{', '.join(downstream)}.")
+            recommendation = (
+                f"Decide which pattern this is. If {service} is meant to coordinate, make it an explicit"
+                f" orchestrator (commands and replies it owns, the workflow state and error handling in one"
+                f" place, visible in its API and docs). If not, move the decisions back into the services:"
+                f" let each react to the previous service's event directly, so {service} stops being a"
+                f" hidden single point of change and failure."
+            )
+            findings.append(Finding(
+                kind="implicit_orchestrator", services=[service], workflow=wf, confidence=confidence,
+                severity="warning", summary=summary, recommendation=recommendation,
+                evidence={"handoffs_through": through, "handoffs_total": len(edges),
+                          "handoff_share": round(share, 3), "upstream": upstream, "downstream": downstream,
+                          "consumer_steps": len(consumer_steps), "relaying_consumer_steps":
+                          len(set(relay_steps) & consumer_steps), "emits_per_consume": round(relay_share, 3),
+                          "relays": {step: r["emits"] for step, r in sorted(relay_steps.items())},
+                          "instances": info.get("instances")},
+                trace_ids=sorted(set(examples))[:5],
+            ))
+    return findings
