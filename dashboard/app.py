@@ -1,0 +1,47 @@
+"""choreoscope dashboard: the entry script Streamlit runs (in-process, see dashboard/server.py).
+
+Pages live in dashboard/pages_/, one file each (run as a script, `render()` inside); they read the materialised
+analysis tables through dashboard.state.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from dashboard import nav
+from dashboard.state import context, fresh
+
+PAGES_DIR = Path(__file__).resolve().parent / "pages_"
+
+st.set_page_config(page_title="choreoscope", page_icon=":material/hub:", layout="wide")
+
+PAGE_SPECS = [
+    ("overview", "Overview", ":material/dashboard:"),
+    ("workflow", "Workflow", ":material/account_tree:"),
+    ("instance", "Instance", ":material/timeline:"),
+    ("findings", "Findings", ":material/warning:"),
+    ("events", "Event catalog", ":material/mail:"),
+    ("services", "Services", ":material/dns:"),
+    ("load", "Load", ":material/upload:"),
+]
+for key, title, icon in PAGE_SPECS:
+    nav.PAGES[key] = st.Page(str(PAGES_DIR / f"{key}.py"), title=title, icon=icon, url_path=key,
+                             default=key == "overview")
+
+ctx = context()
+with st.sidebar:
+    st.markdown("### :material/hub: choreoscope")
+    st.caption(("live · " if ctx.live else "offline · read-only · " if ctx.read_only else "") + ctx.db_path)
+
+page = st.navigation(list(nav.PAGES.values()))
+if page.title != "Load" and not fresh("has_analysis"):
+    if fresh("summary")["spans"] == 0:
+        st.info("No spans yet. Send OTLP to the receiver, or upload trace dumps on the **Load** page.")
+    else:
+        st.info("Spans are stored but not analysed yet" + (" — the analysis loop will run shortly."
+                if ctx.live else "."))
+    if page.title != "Overview":
+        st.stop()
+page.run()

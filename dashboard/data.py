@@ -1,0 +1,229 @@
+"""Every query the dashboard runs, in one place, over the materialised analysis tables.
+
+Values always travel as bound parameters (`?`), never pasted into SQL. Each function takes a
+cursor and returns a pandas DataFrame or plain data; pages cache the results keyed on the
+analysis run (see `cache.py`), so nothing here runs per click once a page has been drawn.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+import pandas as pd
+
+ANALYSIS_TABLES = ("workflows", "workflow_steps", "workflow_edges", "workflow_variants", "instances",
+                   "span_steps", "causal_edges", "clock_offsets", "findings")
+SEVERITIES = ("critical", "warning", "info")
+
+
+def frame(cur: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:
+    result = cur.execute(sql, params or [])
+    cols = [d[0] for d in result.description]
+    return pd.DataFrame(result.fetchall(), columns=cols)
+
+
+def tables(cur: duckdb.DuckDBPyConnection) -> set[str]:
+    return {r[0] for r in cur.execute(
+        "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
+
+
+def columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[str]:
+    return [r[0] for r in cur.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
+        [table]).fetchall()]
+
+
+def has_analysis(cur: duckdb.DuckDBPyConnection) -> bool:
+    return set(ANALYSIS_TABLES) <= tables(cur)
+
+
+def has_conformance(cur: duckdb.DuckDBPyConnection) -> bool:
+    return {"conformance_edges", "conformance_workflows"} <= tables(cur)
+
+
+def summary(cur: duckdb.DuckDBPyConnection) -> dict:
+    if "spans" not in tables(cur):
+        return {"spans": 0, "traces": 0, "services": 0, "first_ns": None, "last_ns": None}
+    spans, traces, services, first, last = cur.execute(
+        "SELECT count(*), count(DISTINCT trace_id), count(DISTINCT service_name), min(start_ns), max(end_ns) "
+        "FROM spans").fetchall()[0]
+    return {"spans": spans, "traces": traces, "services": services, "first_ns": first, "last_ns": last}
+
+
+def workflows(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Workflows with their finding counts by severity. A finding belongs to a workflow if it names
+    it, or (naming none) if one of its services takes part in it."""
+    return frame(cur, """
+        WITH ws AS (SELECT workflow_id, list(DISTINCT service) AS svcs FROM workflow_steps
+                    WHERE NOT virtual GROUP BY ALL),
+        fw AS (SELECT w.workflow_id, f.severity FROM findings f JOIN ws w
+               ON f.workflow_id = w.workflow_id OR (f.workflow_id IS NULL AND list_has_any(f.services, w.svcs)))
+        SELECT w.workflow_id, w.name, w.pattern, w.instances, w.services, w.events, w.max_depth,
+               w.fan_out_max, w.entry_service, w.entry_operation,
+               coalesce(sum(CASE WHEN fw.severity = 'critical' THEN 1 END), 0)::INT AS critical,
+               coalesce(sum(CASE WHEN fw.severity = 'warning' THEN 1 END), 0)::INT AS warning,
+               coalesce(sum(CASE WHEN fw.severity = 'info' THEN 1 END), 0)::INT AS info,
+               w.who_knows_the_workflow, w.where_state_lives, w.where_errors_are_handled
+        FROM workflows w LEFT JOIN fw USING (workflow_id)
+        GROUP BY ALL ORDER BY w.instances DESC, w.workflow_id""")
+
+
+def workflow_steps(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
+    return frame(cur, "SELECT step_id, service, role, operation, count, instances, errors, virtual "
+                      "FROM workflow_steps WHERE workflow_id = ? ORDER BY count DESC, step_id", [workflow_id])
+
+
+def workflow_edges(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
+    return frame(cur, "SELECT src_step, dst_step, src_service, dst_service, via, event, count, instances, "
+                      "inferred, confidence, evidence, latency_p50_ms, latency_p95_ms FROM workflow_edges "
+                      "WHERE workflow_id = ? ORDER BY count DESC, src_step, dst_step", [workflow_id])
+
+
+def workflow_variants(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
+    return frame(cur, """
+        SELECT v.variant_id, v.count, v.errors, v.example_trace_ids,
+               (SELECT i.instance_id FROM instances i WHERE i.workflow_id = v.workflow_id
+                AND i.variant_id = v.variant_id ORDER BY i.start_adj LIMIT 1) AS example_instance
+        FROM workflow_variants v WHERE v.workflow_id = ? ORDER BY v.count DESC, v.variant_id""", [workflow_id])
+
+
+def workflow_instances(cur: duckdb.DuckDBPyConnection, workflow_id: str, limit: int = 200) -> pd.DataFrame:
+    return frame(cur, "SELECT instance_id, entry_trace_id, variant_id, spans, traces, services, errors, "
+                      "(end_adj - start_adj) / 1e6 AS duration_ms, start_adj FROM instances "
+                      "WHERE workflow_id = ? ORDER BY errors DESC, start_adj LIMIT ?", [workflow_id, limit])
+
+
+def findings(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    df = frame(cur, """
+        SELECT finding_id, kind, severity, confidence, services, event, resource, workflow_id, summary,
+               recommendation, evidence, trace_ids FROM findings
+        ORDER BY CASE severity WHEN 'critical' THEN 0 WHEN 'warning' THEN 1 ELSE 2 END,
+                 confidence DESC, kind, finding_id""")
+    df["evidence"] = [json.loads(e) if isinstance(e, str) else (e or {}) for e in df["evidence"]]
+    df["services"] = [list(s or []) for s in df["services"]]
+    df["trace_ids"] = [list(t or []) for t in df["trace_ids"]]
+    return df
+
+
+def instances_of_traces(cur: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> pd.DataFrame:
+    """The instances holding any of `trace_ids` (a finding's examples)."""
+    return frame(cur, """
+        SELECT DISTINCT i.instance_id, i.workflow_id, i.entry_trace_id, i.spans, i.errors,
+               (i.end_adj - i.start_adj) / 1e6 AS duration_ms
+        FROM span_steps s JOIN instances i USING (instance_id)
+        WHERE list_contains(?, s.trace_id) ORDER BY i.errors DESC, i.instance_id""", [list(trace_ids)])
+
+
+def instance_of_trace(cur: duckdb.DuckDBPyConnection, trace_id: str) -> str | None:
+    rows = cur.execute("SELECT instance_id FROM span_steps WHERE trace_id = ? LIMIT 1", [trace_id]).fetchall()
+    return rows[0][0] if rows else None
+
+
+def instance(cur: duckdb.DuckDBPyConnection, instance_id: str) -> dict | None:
+    rows = frame(cur, "SELECT * FROM instances WHERE instance_id = ?", [instance_id])
+    return None if rows.empty else rows.iloc[0].to_dict()
+
+
+def instance_spans(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd.DataFrame:
+    """The instance's spans with raw and skew-corrected times (ms from the instance start)."""
+    return frame(cur, """
+        WITH s AS (SELECT * FROM span_steps WHERE instance_id = ?),
+        t0 AS (SELECT min(start_adj) AS t0 FROM s)
+        SELECT s.trace_id, s.span_id, s.parent_span_id, s.service, s.role, s.operation, s.step_id,
+               sp.name, sp.status_message, s.is_error, s.retry_attempt, s.messaging_destination,
+               (s.start_adj - t0) / 1e6 AS start_ms, (s.end_adj - t0) / 1e6 AS end_ms,
+               (s.start_ns - t0) / 1e6 AS raw_start_ms, (s.end_ns - t0) / 1e6 AS raw_end_ms,
+               (s.end_ns - s.start_ns) / 1e6 AS duration_ms,
+               coalesce(o.offset_ns, 0) / 1e6 AS clock_offset_ms
+        FROM s CROSS JOIN t0
+        LEFT JOIN spans sp ON sp.trace_id = s.trace_id AND sp.span_id = s.span_id
+        LEFT JOIN clock_offsets o ON o.service = s.service
+        ORDER BY s.start_adj, s.span_id""", [instance_id])
+
+
+def instance_cross_edges(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd.DataFrame:
+    """Causal edges of the instance that are not plain parent->child: links, message-id and
+    time-window inferences — the hops that stitch traces together."""
+    return frame(cur, """
+        SELECT e.src_trace_id, e.src_span_id, e.dst_trace_id, e.dst_span_id, e.via, e.evidence,
+               e.inferred, e.confidence, a.service AS src_service, b.service AS dst_service
+        FROM causal_edges e
+        JOIN span_steps a ON a.trace_id = e.src_trace_id AND a.span_id = e.src_span_id
+        JOIN span_steps b ON b.trace_id = e.dst_trace_id AND b.span_id = e.dst_span_id
+        WHERE a.instance_id = ? AND e.evidence <> 'parent'""", [instance_id])
+
+
+def event_catalog(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per event (messaging destination): producers, consumers, volume and consumer lag
+    (consumer start - producer end over causal event edges, skew-corrected)."""
+    return frame(cur, """
+        WITH ev AS (SELECT messaging_destination AS event, service, role FROM span_steps
+                    WHERE messaging_destination IS NOT NULL AND role IN ('producer', 'consumer')),
+        lag AS (SELECT a.messaging_destination AS event, (b.start_adj - a.end_adj) / 1e6 AS lag_ms
+                FROM causal_edges e
+                JOIN span_steps a ON a.trace_id = e.src_trace_id AND a.span_id = e.src_span_id
+                JOIN span_steps b ON b.trace_id = e.dst_trace_id AND b.span_id = e.dst_span_id
+                WHERE e.via = 'event' AND a.role = 'producer' AND a.messaging_destination IS NOT NULL)
+        SELECT ev.event,
+               list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'producer') AS producers,
+               list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'consumer') AS consumers,
+               count(*) FILTER (WHERE role = 'producer') AS produced,
+               count(*) FILTER (WHERE role = 'consumer') AS consumed,
+               (SELECT quantile_cont(lag_ms, 0.5) FROM lag WHERE lag.event = ev.event) AS lag_p50_ms,
+               (SELECT quantile_cont(lag_ms, 0.95) FROM lag WHERE lag.event = ev.event) AS lag_p95_ms
+        FROM ev GROUP BY ev.event ORDER BY produced DESC, ev.event""")
+
+
+def event_attribute_sets(cur: duckdb.DuckDBPyConnection, event: str) -> pd.DataFrame:
+    """The attribute-key sets producers sent for `event`, by producer and version."""
+    return frame(cur, """
+        SELECT service_name AS producer, coalesce(service_version, '?') AS version,
+               list_sort(json_keys(attributes)) AS attribute_keys, count(*) AS spans
+        FROM spans WHERE messaging_destination = ? AND kind = 'PRODUCER'
+        GROUP BY ALL ORDER BY producer, version, spans DESC""", [event])
+
+
+def service_table(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per service: span volume, fan-in / fan-out (distinct other services), workflows it is in,
+    whether it is an entry and whether it is a sink (receives but never calls or emits onwards)."""
+    return frame(cur, """
+        WITH e AS (SELECT DISTINCT src_service, dst_service, via FROM workflow_edges
+                   WHERE src_service <> dst_service),
+        st AS (SELECT service, bool_or(virtual) AS virtual, list(DISTINCT workflow_id ORDER BY workflow_id) AS wfs
+               FROM workflow_steps GROUP BY ALL),
+        vol AS (SELECT service, count(*) AS spans, count(*) FILTER (WHERE is_error) AS errors
+                FROM span_steps GROUP BY ALL)
+        SELECT st.service, st.virtual, coalesce(vol.spans, 0) AS spans, coalesce(vol.errors, 0) AS errors,
+               (SELECT count(DISTINCT src_service) FROM e WHERE e.dst_service = st.service) AS fan_in,
+               (SELECT count(DISTINCT dst_service) FROM e WHERE e.src_service = st.service) AS fan_out,
+               (SELECT count(DISTINCT dst_service) FROM e WHERE e.src_service = st.service AND via = 'call')
+                   AS calls_out,
+               (SELECT count(DISTINCT dst_service) FROM e WHERE e.src_service = st.service AND via = 'event')
+                   AS emits_to,
+               EXISTS (SELECT 1 FROM workflows w WHERE w.entry_service = st.service) AS entry,
+               len(st.wfs) AS workflow_count, st.wfs AS workflows
+        FROM st LEFT JOIN vol USING (service) ORDER BY spans DESC, st.service""")
+
+
+def service_edges(cur: duckdb.DuckDBPyConnection, service: str) -> pd.DataFrame:
+    return frame(cur, """
+        SELECT src_service, dst_service, via, event, sum(count) AS count
+        FROM workflow_edges WHERE (src_service = ? OR dst_service = ?) AND src_service <> dst_service
+        GROUP BY ALL ORDER BY count DESC""", [service, service])
+
+
+def conformance_edges(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
+    """The conformance verdict per edge for one recovered workflow (empty without intended docs)."""
+    if not has_conformance(cur):
+        return pd.DataFrame()
+    cols = columns(cur, "conformance_edges")
+    if "workflow_id" not in cols:
+        return frame(cur, "SELECT * FROM conformance_edges")
+    return frame(cur, "SELECT * FROM conformance_edges WHERE workflow_id = ?", [workflow_id])
+
+
+def conformance_workflows(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    if not has_conformance(cur):
+        return pd.DataFrame()
+    return frame(cur, "SELECT * FROM conformance_workflows")

@@ -1,0 +1,104 @@
+"""Start the dashboard: `choreoscope dashboard DB` (offline) or inside `choreoscope serve` (live).
+
+Both run Streamlit in this process (dashboard/server.py) and hand the app script the open DuckDB
+connection through dashboard.live_context, because DuckDB lets one process hold the file.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+
+from collector import store
+from dashboard.live_context import DashboardContext, register
+from dashboard.server import DashboardServer, DashboardStartError
+
+
+def _needs_analysis(path: str) -> bool:
+    con = store.connect(path, read_only=True)
+    try:
+        tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
+        if "spans" not in tables or "workflows" in tables:
+            return False
+        return store.scalar(con, "SELECT count(*) FROM spans") > 0
+    finally:
+        con.close()
+
+
+def _analyse(path: str) -> None:
+    from analysis.pipeline import run_pipeline
+
+    print(f"analysing {path} (it has spans but no analysis tables yet)…", flush=True)
+    con = store.connect(path)
+    try:
+        run_pipeline(con)
+    finally:
+        con.close()
+
+
+def run(args) -> int:
+    """`choreoscope dashboard DB [--host] [--port]`: serve the dashboard over a store, read-only."""
+    path = args.db
+    if not os.path.exists(path):
+        print(f"choreoscope dashboard: {path} does not exist; create it with `choreoscope load` "
+              "or `choreoscope serve`", file=sys.stderr)
+        return 2
+    try:
+        if _needs_analysis(path):
+            _analyse(path)
+        con = store.connect(path, read_only=True)
+    except store.StoreBusyError as exc:
+        print(f"choreoscope dashboard: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - analysis errors name their stage
+        print(f"choreoscope dashboard: {exc}", file=sys.stderr)
+        return 1
+    register(DashboardContext(con=con, db_path=path, read_only=True))
+    try:
+        server = DashboardServer(args.host, args.port).start()
+    except DashboardStartError as exc:
+        print(f"choreoscope dashboard: {exc}", file=sys.stderr)
+        con.close()
+        return 2
+    print(f"dashboard on {server.url}", flush=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        register(None)
+        con.close()
+    return 0
+
+
+def run_in_process(receiver, con, args):
+    """Called by `choreoscope serve`: start the live analysis loop and the dashboard over `con`.
+
+    Returns a callable that stops both (the caller then stops the receiver and closes `con`).
+    """
+    from analysis.live import AnalysisLoop
+
+    loop = AnalysisLoop(con, getattr(args, "analyze_every", 30.0), list(getattr(args, "intended", []) or []))
+    loop.start()
+    register(DashboardContext(con=con, db_path=str(args.db), read_only=False, receiver=receiver, loop=loop,
+                              intended_paths=list(getattr(args, "intended", []) or [])))
+    try:
+        server = DashboardServer(args.host, getattr(args, "dashboard_port", 8501)).start()
+    except DashboardStartError as exc:
+        print(f"choreoscope serve: {exc}; serving OTLP without the dashboard", file=sys.stderr, flush=True)
+        server = None
+    else:
+        print(f"dashboard on {server.url}", flush=True)
+
+    def stop() -> None:
+        if server is not None:
+            server.stop()
+        loop.stop()
+        register(None)
+
+    return stop

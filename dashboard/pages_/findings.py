@@ -1,0 +1,47 @@
+"""Findings: every finding, filterable; each opens its evidence and example instances."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard.pages_.common import show_finding
+from dashboard.state import query
+
+
+def render() -> None:
+    st.title("Findings")
+    f = query("findings")
+    if f.empty:
+        st.success("No findings: nothing the detectors flag in these traces.")
+        return
+    wfs = query("workflows")
+    names = dict(zip(wfs["workflow_id"], wfs["name"]))
+    c = st.columns(4)
+    kinds = c[0].multiselect("Kind", sorted(f["kind"].unique()), key="f_kind")
+    sevs = c[1].multiselect("Severity", ["critical", "warning", "info"], key="f_sev",
+                            format_func=str)
+    services = c[2].multiselect("Service", sorted({s for ss in f["services"] for s in ss}), key="f_svc")
+    wf_opts = sorted(w for w in f["workflow_id"].dropna().unique())
+    wf_sel = c[3].multiselect("Workflow", wf_opts, key="f_wf", format_func=lambda w: names.get(w, w))
+    sel = f
+    if kinds:
+        sel = sel[sel["kind"].isin(kinds)]
+    if sevs:
+        sel = sel[sel["severity"].isin(sevs)]
+    if services:
+        sel = sel[sel["services"].map(lambda s: bool(set(s) & set(services)))]
+    if wf_sel:
+        sel = sel[sel["workflow_id"].isin(wf_sel)]
+    counts = sel["kind"].value_counts()
+    st.caption(f"{len(sel)} of {len(f)} findings · " + " · ".join(f"{k}: {v}" for k, v in counts.items()))
+    hints = sel["confidence"] < 0.5
+    for i, row in enumerate(sel[~hints].to_dict("records")):
+        show_finding(row, key=f"f{i}")
+    if hints.any():
+        st.markdown(f"**Hints** (confidence below 0.5): {int(hints.sum())}")
+        for i, row in enumerate(sel[hints].to_dict("records")):
+            show_finding(row, key=f"h{i}")
+
+
+if __name__ == "__main__":  # Streamlit runs each page file as a script
+    render()

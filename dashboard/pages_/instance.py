@@ -1,0 +1,94 @@
+"""Instance: one stitched workflow instance as a waterfall across its traces."""
+
+from __future__ import annotations
+
+import altair as alt
+import streamlit as st
+
+from dashboard import nav
+from dashboard.state import query
+
+MAX_SPANS = 400
+
+
+def render() -> None:
+    st.title("Instance")
+    wanted = st.query_params.get("instance")
+    trace = st.text_input("Instance id or trace id", value=wanted or "", key="instance_input",
+                          help="Open one from a workflow, a variant or a finding, or paste an id.")
+    if not trace:
+        wfs = query("workflows")
+        if wfs.empty:
+            return
+        st.caption("Pick a workflow to see its instances, or open one from the Workflow page.")
+        nav.link("workflow", ":material/account_tree: Workflows")
+        return
+    inst = query("instance", trace)
+    if inst is None:
+        iid = query("instance_of_trace", trace)
+        inst = query("instance", iid) if iid else None
+    if inst is None:
+        st.error(f"No workflow instance with id or trace id {trace!r}.")
+        return
+    iid = inst["instance_id"]
+    if wanted != iid:
+        st.query_params["instance"] = iid
+    spans = query("instance_spans", iid)
+    hops = query("instance_cross_edges", iid)
+
+    wf_names = dict(zip(*[query("workflows")[c] for c in ("workflow_id", "name")]))
+    st.markdown(f"**Workflow:** {wf_names.get(inst['workflow_id'], inst['workflow_id'])}")
+    nav.link("workflow", ":material/account_tree: open the workflow", workflow=inst["workflow_id"])
+    c = st.columns(5)
+    c[0].metric("Spans", int(inst["spans"]))
+    c[1].metric("Traces", int(inst["traces"]))
+    c[2].metric("Services", int(inst["services"]))
+    c[3].metric("Errors", int(inst["errors"]))
+    c[4].metric("Duration", f"{(inst['end_adj'] - inst['start_adj']) / 1e6:,.0f} ms")
+
+    corrected = st.toggle("Clock-skew corrected times", value=True, key="skew_toggle",
+                          help="Off: the timestamps as the services reported them.")
+    start, end = ("start_ms", "end_ms") if corrected else ("raw_start_ms", "raw_end_ms")
+    shown = spans.head(MAX_SPANS).copy()
+    if len(spans) > MAX_SPANS:
+        st.caption(f"{len(spans)} spans: showing the first {MAX_SPANS} by start time.")
+    shown["row"] = [f"{i:03d} {r.service} · {r.operation}" for i, r in enumerate(shown.itertuples())]
+    shown["trace"] = shown["trace_id"].str[:8]
+    shown["linked"] = shown["span_id"].isin(set(hops["dst_span_id"])) | shown["span_id"].isin(
+        set(hops["src_span_id"]))
+    shown["status"] = shown["is_error"].map({True: "error", False: "ok"})
+    base = alt.Chart(shown).encode(
+        y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=340, labelExpr="substring(datum.value, 4)")),
+        tooltip=["service", "operation", "name", "trace_id", "span_id", "status", "status_message",
+                 alt.Tooltip("duration_ms:Q", format=",.1f"), alt.Tooltip(f"{start}:Q", format=",.1f"),
+                 alt.Tooltip("clock_offset_ms:Q", format=",.1f"), "retry_attempt"],
+    )
+    bars = base.mark_bar(height=11, cornerRadius=2).encode(
+        x=alt.X(f"{start}:Q", title="ms since the instance started"), x2=f"{end}:Q",
+        color=alt.Color("service:N", legend=alt.Legend(orient="bottom", columns=4)),
+        stroke=alt.condition("datum.is_error", alt.value("#c62828"), alt.value(None)),
+        strokeWidth=alt.condition("datum.is_error", alt.value(2.5), alt.value(0)),
+    )
+    errors = base.transform_filter("datum.is_error").mark_text(text="✕", color="#c62828", dx=8, align="left",
+                                                                fontSize=13).encode(x=f"{end}:Q")
+    links = base.transform_filter("datum.linked").mark_point(shape="diamond", filled=True, color="#6a1b9a",
+                                                              size=60).encode(x=f"{start}:Q")
+    chart = (bars + errors + links).properties(height=max(160, 16 * len(shown)))
+    st.altair_chart(chart, width="stretch")
+    st.caption("Bars: spans coloured by service, red outline and ✕ = error, purple diamond = start of a cross-trace hop (span link, "
+               "message id or time-window inference). Traces in this instance: "
+               + ", ".join(sorted(shown["trace"].unique())))
+    if not hops.empty:
+        st.subheader(f"Hops between traces ({len(hops)})")
+        st.dataframe(hops[["src_service", "dst_service", "via", "evidence", "inferred", "confidence",
+                           "src_trace_id", "dst_trace_id"]], hide_index=True, width="stretch")
+    with st.expander("Spans"):
+        st.dataframe(spans.drop(columns=["step_id"]), hide_index=True, width="stretch")
+    skewed = spans[spans["clock_offset_ms"].abs() > 0][["service", "clock_offset_ms"]].drop_duplicates()
+    if not skewed.empty:
+        st.caption("Clock offsets corrected: " + ", ".join(
+            f"{r.service} {r.clock_offset_ms:+,.1f} ms" for r in skewed.itertuples()))
+
+
+if __name__ == "__main__":  # Streamlit runs each page file as a script
+    render()

@@ -1,0 +1,84 @@
+"""Overview: what the store holds, the live receiver and analysis loop, the workflows found."""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+import streamlit as st
+
+from dashboard import nav
+from dashboard.state import context, fresh, query
+
+
+@st.fragment(run_every=2.0)
+def _live_panel() -> None:
+    ctx = context()
+    stats = ctx.receiver.stats()
+    s = fresh("summary")
+    c = st.columns(6)
+    c[0].metric("Spans", f"{s['spans']:,}")
+    c[1].metric("Traces", f"{s['traces']:,}")
+    c[2].metric("Services", s["services"])
+    c[3].metric("Spans/s", f"{stats.spans_per_s:,.0f}")
+    c[4].metric("Queue", f"{stats.queue_spans:,} / {stats.queue_limit:,}")
+    c[5].metric("Refused", stats.requests_refused)
+    loop = ctx.loop
+    if loop is not None:
+        st_ = loop.status
+        when = "never" if st_.last_run_at is None else f"{time.time() - st_.last_run_at:.0f}s ago"
+        line = (f"Analysis: {'**running**' if st_.running else 'idle'} · {st_.runs} runs · last {when}"
+                + (f" ({st_.last_duration_s:.1f}s over {st_.last_span_count:,} spans)"
+                   if st_.last_duration_s else "")
+                + (f" · every {loop.interval_s:g}s" if loop.interval_s else " · on request only"))
+        cols = st.columns([5, 1])
+        cols[0].markdown(line)
+        if cols[1].button("Analyse now", key="analyse_now"):
+            loop.request()
+            st.toast("Analysis requested")
+        if st_.last_error:
+            st.error(f"Last analysis failed: {st_.last_error}")
+
+
+def render() -> None:
+    ctx = context()
+    st.title("Overview")
+    if ctx.live:
+        _live_panel()
+    else:
+        s = query("summary")
+        c = st.columns(4)
+        c[0].metric("Spans", f"{s['spans']:,}")
+        c[1].metric("Traces", f"{s['traces']:,}")
+        c[2].metric("Services", s["services"])
+        if s["first_ns"]:
+            span_s = (s["last_ns"] - s["first_ns"]) / 1e9
+            c[3].metric("Time span", f"{span_s:,.0f} s")
+    if not fresh("has_analysis"):
+        return
+    wfs = query("workflows")
+    f = query("findings")
+    st.subheader(f"Workflows ({len(wfs)})")
+    sev = f["severity"].value_counts() if not f.empty else pd.Series(dtype=int)
+    st.markdown(f"**{len(f)} findings:** :red[**{sev.get('critical', 0)} critical**] · "
+                f":orange[**{sev.get('warning', 0)} warning**] · :blue[{sev.get('info', 0)} info]")
+    table = wfs[["name", "pattern", "instances", "services", "events", "critical", "warning", "info"]]
+    event = st.dataframe(
+        table, hide_index=True, width="stretch", on_select="rerun", selection_mode="single-row",
+        key="overview_workflows",
+        column_config={
+            "name": st.column_config.TextColumn("Workflow (entry)", width="large"),
+            "pattern": "Pattern", "instances": "Instances", "services": "Services", "events": "Events",
+            "critical": "critical", "warning": "warning", "info": "info",
+        },
+    )
+    rows = event.selection.rows if event is not None else []
+    st.caption("Select a row to open the workflow.")
+    if rows:
+        nav.go("workflow", workflow=wfs.iloc[rows[0]]["workflow_id"])
+    patterns = wfs["pattern"].value_counts()
+    st.caption("Patterns: " + " · ".join(f"{k}: {v}" for k, v in patterns.items()))
+
+
+if __name__ == "__main__":  # Streamlit runs each page file as a script
+    render()
