@@ -40,7 +40,8 @@ CREATE OR REPLACE TEMP TABLE conformance_instance_edges AS
 WITH joined AS (
     SELECT s.workflow_id, s.instance_id, s.trace_id, s.service AS src, d.service AS dst, e.via,
            CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END AS event,
-           false AS external, e.evidence, e.confidence
+           false AS external, e.evidence, e.confidence,
+           CASE WHEN e.via = 'call' THEN d.operation END AS operation
     FROM causal_edges e
     JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
     JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
@@ -48,7 +49,8 @@ WITH joined AS (
 ),
 unanswered AS (   -- calls to uninstrumented peers (not databases), as workflow_edges has them
     SELECT s.workflow_id, s.instance_id, s.trace_id, s.service AS src, s.peer AS dst, 'call' AS via,
-           NULL AS event, true AS external, 'unanswered' AS evidence, 1.0::DOUBLE AS confidence
+           NULL AS event, true AS external, 'unanswered' AS evidence, 1.0::DOUBLE AS confidence,
+           s.operation
     FROM span_steps s
     WHERE s.role = 'client' AND s.db_system IS NULL AND s.peer IS NOT NULL
       AND NOT EXISTS (
@@ -125,6 +127,11 @@ def _declared_events(model: IntendedModel) -> set[str]:
     return names
 
 
+def build_instance_edges(con: duckdb.DuckDBPyConnection) -> None:
+    """Temp table `conformance_instance_edges`: service-level edges per instance (also used by export)."""
+    con.execute(INSTANCE_EDGES_SQL)
+
+
 def _load_recovered(con: duckdb.DuckDBPyConnection, names: _EventNames) -> dict[str, Recovered]:
     recovered = {
         r[0]: Recovered(r[0], r[1], r[2], int(r[3]))
@@ -139,7 +146,7 @@ def _load_recovered(con: duckdb.DuckDBPyConnection, names: _EventNames) -> dict[
             recovered[wf].services.add(svc)
             if role in ("producer", "consumer"):
                 recovered[wf].events.add(names.canonical(op))
-    con.execute(INSTANCE_EDGES_SQL)
+    build_instance_edges(con)
     for r in con.execute(WORKFLOW_EDGES_SQL, [MAX_EXAMPLES]).fetchall():
         if r[0] not in recovered:
             continue
