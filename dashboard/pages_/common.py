@@ -29,7 +29,8 @@ def pick(label: str, options: list[str], param: str, format_func=str, key: str |
 
 def finding_title(row) -> str:
     where = " → ".join(row["services"])
-    extra = f" · {row['event']}" if row.get("event") else ""
+    about = [v for v in (row.get("event"), row.get("resource")) if isinstance(v, str) and v]
+    extra = "".join(f" · {v}" for v in about)
     return f"{SEVERITY_ICON.get(row['severity'], '')} {row['kind']} — {where}{extra} ({row['confidence']:.2f})"
 
 
