@@ -30,8 +30,17 @@ def any_value(value: AnyValue):
     return getattr(value, which)
 
 
+_SCALARS = frozenset({"string_value", "bool_value", "int_value", "double_value", "bytes_value"})
+
+
 def key_values(kvs) -> dict:
-    return {kv.key: any_value(kv.value) for kv in kvs}
+    """OTLP KeyValues as a dict (the hot loop of decoding: scalars are read inline)."""
+    out = {}
+    for kv in kvs:
+        value = kv.value
+        which = value.WhichOneof("value")
+        out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
+    return out
 
 
 def add_resource_spans(batch: SpanBatch, resource_spans: Iterable[ResourceSpans], where: str = "") -> int:
@@ -48,31 +57,37 @@ def add_resource_spans(batch: SpanBatch, resource_spans: Iterable[ResourceSpans]
                 events = [
                     {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
                     for e in span.events
-                ]
+                ] if span.events else None
                 links = [
                     Link(l.trace_id, l.span_id, l.trace_state, key_values(l.attributes)) for l in span.links
-                ]
+                ] if span.links else None
+                kind = span.kind
+                status = span.status
+                code = status.code
                 ok = batch.add(
                     trace_id=span.trace_id,
                     span_id=span.span_id,
                     parent_span_id=span.parent_span_id or None,
                     trace_state=span.trace_state,
                     name=span.name,
-                    kind=kinds[span.kind] if 0 <= span.kind < len(kinds) else "UNSPECIFIED",
+                    kind=kinds[kind] if 0 <= kind < len(kinds) else "UNSPECIFIED",
                     start_ns=span.start_time_unix_nano,
                     end_ns=span.end_time_unix_nano,
-                    status_code=statuses[span.status.code] if 0 <= span.status.code < 3 else "UNSET",
-                    status_message=span.status.message,
+                    status_code=statuses[code] if 0 <= code < 3 else "UNSET",
+                    status_message=status.message,
                     attributes=key_values(span.attributes),
                     resource_attributes=res,
                     scope_name=scope_name,
                     scope_version=scope_version,
                     events=events,
                     links=links,
-                    where=f"{where}span {span.span_id.hex() or '?'} ({span.name!r})",
                 )
                 if not ok:
                     rejected += 1
+                    # where the span is, only worked out for the rare rejected one
+                    batch.rejected[-1] = (
+                        f"{where}span {span.span_id.hex() or '?'} ({span.name!r}): {batch.rejected[-1]}"
+                    )
     return rejected
 
 

@@ -72,7 +72,7 @@ class TraceServiceHandler:
 
 
 def start_grpc_server(ingester: Ingester, host: str, port: int, max_request_bytes: int,
-                      workers: int = 8) -> tuple[grpc.Server, int]:
+                      workers: int = 32) -> tuple[grpc.Server, int]:
     """Start the OTLP/gRPC server; returns it and the port actually bound (port 0 picks one)."""
     handler = TraceServiceHandler(ingester)
     generic = grpc.method_handlers_generic_handler(
