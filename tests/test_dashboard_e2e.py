@@ -1,0 +1,129 @@
+"""End to end: `choreoscope serve` as a subprocess (receiver + live analysis + dashboard in one
+process), spans exported by the real OpenTelemetry SDK, the dashboard read by headless Chromium.
+
+Needs Debian's chromium (`apt-get install chromium`) and Playwright for Python; skips without
+them unless CHOREOSCOPE_REQUIRE_BROWSER=1 (CI), where a missing browser fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote_plus
+
+import pytest
+from dashboard_fixtures import REPO, chromium_path
+from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+from sample_traces.generate import run_scenario, scenario_dir
+
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+EXPECTED_SERVICES = ("storefront", "order-service", "payment-service", "shipping-service", "inventory-service")
+
+
+def _browser_or_skip() -> str:
+    required = os.environ.get("CHOREOSCOPE_REQUIRE_BROWSER") == "1"
+    path = chromium_path()
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        if required:
+            pytest.fail("CHOREOSCOPE_REQUIRE_BROWSER=1 but Playwright is not installed (pip install playwright)")
+        pytest.skip("Playwright for Python is not installed")
+    if path is None:
+        if required:
+            pytest.fail("CHOREOSCOPE_REQUIRE_BROWSER=1 but chromium is missing (apt-get install chromium)")
+        pytest.skip("chromium is not installed (apt-get install chromium)")
+    return path
+
+
+class Serve:
+    """`choreoscope serve` with the dashboard, on free ports, re-analysing every second."""
+
+    def __init__(self, tmp_path: Path, *extra: str) -> None:
+        self.stderr = open(tmp_path / "serve.stderr", "w")  # noqa: SIM115 - closed in stop()
+        cmd = [sys.executable, "-m", "analysis.cli", "serve", "--db", str(tmp_path / "live.duckdb"),
+               "--grpc-port", "0", "--http-port", "0", "--dashboard-port", "0", "--analyze-every", "1", *extra]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
+                                     env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        self.grpc = self.dashboard = None
+        deadline = time.monotonic() + 90
+        while (self.grpc is None or self.dashboard is None) and time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if m := re.match(r"OTLP/gRPC listening on (\S+)", line):
+                self.grpc = m.group(1)
+            if m := re.match(r"dashboard on (\S+)", line):
+                self.dashboard = m.group(1)
+        if self.grpc is None or self.dashboard is None:
+            self.stop()
+            raise RuntimeError(f"serve did not start: {(tmp_path / 'serve.stderr').read_text()}")
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.stderr.close()
+        return self.proc.returncode
+
+
+def test_serve_dashboard_shows_the_live_workflow_side_by_side(tmp_path):
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    intended = str(scenario_dir("ecommerce") / "intended.yaml")
+    serve = Serve(tmp_path, "--intended", intended)
+    try:
+        exporter = OTLPSpanExporter(endpoint=serve.grpc, insecure=True)
+        run_scenario("ecommerce", exporter, base_time_ns=time.time_ns(), instances=12)
+        exporter.shutdown()
+
+        url = f"{serve.dashboard}/workflow?workflow={quote_plus('storefront server POST /orders')}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1000})
+                # The analysis loop runs every second; the page fills over its websocket.
+                deadline = time.monotonic() + 90
+                while True:
+                    page.goto(url)
+                    try:
+                        page.get_by_text("Intended (declared)").wait_for(timeout=15_000)
+                        break
+                    except Exception:
+                        if time.monotonic() > deadline:
+                            page.screenshot(path=str(ARTIFACTS / "dashboard-workflow-failed.png"), full_page=True)
+                            raise
+                # Both graphs drawn, each with every expected service (same node set on both sides).
+                page.locator("svg").nth(1).wait_for(timeout=30_000)
+                for svc in EXPECTED_SERVICES:
+                    texts = page.locator("svg text", has_text=re.compile(rf"^{re.escape(svc)}$"))
+                    texts.nth(1).wait_for(timeout=30_000)
+                legend = page.get_by_text(re.compile(r"undeclared: \d+")).first.inner_text()
+                assert int(re.search(r"undeclared: (\d+)", legend).group(1)) >= 1
+                page.get_by_text(re.compile(r"missing: [1-9]")).first.wait_for(timeout=10_000)
+                page.wait_for_timeout(1500)  # let the graphs finish scaling
+                page.screenshot(path=str(ARTIFACTS / "dashboard-workflow.png"), full_page=True)
+
+                page.goto(serve.dashboard + "/")
+                page.get_by_role("button", name="Analyse now").wait_for(timeout=30_000)
+                page.get_by_text("Spans/s").wait_for(timeout=10_000)
+                page.screenshot(path=str(ARTIFACTS / "dashboard-overview.png"), full_page=True)
+            finally:
+                browser.close()
+    finally:
+        code = serve.stop()
+    assert code == 0, (tmp_path / "serve.stderr").read_text()
