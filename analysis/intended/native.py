@@ -17,8 +17,15 @@ def intended_schema() -> dict:
     return json.loads(resources.files("analysis.intended").joinpath("intended_schema.json").read_text())
 
 
+NATIVE_KEYS = {"version", "description", "workflows", "services"}
+
+
 def is_native(data: object) -> bool:
-    return isinstance(data, dict) and "workflows" in data and "asyncapi" not in data
+    """Has `workflows` and either `version` or only our top-level keys (other YAML with a
+    `workflows` key, such as a scenario's truth.yaml, is not ours)."""
+    if not isinstance(data, dict) or "workflows" not in data or "asyncapi" in data:
+        return False
+    return "version" in data or all(k in NATIVE_KEYS or str(k).startswith("x-") for k in data)
 
 
 def _describe(error) -> str:
@@ -27,12 +34,18 @@ def _describe(error) -> str:
     if v == "required":
         return error.message.replace("is a required property", "is required here")
     if v == "additionalProperties":
-        return f"{error.message} (allowed: {', '.join(sorted(error.schema.get('properties', {})))}, x-*)"
+        return (f"unknown key {_extra_keys(error)[0]!r} (allowed: "
+                f"{', '.join(sorted(error.schema.get('properties', {})))}, x-*)")
     if v == "type":
         return f"expected {error.validator_value}, got {type(error.instance).__name__} {error.instance!r}"
     if v == "oneOf":
         return f"expected a service name or {{service, operation}}, got {error.instance!r}"
     return error.message
+
+
+def _extra_keys(error) -> list[str]:
+    allowed = error.schema.get("properties", {})
+    return [k for k in error.instance if k not in allowed and not str(k).startswith("x-")] or ["?"]
 
 
 def validate_native(doc: Document) -> None:
@@ -44,7 +57,10 @@ def validate_native(doc: Document) -> None:
         first = errors[0]
         # the deepest, most specific error of a oneOf/anyOf is the useful one
         best = jsonschema.exceptions.best_match([first]) if first.context else first
-        raise doc.error(list(best.absolute_path), _describe(best)
+        path = list(best.absolute_path)
+        if best.validator == "additionalProperties":
+            path.append(_extra_keys(best)[0])
+        raise doc.error(path, _describe(best)
                         + (f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""))
 
 
