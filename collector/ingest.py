@@ -72,7 +72,8 @@ class Ingester:
     is used by the writer thread), so the same database can serve the dashboard and analysis.
 
     `write_lock` is held by the writer for each transaction; in-process code that must not
-    interleave with ingest (a snapshot export, a bulk rewrite) may hold it too.
+    interleave with ingest (a snapshot export, a bulk rewrite) may hold it too. Meanwhile batches
+    queue up (and requests are refused once the queue is full); they commit together after.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, queue_spans: int = 200_000,
@@ -166,11 +167,13 @@ class Ingester:
 
     # -- writer side -----------------------------------------------------------------------
 
-    def _take_group(self) -> list[_Pending] | None:
+    def _wait_for_work(self) -> bool:
+        """Block until batches are queued (and a small group had LINGER_S to grow); False once
+        stopping with nothing left."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
-                    return None
+                    return False
                 self._cond.wait()
             deadline = time.monotonic() + LINGER_S
             while not self._stopping and self._pending_spans < TARGET_GROUP_SPANS:
@@ -178,6 +181,12 @@ class Ingester:
                 if remaining <= 0:
                     break
                 self._cond.wait(remaining)
+            return True
+
+    def _take_group(self) -> list[_Pending]:
+        """Everything queued, up to MAX_GROUP_SPANS (called holding write_lock, so batches that
+        queued while someone else held the lock all go into this one transaction)."""
+        with self._cond:
             group = [self._queue.popleft()]
             total = group[0].spans.num_rows
             while self._queue and total < MAX_GROUP_SPANS:
@@ -189,11 +198,9 @@ class Ingester:
     def _run(self) -> None:
         cur = self._con.cursor()
         try:
-            while True:
-                group = self._take_group()
-                if group is None:
-                    return
-                self._commit_group(cur, group)
+            while self._wait_for_work():
+                with self.write_lock:
+                    self._commit_group(cur, self._take_group())
         finally:
             cur.close()
 
@@ -204,24 +211,24 @@ class Ingester:
         links = pa.concat_tables(link_tables) if link_tables else None
         error: BaseException | None = None
         added = 0
-        with self.write_lock:
-            # Duplicates are rare (exporter retries), and the plain INSERT is about twice as fast
-            # as INSERT OR IGNORE: try it first, redo the group with the check if one turns up.
-            for skip_duplicates in (False, True):
+        # Called holding write_lock.
+        # Duplicates are rare (exporter retries), and the plain INSERT is about twice as fast
+        # as INSERT OR IGNORE: try it first, redo the group with the check if one turns up.
+        for skip_duplicates in (False, True):
+            try:
+                cur.execute("BEGIN TRANSACTION")
+                added = store.insert_arrow(cur, spans, links, skip_duplicates=skip_duplicates)
+                cur.execute("COMMIT")
+                error = None
+                break
+            except Exception as exc:  # noqa: BLE001 - any storage failure goes to every request of the group
+                error = exc
                 try:
-                    cur.execute("BEGIN TRANSACTION")
-                    added = store.insert_arrow(cur, spans, links, skip_duplicates=skip_duplicates)
-                    cur.execute("COMMIT")
-                    error = None
+                    cur.execute("ROLLBACK")
+                except duckdb.Error:
+                    pass
+                if not _is_duplicate_key(exc):
                     break
-                except Exception as exc:  # noqa: BLE001 - any storage failure goes to every request of the group
-                    error = exc
-                    try:
-                        cur.execute("ROLLBACK")
-                    except duckdb.Error:
-                        pass
-                    if not _is_duplicate_key(exc):
-                        break
         with self._cond:
             self._pending_spans -= n
             if error is None:

@@ -100,7 +100,7 @@ def test_queue_full_is_resource_exhausted_with_retry_info(tmp_path):
         first, second = make_spans(n_traces=2, tag="-1"), make_spans(n_traces=2, tag="-2")
         assert len(first) == len(second) == 8
         results = {}
-        # Hold the writer's lock: the writer takes the first request and cannot commit it.
+        # Hold the writer's lock: the first request stays queued, uncommitted, unacknowledged.
         with rec.ingester.write_lock:
             sender = threading.Thread(target=lambda: results.setdefault(
                 "first", raw_export(rec.grpc_address, encode_spans(first).SerializeToString())))
@@ -122,3 +122,26 @@ def test_queue_full_is_resource_exhausted_with_retry_info(tmp_path):
         # once the queue drains, the refused request goes through on retry
         raw_export(rec.grpc_address, encode_spans(second).SerializeToString())
         assert_stored_exactly(con, first + second)
+
+
+def test_duplicates_inside_one_commit_group_are_stored_once(tmp_path):
+    """A retry can be queued beside its original: both land in one transaction, stored once."""
+    with running_receiver(tmp_path) as rec:
+        spans = make_spans()
+        body = encode_spans(spans).SerializeToString()
+        results = []
+        with rec.ingester.write_lock:  # hold the writer so both requests queue up together
+            senders = [threading.Thread(target=lambda: results.append(raw_export(rec.grpc_address, body)))
+                       for _ in range(2)]
+            for s in senders:
+                s.start()
+            while rec.stats().queue_spans < 2 * len(spans):
+                senders[0].join(0.01)
+        for s in senders:
+            s.join(10)
+        assert len(results) == 2
+        assert span_count(rec.con) == len(spans)
+        assert_stored_exactly(rec.con, spans)
+        stats = rec.stats()
+        assert stats.commits == 1  # one transaction held both copies
+        assert (stats.spans_stored, stats.spans_duplicate) == (len(spans), len(spans))
