@@ -45,14 +45,16 @@ def _edge_label(edge: ServiceEdge) -> str:
 
 
 def _service_dot(nodes: dict[str, str], edges: list[ServiceEdge], visible: set[str], side: str,
-                 grey: set[str]) -> str:
+                 grey: set[str], absent: set[str]) -> str:
     lines = ["digraph G {", "  rankdir=LR; nodesep=0.35; ranksep=0.6; bgcolor=transparent;",
              ('  node [shape=box, style="rounded,filled", fillcolor="#eef3fb", color="#8aa4c8", '
-             'fontname="Helvetica", fontsize=11];'),
-             '  edge [fontname="Helvetica", fontsize=9, arrowsize=0.7];']
+             'fontname="Helvetica", fontsize=13];'),
+             '  edge [fontname="Helvetica", fontsize=11, arrowsize=0.7];']
     ids = {svc: f"s{i}" for i, svc in enumerate(nodes)}
     for svc, label in nodes.items():
-        extra = ', fillcolor="#e6e6e6", color="#aaaaaa", style="rounded,filled,dashed"' if svc in grey else ""
+        extra = (', fillcolor="#e6e6e6", color="#aaaaaa", style="rounded,filled,dashed"' if svc in grey
+                 else ', fillcolor="#fdecea", color="#c62828", style="rounded,filled,dashed"' if svc in absent
+                 else "")
         lines.append(f"  {ids[svc]} [label={_q(label)}{extra}];")
     for edge in edges:
         # Same label on both sides: Graphviz then gives both graphs the same layout.
@@ -71,17 +73,17 @@ def _service_dot(nodes: dict[str, str], edges: list[ServiceEdge], visible: set[s
 
 
 def side_by_side(nodes: dict[str, str], edges: list[ServiceEdge],
-                 grey: set[str] | None = None) -> tuple[str, str]:
+                 grey: set[str] | None = None, absent: set[str] | None = None) -> tuple[str, str]:
     """(recovered DOT, intended DOT) over the same nodes and edge list, so they share one layout.
 
     nodes maps service -> label; edges carry their status. The recovered side shows matched and
     undeclared edges, the intended side matched and missing ones. `grey` services (uninstrumented
-    peers) are drawn grey and dashed.
+    peers) are drawn grey and dashed, `absent` ones (declared, never observed) red and dashed.
     """
-    grey = grey or set()
+    grey, absent = grey or set(), absent or set()
     edges = sorted(edges, key=lambda e: (e.src, e.dst, e.via, e.event or "", e.status))
-    return (_service_dot(nodes, edges, {"matched", "undeclared", "observed", "unchecked"}, "recovered", grey),
-            _service_dot(nodes, edges, {"matched", "missing"}, "intended", grey))
+    return (_service_dot(nodes, edges, {"matched", "undeclared", "observed", "unchecked"}, "recovered", grey, absent),
+            _service_dot(nodes, edges, {"matched", "missing"}, "intended", grey, absent))
 
 
 def recovered_service_edges(edges: pd.DataFrame) -> list[ServiceEdge]:

@@ -52,5 +52,5 @@ def show_finding(row, key: str) -> None:
             inst = query("instances_of_traces", list(row["trace_ids"]))
             st.markdown(f"Example instances ({len(inst)}):")
             for r in inst.head(5).itertuples():
-                nav.link("instance", f":material/timeline: instance {r.instance_id[:12]} · {r.spans} spans · "
+                nav.link("instance", f"instance {r.instance_id[:12]} · {r.spans} spans · "
                          f"{r.errors} errors · {r.duration_ms:.0f} ms", instance=r.instance_id)

@@ -21,7 +21,7 @@ def render() -> None:
         if wfs.empty:
             return
         st.caption("Pick a workflow to see its instances, or open one from the Workflow page.")
-        nav.link("workflow", ":material/account_tree: Workflows")
+        nav.link("workflow", "Workflows")
         return
     inst = query("instance", trace)
     if inst is None:
@@ -38,7 +38,7 @@ def render() -> None:
 
     wf_names = dict(zip(*[query("workflows")[c] for c in ("workflow_id", "name")]))
     st.markdown(f"**Workflow:** {wf_names.get(inst['workflow_id'], inst['workflow_id'])}")
-    nav.link("workflow", ":material/account_tree: open the workflow", workflow=inst["workflow_id"])
+    nav.link("workflow", "open the workflow", workflow=inst["workflow_id"])
     c = st.columns(5)
     c[0].metric("Spans", int(inst["spans"]))
     c[1].metric("Traces", int(inst["traces"]))
@@ -52,20 +52,23 @@ def render() -> None:
     shown = spans.head(MAX_SPANS).copy()
     if len(spans) > MAX_SPANS:
         st.caption(f"{len(spans)} spans: showing the first {MAX_SPANS} by start time.")
-    shown["row"] = [f"{i:03d} {r.service} · {r.operation}" for i, r in enumerate(shown.itertuples())]
+    many_traces = shown["trace_id"].nunique() > 1
+    shown["row"] = [f"{i:03d} " + (f"[{r.trace_id[:4]}] " if many_traces else "") + f"{r.service} · {r.operation}"
+                    for i, r in enumerate(shown.itertuples())]
     shown["trace"] = shown["trace_id"].str[:8]
     shown["linked"] = shown["span_id"].isin(set(hops["dst_span_id"])) | shown["span_id"].isin(
         set(hops["src_span_id"]))
     shown["status"] = shown["is_error"].map({True: "error", False: "ok"})
     base = alt.Chart(shown).encode(
-        y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=340, labelExpr="substring(datum.value, 4)")),
+        y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelOverlap=False, labelExpr="substring(datum.value, 4)")),
         tooltip=["service", "operation", "name", "trace_id", "span_id", "status", "status_message",
                  alt.Tooltip("duration_ms:Q", format=",.1f"), alt.Tooltip(f"{start}:Q", format=",.1f"),
                  alt.Tooltip("clock_offset_ms:Q", format=",.1f"), "retry_attempt"],
     )
-    bars = base.mark_bar(height=11, cornerRadius=2).encode(
+    bars = base.mark_bar(height=14, cornerRadius=2).encode(
         x=alt.X(f"{start}:Q", title="ms since the instance started"), x2=f"{end}:Q",
-        color=alt.Color("service:N", legend=alt.Legend(orient="bottom", columns=4)),
+        color=alt.Color("service:N", scale=alt.Scale(scheme="set2"),
+                        legend=alt.Legend(orient="bottom", columns=4)),
         stroke=alt.condition("datum.is_error", alt.value("#c62828"), alt.value(None)),
         strokeWidth=alt.condition("datum.is_error", alt.value(2.5), alt.value(0)),
     )
@@ -73,9 +76,9 @@ def render() -> None:
                                                                 fontSize=13).encode(x=f"{end}:Q")
     links = base.transform_filter("datum.linked").mark_point(shape="diamond", filled=True, color="#6a1b9a",
                                                               size=60).encode(x=f"{start}:Q")
-    chart = (bars + errors + links).properties(height=max(160, 16 * len(shown)))
+    chart = (bars + errors + links).properties(height=max(160, 22 * len(shown)))
     st.altair_chart(chart, width="stretch")
-    st.caption("Bars: spans coloured by service, red outline and ✕ = error, purple diamond = start of a cross-trace hop (span link, "
+    st.caption("Bars: spans coloured by service (`[abcd]` = trace id prefix), red outline and ✕ = error, purple diamond = start of a cross-trace hop (span link, "
                "message id or time-window inference). Traces in this instance: "
                + ", ".join(sorted(shown["trace"].unique())))
     if not hops.empty:

@@ -8,6 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import nav
+from dashboard.pages_.common import show_finding
 from dashboard.state import context, fresh, query
 
 
@@ -21,7 +22,8 @@ def _live_panel() -> None:
     c[1].metric("Traces", f"{s['traces']:,}")
     c[2].metric("Services", s["services"])
     c[3].metric("Spans/s", f"{stats.spans_per_s:,.0f}")
-    c[4].metric("Queue", f"{stats.queue_spans:,} / {stats.queue_limit:,}")
+    c[4].metric("Queued spans", f"{stats.queue_spans:,}", help=f"limit {stats.queue_limit:,}; above it "
+                "exports are refused with 429 / RESOURCE_EXHAUSTED")
     c[5].metric("Refused", stats.requests_refused)
     loop = ctx.loop
     if loop is not None:
@@ -78,6 +80,12 @@ def render() -> None:
         nav.go("workflow", workflow=wfs.iloc[rows[0]]["workflow_id"])
     patterns = wfs["pattern"].value_counts()
     st.caption("Patterns: " + " · ".join(f"{k}: {v}" for k, v in patterns.items()))
+    top = f[(f["severity"] != "info") & (f["confidence"] >= 0.5)].head(6)
+    if not top.empty:
+        st.subheader("Top findings")
+        for i, row in enumerate(top.to_dict("records")):
+            show_finding(row, key=f"ov{i}")
+        nav.link("findings", f"all {len(f)} findings")
 
 
 if __name__ == "__main__":  # Streamlit runs each page file as a script

@@ -103,7 +103,8 @@ def render() -> None:
         service_edges = [e for e in service_edges if e.src in keep and e.dst in keep]
 
     st.markdown(_legend(service_edges, compare), unsafe_allow_html=True)
-    rec_dot, int_dot = graphs.side_by_side(nodes, service_edges, peers)
+    absent = {s for s in nodes if s not in span_counts and s not in peers}
+    rec_dot, int_dot = graphs.side_by_side(nodes, service_edges, peers, absent)
     left, right = st.columns(2)
     with left:
         st.markdown("**Recovered** (from traces, service level)")
@@ -165,14 +166,14 @@ def _variants_and_instances(wf_id: str) -> None:
             share = 100 * r.count / total if total else 0
             label = f"#{i} · {r.count} instances ({share:.0f}%)" + (f" · {r.errors} with errors" if r.errors else "")
             if isinstance(r.example_instance, str):
-                nav.link("instance", f":material/timeline: {label}", instance=r.example_instance)
+                nav.link("instance", label, instance=r.example_instance)
             else:
                 st.write(label)
     with right:
         inst = query("workflow_instances", wf_id)
         st.subheader("Example instances")
         for r in inst.head(8).itertuples():
-            flag = ":red[:material/error:] " if r.errors else ":material/timeline: "
+            flag = ":red[errors] " if r.errors else ""
             nav.link("instance", f"{flag}{r.instance_id[:12]} · {r.spans} spans · {r.traces} traces · "
                      f"{r.duration_ms:,.0f} ms", instance=r.instance_id)
 
