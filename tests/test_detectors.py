@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import duckdb
+import pytest
 
 from analysis import detectors
 from analysis.findings import KINDS, SEVERITIES, load_findings
@@ -178,3 +180,23 @@ def test_consumers_whose_producer_is_missing_from_the_data_are_orphans(tmp_path)
     assert orphans[("inventory-service", "orders.placed")].evidence["dangling_links"] == 0
     # payments.completed has no consumer any more: order-service was its only consumer
     assert any(f.kind == "dead_event" and f.event == "payments.completed" for f in findings)
+
+
+REAL_TRACES = Path("/work/shared/real_traces")
+
+
+@pytest.mark.skipif(not REAL_TRACES.is_dir(), reason=f"{REAL_TRACES} (the real dumps) is not on this machine")
+def test_every_detector_runs_cleanly_on_the_real_dumps(tmp_path):
+    """Real dumps have missing peers, null operations, Zipkin messaging spans: no detector may fail."""
+    dumps = sorted(p for p in REAL_TRACES.glob("*/*.json") if not p.name.endswith(".manifest.json"))
+    assert dumps
+    for i, dump in enumerate(dumps):
+        con = store.connect(tmp_path / f"real{i}.duckdb")
+        try:
+            load_paths(con, [dump])
+            ctx = run_pipeline(con)
+            findings = load_findings(con)
+        finally:
+            con.close()
+        assert not ctx.errors, (dump, ctx.errors)
+        assert all(f.services and None not in f.services for f in findings), dump

@@ -78,10 +78,12 @@ def detect(con) -> list[Finding]:
         confidence = min(0.95, 0.6 + 0.05 * len(closed))
         if key in findings and findings[key].confidence >= confidence:
             continue
-        route = " -> ".join(f"{d['service']} -> {b}" for (_, b), d in zip(hops, edges))
+        # from the event entering the loop: e1 -(service relaying it)-> e2 ...
+        route = events[0] + "".join(f" -({d['service']})-> {b}" for (_, b), d in zip(hops[1:] + hops[:1],
+                                                                                    edges[1:] + edges[:1]))
         findings[key] = Finding(
             kind="event_cycle", services=ordered, confidence=confidence, severity="warning",
-            summary=(f"Events loop back through {', '.join(ordered)}: {route} -> {events[0]}, closed in "
+            summary=(f"Events loop back through {', '.join(ordered)}: {route}, closed in "
                      f"{len(closed)} instances; nothing but the handlers' own logic stops the loop."),
             recommendation=(
                 "Make the loop explicit and bounded: give one service (an orchestrator, or the service"

@@ -26,7 +26,7 @@ WITH calls AS (
            coalesce(st.operation, regexp_extract(e.dst_step, ' virtual (.*)$', 1)) AS operation
     FROM workflow_edges e
     LEFT JOIN workflow_steps st ON st.workflow_id = e.workflow_id AND st.step_id = e.dst_step
-    WHERE e.via = 'call' AND e.src_service <> e.dst_service
+    WHERE e.via = 'call' AND e.src_service <> e.dst_service AND e.dst_service <> 'unknown peer'
 ),
 callee_ops AS (SELECT callee, count(DISTINCT operation) AS ops_seen FROM calls GROUP BY callee),
 callers AS (SELECT workflow_id, caller, list(DISTINCT callee ORDER BY callee) AS callees

@@ -30,8 +30,8 @@ VERBS = {"get", "post", "put", "patch", "delete", "cancel", "release", "refund",
 ACTIONS_SQL = """
 WITH actions AS (
     SELECT s.workflow_id, s.instance_id, s.service AS coordinator, s.role,
-           coalesce(callee.operation, s.operation) AS operation,
-           coalesce(callee.service, s.peer, s.messaging_destination) AS target,
+           coalesce(callee.operation, s.operation, '') AS operation,
+           coalesce(callee.service, s.peer, s.messaging_destination, 'unknown peer') AS target,
            s.is_error OR coalesce(callee.is_error, false) AS failed, s.start_adj, s.end_adj
     FROM span_steps s
     LEFT JOIN causal_edges e ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id AND e.via = 'call'
