@@ -127,3 +127,37 @@ def test_serve_dashboard_shows_the_live_workflow_side_by_side(tmp_path):
     finally:
         code = serve.stop()
     assert code == 0, (tmp_path / "serve.stderr").read_text()
+
+
+def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only(tmp_path):
+    import urllib.request
+
+    from dashboard_fixtures import DUMPS, free_port
+
+    from collector import store
+    from collector.loaders import load_paths
+
+    db = tmp_path / "loaded.duckdb"
+    con = store.connect(db)
+    load_paths(con, [d for d in DUMPS if "ecommerce" in d.name])
+    con.close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "dashboard", str(db), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        lines = []
+        while not any(line.startswith("dashboard on") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        assert any("analysing" in line for line in lines)
+        assert f"dashboard on http://127.0.0.1:{port}\n" in lines
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as resp:
+            assert resp.read() == b"ok"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    con = store.connect(db, read_only=True)
+    assert con.execute("SELECT count(*) FROM workflows").fetchall()[0][0] >= 1
+    con.close()
