@@ -25,10 +25,18 @@ from analysis.findings import Finding
 
 MAX_CYCLES = 200
 
-SQL = f"""
-SELECT event_in, event_out, service, count(*) AS relays, list(DISTINCT instance_id) AS instances,
+SQL = """
+SELECT event_in, event_out, service, count(*) AS relays, count(DISTINCT instance_id) AS instances,
        list(DISTINCT trace_id ORDER BY trace_id)[1:5] AS trace_ids
-FROM ({RELAYS_SQL}) GROUP BY ALL
+FROM _relays GROUP BY ALL
+"""
+
+# Instances in which every hop of one cycle occurred (hops given as a VALUES list).
+CLOSED_SQL = """
+SELECT count(*) AS n, list(instance_id ORDER BY instance_id)[1:3] AS examples FROM (
+    SELECT r.instance_id FROM _relays r JOIN (VALUES {values}) h(event_in, event_out, service)
+      ON r.event_in = h.event_in AND r.event_out = h.event_out AND r.service = h.service
+    GROUP BY r.instance_id HAVING count(DISTINCT (r.event_in, r.event_out)) = {hops})
 """
 
 
@@ -37,7 +45,7 @@ def relay_graph(relays: list[dict]) -> nx.MultiDiGraph:
     graph = nx.MultiDiGraph()
     for r in relays:
         graph.add_edge(r["event_in"], r["event_out"], service=r["service"], relays=r["relays"],
-                       instances=set(r["instances"]), trace_ids=list(r["trace_ids"] or []))
+                       instances=r["instances"], trace_ids=list(r["trace_ids"] or []))
     return graph
 
 
@@ -54,8 +62,21 @@ def _entry_index(graph: nx.MultiDiGraph, cycle: list[str]) -> int | None:
     return min(entries, key=lambda i: (cycle[i], i)) if entries else None
 
 
+def _closed_in(con, hops: list[tuple[str, str, str]]) -> int:
+    values = ", ".join("(?, ?, ?)" for _ in hops)
+    params = [x for hop in hops for x in hop]
+    return rows(con, CLOSED_SQL.format(values=values, hops=len(hops)), params)[0]["n"]
+
+
 def detect(con) -> list[Finding]:
-    graph = relay_graph(rows(con, SQL))
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _relays AS {RELAYS_SQL}")
+    try:
+        return _cycles(con, relay_graph(rows(con, SQL)))
+    finally:
+        con.execute("DROP TABLE IF EXISTS _relays")
+
+
+def _cycles(con, graph: nx.MultiDiGraph) -> list[Finding]:
     findings: dict[tuple, Finding] = {}
     for n, cycle in enumerate(nx.simple_cycles(nx.DiGraph(graph))):
         if n >= MAX_CYCLES:
@@ -67,15 +88,15 @@ def detect(con) -> list[Finding]:
         edges = []
         for a, b in hops:
             # the relaying service with the most instances on this hop
-            edges.append(max(graph.get_edge_data(a, b).values(), key=lambda d: (len(d["instances"]), d["service"])))
+            edges.append(max(graph.get_edge_data(a, b).values(), key=lambda d: (d["instances"], d["service"])))
         services_in_order = [d["service"] for d in edges]
-        closed = set.intersection(*(d["instances"] for d in edges))
+        closed = _closed_in(con, [(a, b, d["service"]) for (a, b), d in zip(hops, edges)])
         if not closed:
             continue   # every hop occurs, but never all in one instance
         ordered = list(dict.fromkeys(services_in_order if k is not None else _rotate(services_in_order)))
         key = tuple(sorted(set(ordered)))
         events = cycle[1:] + cycle[:1]   # from the event entering the loop
-        confidence = min(0.95, 0.6 + 0.05 * len(closed))
+        confidence = min(0.95, 0.6 + 0.05 * closed)
         if key in findings and findings[key].confidence >= confidence:
             continue
         # from the event entering the loop: e1 -(service relaying it)-> e2 ...
@@ -84,7 +105,7 @@ def detect(con) -> list[Finding]:
         findings[key] = Finding(
             kind="event_cycle", services=ordered, confidence=confidence, severity="warning",
             summary=(f"Events loop back through {', '.join(ordered)}: {route}, closed in "
-                     f"{len(closed)} instances; nothing but the handlers' own logic stops the loop."),
+                     f"{closed} instances; nothing but the handlers' own logic stops the loop."),
             recommendation=(
                 "Make the loop explicit and bounded: give one service (an orchestrator, or the service"
                 " that decides to repeat) the decision, a retry/iteration counter in the message and a"
@@ -92,7 +113,7 @@ def detect(con) -> list[Finding]:
             ),
             evidence={"events": events, "relays": [{"from": a, "to": b, "service": d["service"],
                                                     "count": d["relays"]} for (a, b), d in zip(hops, edges)],
-                      "instances": len(closed)},
+                      "instances": closed},
             trace_ids=sorted({t for d in edges for t in d["trace_ids"]})[:5],
         )
     return list(findings.values())

@@ -27,9 +27,12 @@ READ_METHODS = ("GET", "HEAD", "OPTIONS")
 VERBS = {"get", "post", "put", "patch", "delete", "cancel", "release", "refund", "undo", "revert", "rollback",
          "void", "compensate", "compensation", "create", "update"}
 
-ACTIONS_SQL = """
+_COMPENSATING = f"regexp_matches(operation, '(?i){COMPENSATION_WORDS.pattern}')"
+
+ACTIONS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _saga_actions AS
 WITH actions AS (
-    SELECT s.workflow_id, s.instance_id, s.service AS coordinator, s.role,
+    SELECT s.workflow_id, s.instance_id, s.service AS coordinator,
            coalesce(callee.operation, s.operation, '') AS operation,
            coalesce(callee.service, s.peer, s.messaging_destination, 'unknown peer') AS target,
            s.is_error OR coalesce(callee.is_error, false) AS failed, s.start_adj, s.end_adj
@@ -39,12 +42,35 @@ WITH actions AS (
                                AND callee.service <> s.service
     WHERE (s.role = 'client' AND s.db_system IS NULL) OR s.role = 'producer'
 )
-SELECT a.workflow_id, a.coordinator, a.target, a.operation, a.instance_id,
-       bool_or(NOT a.failed) AS succeeded, min(a.end_adj) FILTER (WHERE NOT a.failed) AS done_at,
-       min(a.start_adj) FILTER (WHERE a.failed) AS failed_at, min(a.start_adj) AS started_at,
-       any_value(i.entry_trace_id) AS trace_id
-FROM actions a JOIN instances i USING (instance_id)
-GROUP BY a.workflow_id, a.coordinator, a.target, a.operation, a.instance_id
+SELECT workflow_id, coordinator, target, operation, instance_id, {_COMPENSATING} AS compensating,
+       bool_or(NOT failed) AS succeeded, min(end_adj) FILTER (WHERE NOT failed) AS done_at,
+       min(start_adj) FILTER (WHERE failed) AS failed_at
+FROM actions GROUP BY ALL
+"""
+
+# Per (compensation, forward step) pair: failed instances where the step had completed before the
+# coordinator's first failure, and whether the compensation ran.
+OUTCOMES_SQL = """
+WITH failures AS (
+    SELECT workflow_id, coordinator, instance_id, min(failed_at) AS failed_at
+    FROM _saga_actions WHERE NOT compensating AND failed_at IS NOT NULL GROUP BY ALL
+)
+SELECT p.workflow_id, p.coordinator, p.target, p.forward, p.compensation,
+       count(*) FILTER (WHERE c.succeeded) AS compensated,
+       count(*) FILTER (WHERE c.succeeded IS NOT TRUE) AS uncompensated,
+       list(i.entry_trace_id ORDER BY i.entry_trace_id) FILTER (WHERE c.succeeded IS NOT TRUE)[1:5]
+           AS uncompensated_trace_ids
+FROM _saga_pairs p
+JOIN _saga_actions f ON f.workflow_id = p.workflow_id AND f.coordinator = p.coordinator
+                    AND f.target = p.target AND f.operation = p.forward
+JOIN failures fl ON fl.workflow_id = f.workflow_id AND fl.coordinator = f.coordinator
+                AND fl.instance_id = f.instance_id AND f.done_at <= fl.failed_at
+JOIN instances i ON i.instance_id = f.instance_id
+LEFT JOIN _saga_actions c ON c.workflow_id = p.workflow_id AND c.coordinator = p.coordinator
+                         AND c.target = p.target AND c.operation = p.compensation AND c.instance_id = f.instance_id
+GROUP BY ALL
+HAVING count(*) FILTER (WHERE c.succeeded) > 0 AND count(*) FILTER (WHERE c.succeeded IS NOT TRUE) > 0
+ORDER BY p.workflow_id, p.coordinator, p.target, p.forward
 """
 
 
@@ -78,40 +104,34 @@ def forward_step(compensation: str, candidates: list[str]) -> str | None:
 
 def detect(con) -> list[Finding]:
     entries = workflow_entries(con)
-    per_instance = rows(con, ACTIONS_SQL)
-    # When did each (workflow, coordinator, instance) first fail (a non-compensating action)?
-    failure: dict[tuple[str, str, str], float] = {}
-    for r in per_instance:
-        if r["failed_at"] is not None and not is_compensation(r["operation"]):
-            key = (r["workflow_id"], r["coordinator"], r["instance_id"])
-            failure[key] = min(failure.get(key, r["failed_at"]), r["failed_at"])
-    by_action: dict[tuple[str, str, str, str], dict[str, dict]] = {}
-    for r in per_instance:
-        by_action.setdefault((r["workflow_id"], r["coordinator"], r["target"], r["operation"]), {})[
-            r["instance_id"]] = r
-    ops_by_target: dict[tuple[str, str, str], list[str]] = {}
-    for wf, coord, target, op in by_action:
-        ops_by_target.setdefault((wf, coord, target), []).append(op)
+    con.execute(ACTIONS_SQL)
+    try:
+        ops: dict[tuple[str, str, str], list[str]] = {}
+        for r in rows(con, "SELECT DISTINCT workflow_id, coordinator, target, operation FROM _saga_actions "
+                           "ORDER BY ALL"):
+            ops.setdefault((r["workflow_id"], r["coordinator"], r["target"]), []).append(r["operation"])
+        pairs = [(wf, coord, target, forward, comp)
+                 for (wf, coord, target), names in ops.items() for comp in names if is_compensation(comp)
+                 for forward in [forward_step(comp, names)] if forward is not None]
+        con.execute("CREATE OR REPLACE TEMP TABLE _saga_pairs (workflow_id VARCHAR, coordinator VARCHAR, "
+                    "target VARCHAR, forward VARCHAR, compensation VARCHAR)")
+        if pairs:
+            con.executemany("INSERT INTO _saga_pairs VALUES (?, ?, ?, ?, ?)", pairs)  # distinct operations
+        outcomes = rows(con, OUTCOMES_SQL)
+        failed = {(r["workflow_id"], r["coordinator"]): r["n"] for r in rows(
+            con, "SELECT workflow_id, coordinator, count(DISTINCT instance_id) AS n FROM _saga_actions "
+                 "WHERE NOT compensating AND failed_at IS NOT NULL GROUP BY ALL")}
+    finally:
+        con.execute("DROP TABLE IF EXISTS _saga_actions")
+        con.execute("DROP TABLE IF EXISTS _saga_pairs")
 
     steps_by_coordinator: dict[tuple[str, str], list[dict]] = {}
-    for (wf, coord, target, comp), comp_rows in sorted(by_action.items()):
-        if not is_compensation(comp):
-            continue
-        forward = forward_step(comp, sorted(ops_by_target[(wf, coord, target)]))
-        if forward is None:
-            continue
-        compensated, missing = [], []
-        for inst, f in sorted(by_action[(wf, coord, target, forward)].items()):
-            failed_at = failure.get((wf, coord, inst))
-            if failed_at is None or f["done_at"] is None or f["done_at"] > failed_at:
-                continue   # not a failed instance, or the step had not completed before the failure
-            c = comp_rows.get(inst)
-            (compensated if c is not None and c["succeeded"] else missing).append(f["trace_id"])
-        if compensated and missing:
-            steps_by_coordinator.setdefault((wf, coord), []).append({
-                "target": target, "step": forward, "compensated_by": comp,
-                "failed_after_step": len(compensated) + len(missing), "compensated": len(compensated),
-                "uncompensated": len(missing), "uncompensated_trace_ids": sorted(missing)[:5]})
+    for r in outcomes:
+        steps_by_coordinator.setdefault((r["workflow_id"], r["coordinator"]), []).append({
+            "target": r["target"], "step": r["forward"], "compensated_by": r["compensation"],
+            "failed_after_step": r["compensated"] + r["uncompensated"], "compensated": r["compensated"],
+            "uncompensated": r["uncompensated"],
+            "uncompensated_trace_ids": list(r["uncompensated_trace_ids"] or [])})
 
     findings = []
     for (wf, coord), steps in sorted(steps_by_coordinator.items()):
@@ -132,7 +152,7 @@ def detect(con) -> list[Finding]:
                 f" failure (an orchestrator owns this; in a choreography each service must react to the"
                 f" failure event). Add a test that fails each step in turn."
             ),
-            evidence={"steps": steps, "failed_instances": len({i for (w, c, i) in failure if w == wf and c == coord})},
+            evidence={"steps": steps, "failed_instances": failed.get((wf, coord), 0)},
             trace_ids=top["uncompensated_trace_ids"],
         ))
     return findings
