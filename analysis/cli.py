@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_listen(p)
     p.add_argument("--dashboard-port", type=int, default=8501, help="dashboard port (default: 8501)")
     p.add_argument("--no-dashboard", action="store_true", help="run the OTLP receiver only")
+    p.add_argument("--decode-workers", type=int, default=2, metavar="N",
+                   help="processes decoding OTLP requests off the server's GIL (default: 2; 0 = in-thread)")
     p.add_argument("--intended", action="append", default=[], metavar="PATH",
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",

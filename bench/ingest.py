@@ -5,7 +5,7 @@ pre-encoded ExportTraceServiceRequests (distinct ids, N spans of M attributes ea
 acknowledgements come back, then stops the server and counts the spans in the DB.
 Prints stored spans/s, export latency percentiles and the server's peak RSS (VmHWM).
 
-    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 150] [--spans 100] [--attrs 10]
+    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 150] [--decode-workers 2] [--spans 100] [--attrs 10]
 """
 
 from __future__ import annotations
@@ -108,6 +108,21 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_tree(pid: int) -> list[int]:
+    """pid and its descendants (the server's decode worker processes)."""
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").iterdir():
+            todo.extend(int(c) for c in (task / "children").read_text().split())
+    return pids
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    return sum(cpu_seconds(p) for p in process_tree(pid))
+
+
 def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
@@ -120,6 +135,7 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=150, help="requests per client")
     parser.add_argument("--spans", type=int, default=100, help="spans per request")
     parser.add_argument("--attrs", type=int, default=10, help="attributes per span")
+    parser.add_argument("--decode-workers", type=int, default=2, help="serve --decode-workers")
     parser.add_argument("--db", help="store to fill (default: a temporary file)")
     args = parser.parse_args()
 
@@ -127,7 +143,7 @@ def main() -> int:
     db = Path(args.db or Path(tmp.name) / "bench.duckdb")
     server = subprocess.Popen(
         [sys.executable, "-m", "analysis.cli", "serve", "--no-dashboard", "--db", str(db),
-         "--grpc-port", "0", "--http-port", "0"],
+         "--grpc-port", "0", "--http-port", "0", "--decode-workers", str(args.decode_workers)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     address = None
     for line in server.stdout:
@@ -146,7 +162,7 @@ def main() -> int:
         p.start()
     for _ in procs:
         ready.acquire()
-    cpu_before = cpu_seconds(server.pid)
+    cpu_before = tree_cpu_seconds(server.pid)
     t_start = time.perf_counter()
     go.set()
     ends, latencies = [], []
@@ -157,8 +173,10 @@ def main() -> int:
     for p in procs:
         p.join()
     elapsed = max(ends) - t_start
+    tree = process_tree(server.pid)
     rss = peak_rss_mb(server.pid)
-    server_cpu = cpu_seconds(server.pid) - cpu_before
+    workers_rss = sum(peak_rss_mb(p) for p in tree[1:])
+    server_cpu = tree_cpu_seconds(server.pid) - cpu_before
     server.send_signal(signal.SIGTERM)
     _, err = server.communicate(timeout=120)
     if server.returncode != 0:
@@ -181,8 +199,8 @@ def main() -> int:
     print(f"stored {stored} spans (expected {expected}) in {elapsed:.2f} s "
           f"-> {stored / elapsed:,.0f} spans/s stored")
     print(f"export latency p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms max={latencies[-1] * 1000:.1f} ms")
-    print(f"server peak RSS {rss:.0f} MiB, server CPU {server_cpu:.2f} s "
-          f"({stored / max(server_cpu, 1e-9):,.0f} spans per server CPU-second)")
+    print(f"server peak RSS {rss:.0f} MiB (+ {workers_rss:.0f} MiB in {len(tree) - 1} decode workers), "
+          f"server CPU {server_cpu:.2f} s ({stored / max(server_cpu, 1e-9):,.0f} spans per CPU-second)")
     tmp.cleanup()
     return 0 if stored == expected else 1
 

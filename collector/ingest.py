@@ -20,6 +20,7 @@ import duckdb
 import pyarrow as pa
 
 from collector import store
+from collector.export_decode import DecodedExport
 from collector.spanbatch import SpanBatch
 
 # A group stops growing at this many spans, so one transaction never holds the queue for long.
@@ -118,10 +119,14 @@ class Ingester:
     # -- request side ----------------------------------------------------------------------
 
     def submit(self, batch: SpanBatch) -> Future:
-        """Queue a decoded batch. The future resolves to the number of new spans stored once they
-        are committed (or raises the storage error). Raises QueueFull or IngesterStopped at once."""
-        n = len(batch)
+        """Queue a decoded batch. The future resolves to the number of its spans once they are
+        committed (or raises the storage error). Raises QueueFull or IngesterStopped at once."""
         spans, links = batch.to_arrow()
+        return self.submit_arrow(spans, links if links.num_rows else None, len(batch.rejected))
+
+    def submit_arrow(self, spans: pa.Table, links: pa.Table | None, rejected: int = 0) -> Future:
+        """`submit` for spans already tabulated (`rejected`: spans the decoder refused, counted)."""
+        n = spans.num_rows
         future: Future = Future()
         with self._cond:
             if not self._accepting:
@@ -132,13 +137,14 @@ class Ingester:
             if n and self._pending_spans and self._pending_spans + n > self.queue_limit:
                 self._refused += 1
                 raise QueueFull(self._pending_spans, self.queue_limit)
-            self._received += n + len(batch.rejected)
-            self._rejected += len(batch.rejected)
+            self._received += n + rejected
+            self._rejected += rejected
             if n == 0:
                 future.set_result(0)
                 return future
             self._pending_spans += n
-            self._queue.append(_Pending(spans, links if links.num_rows else None, future))
+            self._queue.append(_Pending(spans, links if links is not None and links.num_rows else None,
+                                        future))
             self._cond.notify()
         return future
 
@@ -262,21 +268,7 @@ class Accepted:
     message: str
 
 
-def submit_export(ingester: Ingester, request, source: str) -> Accepted:
-    """Decode an ExportTraceServiceRequest into a SpanBatch and queue it (the receivers' shared step).
-
-    Spans SpanBatch refuses (bad ids) are counted and described; the rest go on. Raises QueueFull
-    or IngesterStopped like `Ingester.submit`.
-    """
-    from collector.otlp import add_resource_spans
-
-    batch = SpanBatch(source=source)
-    rejected = add_resource_spans(batch, request.resource_spans, where=f"{source} ")
-    message = ""
-    if rejected:
-        shown = "; ".join(batch.rejected[:5])
-        more = f"; and {rejected - 5} more" if rejected > 5 else ""
-        message = (f"{rejected} span(s) rejected and not stored: {shown}{more}. "
-                   "Fix the exporter's ids (trace id 16 bytes, span id 8 bytes, not all zeros).")
-    future = ingester.submit(batch)
-    return Accepted(future, len(batch), rejected, message)
+def submit_decoded(ingester: Ingester, decoded: DecodedExport) -> Accepted:
+    """Queue a decoded request (the receivers' shared step). Raises QueueFull or IngesterStopped."""
+    future = ingester.submit_arrow(decoded.spans, decoded.links, decoded.rejected)
+    return Accepted(future, decoded.spans.num_rows, decoded.rejected, decoded.message)

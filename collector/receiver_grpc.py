@@ -13,14 +13,11 @@ from concurrent.futures import TimeoutError as FutureTimeout
 
 import grpc
 from google.protobuf.duration_pb2 import Duration
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, error_details_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from collector.ingest import Ingester, IngesterStopped, QueueFull, submit_export
+from collector.export_decode import PROTOBUF, BadRequest, DecodePool
+from collector.ingest import Ingester, IngesterStopped, QueueFull, submit_decoded
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 SOURCE = "otlp-grpc"
@@ -37,18 +34,20 @@ def _retry_details(code: int, message: str, retry_after_s: int) -> tuple[tuple[s
 class TraceServiceHandler:
     """The Export method: decode, queue for group commit, answer once committed."""
 
-    def __init__(self, ingester: Ingester, commit_timeout_s: float = 30.0):
+    def __init__(self, ingester: Ingester, decoder: DecodePool, max_request_bytes: int,
+                 commit_timeout_s: float = 30.0):
         self.ingester = ingester
+        self.decoder = decoder
+        self.max_request_bytes = max_request_bytes
         self.commit_timeout_s = commit_timeout_s
 
     def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         try:
-            request = ExportTraceServiceRequest.FromString(raw)
-        except DecodeError as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
-                          f"body is not an OTLP ExportTraceServiceRequest ({exc}); nothing was stored")
+            decoded = self.decoder.decode(raw, PROTOBUF, "identity", self.max_request_bytes, SOURCE)
+        except BadRequest as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was stored")
         try:
-            accepted = submit_export(self.ingester, request, SOURCE)
+            accepted = submit_decoded(self.ingester, decoded)
         except QueueFull as exc:
             context.set_trailing_metadata(
                 _retry_details(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
@@ -71,10 +70,10 @@ class TraceServiceHandler:
         return response.SerializeToString()
 
 
-def start_grpc_server(ingester: Ingester, host: str, port: int, max_request_bytes: int,
-                      workers: int = 32) -> tuple[grpc.Server, int]:
+def start_grpc_server(ingester: Ingester, decoder: DecodePool, host: str, port: int,
+                      max_request_bytes: int, workers: int = 32) -> tuple[grpc.Server, int]:
     """Start the OTLP/gRPC server; returns it and the port actually bound (port 0 picks one)."""
-    handler = TraceServiceHandler(ingester)
+    handler = TraceServiceHandler(ingester, decoder, max_request_bytes)
     generic = grpc.method_handlers_generic_handler(
         SERVICE_NAME, {"Export": grpc.unary_unary_rpc_method_handler(handler.export)}
     )

@@ -1,7 +1,7 @@
 """OTLP/HTTP: `POST /v1/traces` with protobuf or OTLP JSON bodies, gzip or not.
 
-Tornado runs on its own IOLoop thread; decoding runs in a small thread pool so the loop keeps
-accepting while a large body is parsed. The response uses the request's content type, as the
+Tornado runs on its own IOLoop thread; decoding is handed to a small thread pool (which uses the
+decode processes when there are some) so the loop keeps accepting while a large body is parsed. The response uses the request's content type, as the
 OTLP spec asks. Bodies are capped at --max-request-bytes before AND after gzip decompression
 (a small gzip body can inflate to gigabytes). Errors carry a google.rpc.Status body.
 """
@@ -9,74 +9,23 @@ OTLP spec asks. Bodies are capped at --max-request-bytes before AND after gzip d
 from __future__ import annotations
 
 import asyncio
-import json
 import threading
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 
 import tornado.netutil
 import tornado.web
 from google.protobuf import json_format
-from google.protobuf.message import DecodeError
 from google.rpc import code_pb2, status_pb2
-from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
-    ExportTraceServiceRequest,
-    ExportTraceServiceResponse,
-)
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_export
-from collector.otlp import export_request_from_json
+from collector.export_decode import JSON, PROTOBUF, BadRequest, DecodePool, TooLarge
+from collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_decoded
 
 TRACES_PATH = "/v1/traces"
 SOURCE = "otlp-http"
-PROTOBUF = "application/x-protobuf"
-JSON = "application/json"
 RETRY_AFTER_S = 1
-
-
-class BadRequest(ValueError):
-    """The body cannot be decoded as an OTLP export request."""
-
-
-class TooLarge(ValueError):
-    """The body (after decompression) exceeds the request size limit."""
-
-
-def gunzip_limited(data: bytes, limit: int) -> bytes:
-    """Decompress gzip `data`, refusing output larger than `limit` bytes (gzip bombs)."""
-    d = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        out = d.decompress(data, limit + 1)
-    except zlib.error as exc:
-        raise BadRequest(f"Content-Encoding is gzip but the body is not valid gzip ({exc})") from None
-    if len(out) > limit or d.unconsumed_tail:
-        raise TooLarge(f"body decompresses to more than the {limit}-byte limit (--max-request-bytes)")
-    if not d.eof:
-        raise BadRequest("gzip body is truncated")
-    return out
-
-
-def decode_body(body: bytes, content_type: str, encoding: str, limit: int) -> ExportTraceServiceRequest:
-    """An OTLP/HTTP body as an ExportTraceServiceRequest; raises BadRequest or TooLarge."""
-    if encoding == "gzip":
-        body = gunzip_limited(body, limit)
-    if content_type == PROTOBUF:
-        try:
-            return ExportTraceServiceRequest.FromString(body)
-        except DecodeError as exc:
-            raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest ({exc})") from None
-    try:
-        obj = json.loads(body)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise BadRequest(f"body is not JSON ({exc})") from None
-    if not isinstance(obj, dict):
-        raise BadRequest("OTLP JSON body must be an object like {\"resourceSpans\": [...]}")
-    try:
-        return export_request_from_json(obj)
-    except json_format.ParseError as exc:
-        raise BadRequest(f"body is not an OTLP JSON export request: {exc}") from None
 
 
 @tornado.web.stream_request_body
@@ -199,8 +148,10 @@ class NotFoundHandler(tornado.web.RequestHandler):
 class HttpReceiver:
     """A tornado server on its own IOLoop thread. `port` is the port actually bound."""
 
-    def __init__(self, ingester: Ingester, max_request_bytes: int, commit_timeout_s: float = 30.0):
+    def __init__(self, ingester: Ingester, decoder: DecodePool, max_request_bytes: int,
+                 commit_timeout_s: float = 30.0):
         self.ingester = ingester
+        self.decode_pool = decoder
         self.max_request_bytes = int(max_request_bytes)
         # Bodies up to this size are read and discarded to answer 413 cleanly; larger ones cut off.
         self.hard_body_limit = max(4 * self.max_request_bytes, self.max_request_bytes + (64 << 20))
@@ -213,8 +164,8 @@ class HttpReceiver:
         self._thread: threading.Thread | None = None
 
     def decode_and_submit(self, body: bytes, content_type: str, encoding: str) -> Accepted:
-        request = decode_body(body, content_type, encoding, self.max_request_bytes)
-        return submit_export(self.ingester, request, SOURCE)
+        decoded = self.decode_pool.decode(body, content_type, encoding, self.max_request_bytes, SOURCE)
+        return submit_decoded(self.ingester, decoded)
 
     def start(self, host: str, port: int) -> int:
         started = threading.Event()

@@ -17,30 +17,35 @@ import duckdb
 import grpc
 
 from collector import store
+from collector.export_decode import DecodePool
 from collector.ingest import Ingester, IngestStats
 from collector.receiver_grpc import start_grpc_server
 from collector.receiver_http import TRACES_PATH, HttpReceiver
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_QUEUE_SPANS = 200_000
+DEFAULT_DECODE_WORKERS = 2
 
 
 class Receiver:
     """OTLP/gRPC + OTLP/HTTP receivers feeding one group-commit ingester.
 
     Ports given as 0 pick free ones; `grpc_port` / `http_port` hold the bound ports after `start`.
+    `decode_workers` processes decode requests off the GIL (0: decode in the request threads).
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1",
                  grpc_port: int = 4317, http_port: int = 4318,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 queue_spans: int = DEFAULT_QUEUE_SPANS):
+                 queue_spans: int = DEFAULT_QUEUE_SPANS, decode_workers: int = 0):
         self.con = con
         self.host = host
         self.grpc_port = grpc_port
         self.http_port = http_port
         self.max_request_bytes = max_request_bytes
         self.ingester = Ingester(con, queue_spans=queue_spans)
+        self.decode_workers = decode_workers
+        self._decoder: DecodePool | None = None
         self._grpc: grpc.Server | None = None
         self._http: HttpReceiver | None = None
 
@@ -55,9 +60,10 @@ class Receiver:
     def start(self) -> Receiver:
         self.ingester.start()
         try:
+            self._decoder = DecodePool(self.decode_workers)
             self._grpc, self.grpc_port = start_grpc_server(
-                self.ingester, self.host, self.grpc_port, self.max_request_bytes)
-            self._http = HttpReceiver(self.ingester, self.max_request_bytes)
+                self.ingester, self._decoder, self.host, self.grpc_port, self.max_request_bytes)
+            self._http = HttpReceiver(self.ingester, self._decoder, self.max_request_bytes)
             self.http_port = self._http.start(self.host, self.http_port)
         except BaseException:
             self.stop()
@@ -77,7 +83,9 @@ class Receiver:
             stopped.wait(grace_s)
         if self._http is not None:
             self._http.stop()
-        self._grpc = self._http = None
+        if self._decoder is not None:
+            self._decoder.close()
+        self._grpc = self._http = self._decoder = None
 
 
 def _dashboard_launcher():
@@ -96,6 +104,7 @@ def run(args) -> int:
     receiver = Receiver(
         con, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         max_request_bytes=args.max_request_bytes, queue_spans=args.queue_spans,
+        decode_workers=getattr(args, "decode_workers", DEFAULT_DECODE_WORKERS),
     )
     try:
         receiver.start()

@@ -159,3 +159,17 @@ class ServeProcess:
         if self.grpc_address is None or self.http_url is None:
             self.proc.kill()
             raise RuntimeError(f"serve did not start: {self.proc.stderr.read()}")
+
+    def descendants(self) -> list[int]:
+        """Processes the server started (its decode workers)."""
+        found, todo = [], [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            for task in Path(f"/proc/{pid}/task").glob("*"):
+                try:
+                    children = [int(c) for c in (task / "children").read_text().split()]
+                except OSError:
+                    continue
+                found.extend(children)
+                todo.extend(children)
+        return found

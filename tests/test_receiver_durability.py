@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import signal
+import time
+from pathlib import Path
 
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcExporter
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
@@ -38,10 +40,17 @@ def test_acknowledged_spans_survive_kill_9(tmp_path):
         assert provider.force_flush(30_000)  # returns once both exporters were acknowledged
         rich = make_spans(tag="-rich")
         assert GrpcExporter(endpoint=serve.grpc_address, insecure=True).export(rich).name == "SUCCESS"
+        workers = serve.descendants()
+        assert workers, "serve runs decode worker processes by default"
     finally:
         serve.proc.send_signal(signal.SIGKILL)
         serve.proc.wait(10)
     assert serve.proc.returncode == -signal.SIGKILL
+    # its decode workers notice and exit rather than linger
+    deadline = time.monotonic() + 10
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()]
     made = list(mem.get_finished_spans())
     assert len(made) == 600
     con = store.connect(db)  # replays the WAL left by the killed process

@@ -145,3 +145,21 @@ def test_duplicates_inside_one_commit_group_are_stored_once(tmp_path):
         stats = rec.stats()
         assert stats.commits == 1  # one transaction held both copies
         assert (stats.spans_stored, stats.spans_duplicate) == (len(spans), len(spans))
+
+
+def test_decode_worker_processes_store_the_same_and_refuse_the_same(tmp_path):
+    """With decode workers (serve's default), good spans round-trip and bad input is refused alike."""
+    with running_receiver(tmp_path, decode_workers=1) as rec:
+        spans = make_spans()
+        request = encode_spans(spans)
+        bad = request.resource_spans[0].scope_spans[0].spans[0]
+        bad.span_id = b"\x07"
+        response = raw_export(rec.grpc_address, request.SerializeToString())
+        assert response.partial_success.rejected_spans == 1
+        assert bad.span_id.hex() in response.partial_success.error_message
+        with pytest.raises(grpc.RpcError) as err:
+            raw_export(rec.grpc_address, encode_spans(make_spans(tag="-bad")).SerializeToString()[:-3])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert OTLPSpanExporter(endpoint=rec.grpc_address, insecure=True).export(spans) == SpanExportResult.SUCCESS
+        assert span_count(rec.con) == len(spans)
+        assert_stored_exactly(rec.con, spans, source="otlp-grpc")
