@@ -12,6 +12,8 @@ import importlib.util
 import signal
 import sys
 import threading
+import time
+from collections.abc import Callable
 
 import duckdb
 import grpc
@@ -95,12 +97,21 @@ def _dashboard_launcher():
     return getattr(importlib.import_module("dashboard.launch"), "run_in_process", None)
 
 
-def run(args) -> int:
+def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
+        on_started: Callable[[Receiver], None] | None = None,
+        on_stopping: Callable[[], None] | None = None) -> int:
+    """Serve until SIGINT/SIGTERM (or `args.duration` seconds, if set), then exit 0.
+
+    Hooks for commands built on serve (`demo`): `preload(con)` before the receiver starts,
+    `on_started(receiver)` once it listens, `on_stopping()` when a stop begins.
+    """
     try:
         con = store.connect(args.db)
     except store.StoreBusyError as exc:
         print(f"choreoscope serve: {exc}", file=sys.stderr)
         return 2
+    if preload is not None:
+        preload(con)
     receiver = Receiver(
         con, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         max_request_bytes=args.max_request_bytes, queue_spans=args.queue_spans,
@@ -134,10 +145,17 @@ def run(args) -> int:
             # that stops it.
             stop_dashboard = launcher(receiver, con, args)
 
+    duration = getattr(args, "duration", 0) or 0
+    deadline = time.monotonic() + duration if duration > 0 else None
     try:
+        if on_started is not None:
+            on_started(receiver)
         while not stop_requested.wait(0.5):
-            pass
+            if deadline is not None and time.monotonic() >= deadline:
+                break
     finally:
+        if on_stopping is not None:
+            on_stopping()
         if callable(stop_dashboard):
             stop_dashboard()
         receiver.stop()
