@@ -2,7 +2,8 @@
 
 For every ordered pair (A, B) of handler steps (consumer or server spans: where a service starts
 work) of one workflow, with no causal path between them in the workflow's step graph and not
-sequenced by a common synchronous caller, over the instances where both occur:
+sequenced by a synchronous caller (some step calls A, waits, and also causes B), over the
+instances where both occur:
 how often A ended before B's final attempt started, how tightly B's start follows A's end (gap
 quantiles) and whether it moves with it (correlation of both, relative to the instance start), and
 what happened when the order did not hold (B's first attempt started before A ended: B erred,
@@ -18,8 +19,27 @@ import networkx as nx
 import pyarrow as pa
 
 
+def synchronously_sequenced(graph: nx.DiGraph) -> set[tuple[str, str]]:
+    """Pairs (a, b), both ways, where some step C reaches a through synchronous calls only and also
+    causes b: C waits for a before going on, so their order is explicit (an orchestrator calling
+    one service after another, or calling one and then publishing)."""
+    calls = nx.DiGraph([(u, v) for u, v, via in graph.edges(data="via") if via == "call"])
+    out: set[tuple[str, str]] = set()
+    for c in calls:
+        called = nx.descendants(calls, c)
+        if not called:
+            continue
+        caused = nx.descendants(graph, c)
+        for a in called:
+            for b in caused:
+                if a != b:
+                    out.add((a, b))
+                    out.add((b, a))
+    return out
+
+
 def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Pairs (workflow, a, b) explained causally: a path either way, or siblings of one caller."""
+    """Pairs (workflow, a, b) explained causally: a path either way, or sequenced by a caller."""
     graphs: dict[str, nx.DiGraph] = {}
     for wf, src, dst, via in con.execute(
         "SELECT workflow_id, src_step, dst_step, via FROM workflow_edges WHERE NOT ('unanswered' = ANY(evidence))"
@@ -31,11 +51,7 @@ def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
             for reached in nx.descendants(graph, node):
                 rows.add((wf, node, reached))
                 rows.add((wf, reached, node))
-            callees = [d for _, d, via in graph.out_edges(node, data="via") if via == "call"]
-            for a in callees:
-                for b in callees:
-                    if a != b:
-                        rows.add((wf, a, b))
+        rows.update((wf, a, b) for a, b in synchronously_sequenced(graph))
     cols = list(zip(*rows)) if rows else [[], [], []]
     return pa.table({"workflow_id": list(cols[0]), "a": list(cols[1]), "b": list(cols[2])},
                     schema=pa.schema([("workflow_id", pa.string()), ("a", pa.string()), ("b", pa.string())]))

@@ -11,7 +11,7 @@ from tests.analysis_fixtures import analysed_store
 
 def _analyse(tmp_path, name, offsets):
     path = tmp_path / f"{name}.otlp.jsonl"
-    write_otlp_jsonl(generate_spans("loan_saga", instances=20, clock_offsets_ms=offsets), path)
+    write_otlp_jsonl(generate_spans("ecommerce", instances=20, clock_offsets_ms=offsets), path)
     return analysed_store([path], tmp_path / f"{name}.duckdb")
 
 
@@ -22,12 +22,13 @@ def _orderings(con):
 
 
 @pytest.mark.parametrize("offset_ms", [-40.0, 55.0])
-def test_offset_of_a_called_service_is_estimated_within_a_few_ms(tmp_path, offset_ms):
-    skewed = _analyse(tmp_path, "skewed", {"credit-service": offset_ms})
+def test_offset_of_a_calling_service_is_estimated_within_a_few_ms(tmp_path, offset_ms):
+    # shipping-service consumes orders.placed and calls order-service back synchronously
+    skewed = _analyse(tmp_path, "skewed", {"shipping-service": offset_ms})
     true = _analyse(tmp_path, "true", {})
     offsets = dict(skewed.execute("SELECT service, offset_ns / 1e6 FROM clock_offsets").fetchall())
-    assert offsets["credit-service"] == pytest.approx(offset_ms, abs=3.0)
-    others = {s: o for s, o in offsets.items() if s != "credit-service"}
+    assert offsets["shipping-service"] == pytest.approx(offset_ms, abs=3.0)
+    others = {s: o for s, o in offsets.items() if s != "shipping-service"}
     assert all(abs(o) < 3.0 for o in others.values()), others
     # Orderings judged on corrected times come out as if the clocks agreed.
     assert _orderings(skewed) == _orderings(true)

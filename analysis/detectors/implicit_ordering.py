@@ -10,8 +10,8 @@ Assumption: each row of `step_orderings` is the happens-before hypothesis "A bef
 any instance with B unharmed before A's end refutes (The Mystery Machine, Chow et al., OSDI 2014).
 A step that is always late for its own reasons (a poll, a batch delay) has a large constant
 offset and does not follow A's end, so it is not reported. Pairs ordered by a common synchronous
-ancestor (A called synchronously by C, B caused later by C) are explicit and left out, and so is
-an ordering merely inherited through a causal path from another implicit ordering (A before C,
+ancestor (A called synchronously by C, B caused later by C) are explicit and not in the table
+(analysis/orderings.py); an ordering merely inherited through a causal path from another implicit ordering (A before C,
 C causes B). Findings are aggregated per service pair, the strongest step pair leading.
 
 Evidence: instances seen together, supporting, contradicting, started early / erred / retried
@@ -42,24 +42,6 @@ def step_graphs(con) -> dict[str, nx.DiGraph]:
                        "WHERE NOT ('unanswered' = ANY(evidence))"):
         graphs.setdefault(r["workflow_id"], nx.DiGraph()).add_edge(r["src_step"], r["dst_step"], via=r["via"])
     return graphs
-
-
-def synchronously_sequenced(graph: nx.DiGraph) -> set[tuple[str, str]]:
-    """Pairs (a, b) where some step C reaches a through synchronous calls only and also causes b:
-    C waits for a before going on, so the order is explicit."""
-    calls = nx.DiGraph([(u, v) for u, v, via in graph.edges(data="via") if via == "call"])
-    out: set[tuple[str, str]] = set()
-    for c in calls:
-        called = nx.descendants(calls, c)
-        if not called:
-            continue
-        caused = nx.descendants(graph, c)
-        for a in called:
-            for b in caused:
-                if a != b:
-                    out.add((a, b))
-                    out.add((b, a))
-    return out
 
 
 def _score(r: dict) -> tuple[float, dict] | None:
@@ -95,13 +77,10 @@ def _score(r: dict) -> tuple[float, dict] | None:
 
 def detect(con) -> list[Finding]:
     graphs = step_graphs(con)
-    sequenced = {wf: synchronously_sequenced(g) for wf, g in graphs.items()}
     candidates: dict[tuple[str, str, str], tuple[dict, float, dict]] = {}
     for r in rows(con, "SELECT * FROM step_orderings ORDER BY workflow_id, step_a, step_b"):
         if r["service_a"] == r["service_b"]:
             continue  # a service ordering its own handlers is its own business
-        if (r["step_a"], r["step_b"]) in sequenced.get(r["workflow_id"], set()):
-            continue
         scored = _score(r)
         if scored:
             candidates[(r["workflow_id"], r["step_a"], r["step_b"])] = (r, *scored)

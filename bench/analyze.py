@@ -1,0 +1,167 @@
+"""Benchmark the analysis pipeline: synthetic stores of 100k and 1M spans, time and peak memory.
+
+    python bench/analyze.py [--sizes 100000 1000000] [--keep DIR]
+
+Each size runs in its own subprocess (so peak RSS is that size's alone). Spans are synthesised in
+SQL from 10 workflow templates of about 50 spans each (calls, events continuing the trace, batch
+consumers starting a new trace with a span link, message ids), so the store looks like what the
+receiver writes. Prints per stage seconds, total seconds, spans/s and peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+N_TYPES = 10
+SPANS_PER_INSTANCE = 50
+SERVICES = [f"svc-{i:02d}" for i in range(16)]
+BASE_NS = 1_767_225_600_000_000_000  # 2026-01-01
+
+
+def templates(seed: int = 11) -> list[tuple]:
+    """(type, idx, parent idx or -1, link idx or -1, trace_no, service, kind, name, destination, offset µs)."""
+    rng = random.Random(seed)
+    rows = []
+    for wf in range(N_TYPES):
+        spans = [(0, -1, -1, 0, rng.choice(SERVICES), "SERVER", f"POST /flow{wf}", None, 0)]
+        trace_no = 0
+        while len(spans) < SPANS_PER_INSTANCE:
+            parent = spans[rng.randrange(len(spans))]
+            p_idx, _, _, p_trace, p_svc, p_kind, _, p_dest, p_off = parent
+            idx = len(spans)
+            off = p_off + rng.randint(50, 2000)
+            if p_kind == "PRODUCER":
+                svc = rng.choice([s for s in SERVICES if s != p_svc])
+                if rng.random() < 0.3:  # batch consumer: new trace, linked to the producer
+                    trace_no += 1
+                    spans.append((idx, -1, p_idx, trace_no, svc, "CONSUMER", f"{p_dest} process", p_dest, off))
+                else:
+                    spans.append((idx, p_idx, -1, p_trace, svc, "CONSUMER", f"{p_dest} process", p_dest, off))
+            elif p_kind == "CLIENT":
+                svc = rng.choice([s for s in SERVICES if s != p_svc])
+                spans.append((idx, p_idx, -1, p_trace, svc, "SERVER", f"GET /api/{idx % 7}", None, off))
+            else:
+                kind = rng.choice(["CLIENT", "PRODUCER", "INTERNAL", "CLIENT"])
+                dest = f"topic-{wf}-{idx}" if kind == "PRODUCER" else None
+                name = f"{dest} send" if dest else (f"GET /api/{idx % 7}" if kind == "CLIENT" else f"work {idx % 5}")
+                spans.append((idx, p_idx, -1, p_trace, p_svc, kind, name, dest, off))
+        rows += [(wf, *s) for s in spans]
+    return rows
+
+
+def build_store(path: Path, n_spans: int) -> None:
+    import duckdb
+
+    from collector import store
+
+    con = store.connect(path)
+    con.execute(
+        "CREATE TEMP TABLE tpl (wf INT, idx INT, parent INT, link INT, trace_no INT, service VARCHAR, "
+        "kind VARCHAR, name VARCHAR, dest VARCHAR, off_us BIGINT)"
+    )
+    con.executemany("INSERT INTO tpl VALUES (?,?,?,?,?,?,?,?,?,?)", templates())  # 500 template rows
+    n_instances = n_spans // SPANS_PER_INSTANCE
+    ids = "substr(md5('{kind}' || i.n || '-' || {col}), 1, {width})"
+    con.execute(
+        f"""
+        INSERT INTO spans (trace_id, span_id, parent_span_id, name, kind, start_ns, end_ns, status_code,
+                           service_name, messaging_system, messaging_destination, messaging_operation,
+                           messaging_message_id, attributes, resource_attributes, events, source)
+        SELECT {ids.format(kind='t', col='t.trace_no', width=32)},
+               {ids.format(kind='s', col='t.idx', width=16)},
+               CASE WHEN t.parent >= 0 THEN {ids.format(kind='s', col='t.parent', width=16)} END,
+               t.name, t.kind,
+               {BASE_NS} + i.n * 5000000000 + t.off_us * 1000 + (hash(i.n, t.idx) % 300) * 1000,
+               {BASE_NS} + i.n * 5000000000 + t.off_us * 1000 + (hash(i.n, t.idx) % 300) * 1000 + 400000,
+               CASE WHEN hash(i.n, t.idx) % 50 = 0 THEN 'ERROR' ELSE 'UNSET' END,
+               t.service,
+               CASE WHEN t.dest IS NOT NULL THEN 'kafka' END, t.dest,
+               CASE WHEN t.kind = 'PRODUCER' THEN 'send' WHEN t.kind = 'CONSUMER' THEN 'process' END,
+               CASE WHEN t.dest IS NOT NULL THEN 'm-' || i.n || '-' || coalesce(t.link, t.parent, t.idx) END,
+               '{{}}', '{{}}', '[]', 'bench'
+        FROM range({n_instances}) i(n) JOIN tpl t ON t.wf = i.n % {N_TYPES}
+        """
+    )
+    con.execute(
+        f"""
+        INSERT INTO span_links (trace_id, span_id, linked_trace_id, linked_span_id, attributes)
+        SELECT {ids.format(kind='t', col='t.trace_no', width=32)}, {ids.format(kind='s', col='t.idx', width=16)},
+               {ids.format(kind='t', col='p.trace_no', width=32)}, {ids.format(kind='s', col='p.idx', width=16)}, '{{}}'
+        FROM range({n_instances}) i(n) JOIN tpl t ON t.wf = i.n % {N_TYPES} AND t.link >= 0
+        JOIN tpl p ON p.wf = t.wf AND p.idx = t.link
+        """
+    )
+    con.close()
+    del duckdb
+
+
+def run_one(n_spans: int, workdir: Path) -> dict:
+    from analysis.pipeline import run_pipeline
+    from collector import store
+
+    path = workdir / f"bench-{n_spans}.duckdb"
+    t0 = time.perf_counter()
+    build_store(path, n_spans)
+    build_s = time.perf_counter() - t0
+    con = store.connect(path)
+    spans = store.scalar(con, "SELECT count(*) FROM spans")
+    t0 = time.perf_counter()
+    ctx = run_pipeline(con)
+    total = time.perf_counter() - t0
+    out = {
+        "spans": spans,
+        "instances": store.scalar(con, "SELECT count(*) FROM instances"),
+        "workflows": store.scalar(con, "SELECT count(*) FROM workflows"),
+        "findings": store.scalar(con, "SELECT count(*) FROM findings"),
+        "build_s": round(build_s, 2),
+        "analysis_s": round(total, 2),
+        "spans_per_s": round(spans / total),
+        "stages_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    con.close()
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
+    parser.add_argument("--keep", type=Path, help="keep the stores in this directory")
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(run_one(args.one, args.workdir)))
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        print(f"{'spans':>9} {'instances':>9} {'analysis s':>10} {'spans/s':>9} {'peak RSS MB':>11}  stages (s)")
+        for size in args.sizes:
+            proc = subprocess.run(
+                [sys.executable, __file__, "--one", str(size), "--workdir", str(workdir)],
+                capture_output=True, text=True, check=False,
+            )
+            if proc.returncode != 0:
+                print(proc.stderr, file=sys.stderr)
+                return 1
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            stages = ", ".join(f"{k} {v}" for k, v in r["stages_s"].items())
+            print(f"{r['spans']:>9} {r['instances']:>9} {r['analysis_s']:>10} {r['spans_per_s']:>9} "
+                  f"{r['peak_rss_mb']:>11}  {stages}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
