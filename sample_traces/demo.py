@@ -62,7 +62,7 @@ class TrafficStreamer:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         exporter = OTLPSpanExporter(endpoint=self.endpoint, insecure=True)
-        seeds = itertools.count(1000)
+        seeds = itertools.count(time.time_ns() // 1000)  # fresh ids on every demo run
         try:
             for scenario in itertools.cycle(SCENARIOS):
                 if self._stop.wait(self.every_s):
