@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import sys
 import threading
 import time
+import types
 import zlib
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -123,11 +125,20 @@ class DecodePool:
         self.workers = max(0, int(workers))
         self._pool: ProcessPoolExecutor | None = None
         if self.workers:
-            self._pool = ProcessPoolExecutor(
-                self.workers, mp_context=multiprocessing.get_context("spawn"),
-                initializer=_exit_with_parent, initargs=(os.getpid(),))
-            for f in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
-                f.result()
+            # A spawned worker re-imports the parent's __main__; under Streamlit (serve's dashboard,
+            # the page tests) that is the dashboard script. Workers need only collector code, so
+            # they start with an empty __main__; all of them start here, during the warm-up.
+            main = sys.modules.get("__main__")
+            sys.modules["__main__"] = types.ModuleType("__main__")
+            try:
+                self._pool = ProcessPoolExecutor(
+                    self.workers, mp_context=multiprocessing.get_context("spawn"),
+                    initializer=_exit_with_parent, initargs=(os.getpid(),))
+                for f in [self._pool.submit(_warm_up) for _ in range(self.workers)]:
+                    f.result()
+            finally:
+                if main is not None:
+                    sys.modules["__main__"] = main
 
     def decode(self, body: bytes, content_type: str, encoding: str, limit: int, source: str) -> DecodedExport:
         if self._pool is None:
