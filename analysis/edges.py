@@ -84,6 +84,21 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
         WHERE c.messaging_message_id IS NOT NULL
         """
     )
+    # Same destination, any trace; failing that, a producer of unknown destination in the
+    # consumer's own trace (a partial trace where both hang under a span that was not exported).
+    _infer_by_time_window(
+        con, "messaging_destination IS NOT NULL", "messaging_destination", window_ns,
+        extra_root_filter="AND c.messaging_destination IS NOT NULL",
+    )
+    _infer_by_time_window(con, "messaging_destination IS NULL", "trace_id", window_ns)
+    con.execute("DROP TABLE IF EXISTS _unexplained_consumers")
+
+
+def _infer_by_time_window(
+    con: duckdb.DuckDBPyConnection, producer_filter: str, key: str, window_ns: int, extra_root_filter: str = ""
+) -> None:
+    """Tie each still unexplained root consumer to the latest producer (matching on `key`) that
+    started before it, within `window_ns`."""
     con.execute(
         f"""
         INSERT INTO causal_edges ({_COLUMNS})
@@ -93,40 +108,16 @@ def add_link_and_inferred_edges(con: duckdb.DuckDBPyConnection, window_ns: int =
                               WHERE e.dst_trace_id = c.trace_id AND e.dst_span_id = c.span_id)
               AND NOT EXISTS (SELECT 1 FROM span_steps p
                               WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id)
-              AND c.messaging_destination IS NOT NULL
+              {extra_root_filter}
         ),
         producers AS (
-            SELECT trace_id, span_id, messaging_destination, start_adj
-            FROM span_steps WHERE role = 'producer' AND messaging_destination IS NOT NULL
+            SELECT trace_id, span_id, messaging_destination, start_adj FROM span_steps
+            WHERE role = 'producer' AND {producer_filter}
         )
         SELECT p.trace_id, p.span_id, r.trace_id, r.span_id, 'event', 'time_window', true, 0.5::DOUBLE
         FROM roots r
-        ASOF JOIN producers p
-          ON p.messaging_destination = r.messaging_destination AND r.start_adj >= p.start_adj
+        ASOF JOIN producers p ON p.{key} = r.{key} AND r.start_adj >= p.start_adj
         WHERE r.start_adj - p.start_adj <= {int(window_ns)}
           AND NOT (p.trace_id = r.trace_id AND p.span_id = r.span_id)
         """
     )
-    # Last resort: a producer of unknown destination in the consumer's own trace (a partial trace
-    # where both hang under a span that was not exported).
-    con.execute(
-        f"""
-        INSERT INTO causal_edges ({_COLUMNS})
-        WITH roots AS (
-            SELECT c.* FROM _unexplained_consumers c
-            WHERE NOT EXISTS (SELECT 1 FROM causal_edges e
-                              WHERE e.dst_trace_id = c.trace_id AND e.dst_span_id = c.span_id)
-              AND NOT EXISTS (SELECT 1 FROM span_steps p
-                              WHERE p.trace_id = c.trace_id AND p.span_id = c.parent_span_id)
-        ),
-        producers AS (
-            SELECT trace_id, span_id, start_adj FROM span_steps
-            WHERE role = 'producer' AND messaging_destination IS NULL
-        )
-        SELECT p.trace_id, p.span_id, r.trace_id, r.span_id, 'event', 'time_window', true, 0.5::DOUBLE
-        FROM roots r
-        ASOF JOIN producers p ON p.trace_id = r.trace_id AND r.start_adj >= p.start_adj
-        WHERE r.start_adj - p.start_adj <= {int(window_ns)}
-        """
-    )
-    con.execute("DROP TABLE IF EXISTS _unexplained_consumers")

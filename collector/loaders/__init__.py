@@ -179,15 +179,7 @@ def _load_json(stream: BinaryIO, sink: FileSink, fmt: str) -> None:
         return
     # JSON lines (or a document that fits on one line).
     _load_json_value(first_obj, sink, fmt, where="1", lines=True)
-    for n, line in enumerate(text, start=2):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            sink.error(str(n), f"not valid JSON ({exc.msg}, column {exc.colno}); line skipped")
-            continue
-        _load_json_value(obj, sink, fmt, where=str(n), lines=True)
+    _load_lines(text, sink, fmt, start=2)
 
 
 def _looks_like_lines(body: str) -> bool:
@@ -205,8 +197,9 @@ def _looks_like_lines(body: str) -> bool:
     return ok * 2 > len(lines)
 
 
-def _load_lines(lines: list[str], sink: FileSink, fmt: str) -> None:
-    for n, line in enumerate(lines, start=1):
+def _load_lines(lines: Iterable[str], sink: FileSink, fmt: str, start: int = 1) -> None:
+    """Load JSON lines, numbered from `start`; a broken line is reported and skipped."""
+    for n, line in enumerate(lines, start=start):
         if not line.strip():
             continue
         try:
