@@ -34,11 +34,19 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     ).fetchall()
     async_bounds = con.execute(
         """
+        WITH hops AS (
+            SELECT e.src_trace_id AS pt, e.src_span_id AS ps, e.dst_trace_id AS ct, e.dst_span_id AS cs
+            FROM causal_edges e WHERE e.via = 'event' AND e.evidence = 'parent'
+            UNION ALL   -- span links between a producer and a consumer, whichever holds the link
+            SELECT l.linked_trace_id, l.linked_span_id, l.trace_id, l.span_id FROM span_links l
+            UNION ALL
+            SELECT l.trace_id, l.span_id, l.linked_trace_id, l.linked_span_id FROM span_links l
+        )
         SELECT p.service, c.service, min(c.start_ns - p.start_ns) AS bound, count(*) AS n
-        FROM causal_edges e
-        JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
-        JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
-        WHERE e.via = 'event' AND e.evidence = 'parent' AND p.service <> c.service
+        FROM hops h
+        JOIN span_steps p ON p.trace_id = h.pt AND p.span_id = h.ps AND p.role = 'producer'
+        JOIN span_steps c ON c.trace_id = h.ct AND c.span_id = h.cs AND c.role = 'consumer'
+        WHERE p.service <> c.service
         GROUP BY ALL
         """
     ).fetchall()
