@@ -189,3 +189,15 @@ def test_load_page_loads_into_a_temporary_store_when_read_only(ro, sample_store)
         assert ro.execute("SELECT count(*) FROM spans").fetchall()[0][0] == before  # original untouched
     finally:
         target.con.close()
+
+
+def test_instance_page_without_an_id_offers_the_workflows_instances_and_shows_one(ro):
+    at = page("instance")
+    workflow_box = next(s for s in at.selectbox if s.label == "Workflow")
+    instance_box = next(s for s in at.selectbox if s.label == "Instance")
+    wf = workflow_box.value
+    n = ro.execute("SELECT count(*) FROM instances WHERE workflow_id = ?", [wf]).fetchall()[0][0]
+    assert len(instance_box.options) == min(n, 200)
+    spans = ro.execute("SELECT spans FROM instances WHERE instance_id = ?", [instance_box.value]).fetchall()[0][0]
+    assert {m.label: m.value for m in at.metric}["Spans"] == str(spans)
+    assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")

@@ -17,12 +17,9 @@ def render() -> None:
     trace = st.text_input("Instance id or trace id", value=wanted or "", key="instance_input",
                           help="Open one from a workflow, a variant or a finding, or paste an id.")
     if not trace:
-        wfs = query("workflows")
-        if wfs.empty:
+        trace = _pick_instance()
+        if not trace:
             return
-        st.caption("Pick a workflow to see its instances, or open one from the Workflow page.")
-        nav.link("workflow", "Workflows")
-        return
     inst = query("instance", trace)
     if inst is None:
         iid = query("instance_of_trace", trace)
@@ -91,6 +88,27 @@ def render() -> None:
     if not skewed.empty:
         st.caption("Clock offsets corrected: " + ", ".join(
             f"{r.service} {r.clock_offset_ms:+,.1f} ms" for r in skewed.itertuples()))
+
+def _pick_instance() -> str | None:
+    """Without an id: choose a workflow, then one of its instances (errors first, then the
+    longest-stitched), so the page shows a waterfall on arrival."""
+    wfs = query("workflows")
+    if wfs.empty:
+        st.caption("No workflow instances yet.")
+        return None
+    names = dict(zip(wfs["workflow_id"], wfs["name"]))
+    wf = st.selectbox("Workflow", list(names), format_func=lambda w: names[w], key="instance_workflow")
+    rows = query("workflow_instances", wf)
+    if rows.empty:
+        return None
+    rows = rows.sort_values(["errors", "traces", "start_adj"], ascending=[False, False, True])
+    labels = {
+        r.instance_id: f"{r.entry_trace_id[:16]} · {r.spans} spans in {r.traces} trace(s)"
+        + (f" · {r.errors} error(s)" if r.errors else "") + f" · {r.duration_ms:,.0f} ms"
+        for r in rows.itertuples()
+    }
+    st.caption("Or paste an id above, or open one from a workflow, a variant or a finding.")
+    return st.selectbox("Instance", list(labels), format_func=lambda i: labels[i], key="instance_pick")
 
 
 if __name__ == "__main__":  # Streamlit runs each page file as a script
