@@ -6,8 +6,9 @@ latency, uninstrumented peers as virtual steps, variants (distinct edge sets) an
 Writes `instances`, `workflows`, `workflow_steps`, `workflow_edges`, `workflow_variants`, and adds
 `instance_id`/`workflow_id` to `span_steps`.
 
-Edge latency: for an event, the consumer's start minus the producer's end (queue lag); for a
-call, the callee's duration.
+Edge latency: for an event, the consumer's start minus the producer's start (the send; a send
+span may end after the consumer started, once the broker acknowledged); for a call, the callee's
+duration.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    e.confidence,
                    CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END
                        AS event,
-                   CASE WHEN e.via = 'event' THEN greatest(d.start_adj - s.end_adj, 0)
+                   CASE WHEN e.via = 'event' THEN d.start_adj - s.start_adj
                         ELSE d.end_adj - d.start_adj END / 1e6 AS latency_ms
             FROM causal_edges e
             JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id

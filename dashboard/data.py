@@ -156,11 +156,11 @@ def instance_cross_edges(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd
 
 def event_catalog(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Per event (messaging destination): producers, consumers, volume and consumer lag
-    (consumer start - producer end over causal event edges, skew-corrected)."""
+    (consumer start - producer start over causal event edges, skew-corrected; as in workflow_edges)."""
     return frame(cur, """
         WITH ev AS (SELECT messaging_destination AS event, service, role FROM span_steps
                     WHERE messaging_destination IS NOT NULL AND role IN ('producer', 'consumer')),
-        lag AS (SELECT a.messaging_destination AS event, (b.start_adj - a.end_adj) / 1e6 AS lag_ms
+        lag AS (SELECT a.messaging_destination AS event, (b.start_adj - a.start_adj) / 1e6 AS lag_ms
                 FROM causal_edges e
                 JOIN span_steps a ON a.trace_id = e.src_trace_id AND a.span_id = e.src_span_id
                 JOIN span_steps b ON b.trace_id = e.dst_trace_id AND b.span_id = e.dst_span_id

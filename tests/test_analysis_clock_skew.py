@@ -50,3 +50,12 @@ def test_sync_pairs_chain_along_the_spanning_tree():
     assert offsets["a"] == 0.0
     assert offsets["b"] == pytest.approx(10e6)
     assert offsets["c"] == pytest.approx(5e6)
+
+
+def test_event_latency_is_never_negative_when_clocks_agree(tmp_path):
+    con = _analyse(tmp_path, "true", {})
+    lowest = con.execute(
+        "SELECT min(latency_p50_ms), count(*) FROM workflow_edges WHERE via = 'event' "
+        "AND NOT ('unanswered' = ANY(evidence))"
+    ).fetchall()[0]
+    assert lowest[1] > 0 and lowest[0] >= 0
