@@ -163,6 +163,7 @@ def main() -> int:
     for _ in procs:
         ready.acquire()
     cpu_before = tree_cpu_seconds(server.pid)
+    main_cpu_before = cpu_seconds(server.pid)
     t_start = time.perf_counter()
     go.set()
     ends, latencies = [], []
@@ -177,6 +178,7 @@ def main() -> int:
     rss = peak_rss_mb(server.pid)
     workers_rss = sum(peak_rss_mb(p) for p in tree[1:])
     server_cpu = tree_cpu_seconds(server.pid) - cpu_before
+    main_cpu = cpu_seconds(server.pid) - main_cpu_before
     server.send_signal(signal.SIGTERM)
     _, err = server.communicate(timeout=120)
     if server.returncode != 0:
@@ -200,7 +202,8 @@ def main() -> int:
           f"-> {stored / elapsed:,.0f} spans/s stored")
     print(f"export latency p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms max={latencies[-1] * 1000:.1f} ms")
     print(f"server peak RSS {rss:.0f} MiB (+ {workers_rss:.0f} MiB in {len(tree) - 1} decode workers), "
-          f"server CPU {server_cpu:.2f} s ({stored / max(server_cpu, 1e-9):,.0f} spans per CPU-second)")
+          f"server CPU {server_cpu:.2f} s ({stored / max(server_cpu, 1e-9):,.0f} spans per CPU-second; "
+          f"{main_cpu:.2f} s in the server process, {server_cpu - main_cpu:.2f} s in decode workers)")
     tmp.cleanup()
     return 0 if stored == expected else 1
 

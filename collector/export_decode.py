@@ -19,6 +19,7 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.ipc  # registers pa.ipc
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
@@ -46,6 +47,29 @@ class DecodedExport:
     links: pa.Table | None
     rejected: int
     message: str
+
+    # A decode worker sends this back to the server process by pickle. Pickling an Arrow table
+    # goes column by column through Python (~2.5 µs a span both ways, on the server's GIL);
+    # the Arrow IPC stream format does the same in ~0.7 µs.
+    def __getstate__(self) -> tuple:
+        return (_to_ipc(self.spans), None if self.links is None else _to_ipc(self.links),
+                self.rejected, self.message)
+
+    def __setstate__(self, state: tuple) -> None:
+        spans, links, self.rejected, self.message = state
+        self.spans = _from_ipc(spans)
+        self.links = None if links is None else _from_ipc(links)
+
+
+def _to_ipc(table: pa.Table) -> pa.Buffer:
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def _from_ipc(buffer: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(buffer).read_all()
 
 
 def gunzip_limited(data: bytes, limit: int) -> bytes:
