@@ -12,6 +12,7 @@ import binascii
 import json
 from dataclasses import dataclass, field
 
+import orjson
 import pyarrow as pa
 
 from collector import semconv as sc
@@ -86,7 +87,22 @@ def _json_default(value):
 
 # One encoder for every call: json.dumps with options builds a new encoder each time, which
 # costs more than encoding a span's attributes.
-_json = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+_json_std = json.JSONEncoder(separators=(",", ":"), default=_json_default).encode
+
+
+def _json(value) -> str:
+    """`value` as compact JSON text. orjson does it ~10x faster than json (2.5 µs a span of
+    10 attributes, a sixth of decoding); json still does what orjson would write differently:
+    NaN/Infinity (orjson writes null, losing them: any `null` goes to json), integers beyond
+    64 bits and strings that are not valid UTF-8 (orjson refuses them). Non-ASCII text is
+    written as UTF-8 rather than \\u escapes: the same JSON value."""
+    try:
+        out = orjson.dumps(value, default=_json_default)
+    except TypeError:  # orjson.JSONEncodeError is a TypeError
+        return _json_std(value)
+    if b"null" in out:
+        return _json_std(value)
+    return out.decode()
 
 # The typed columns filled from span attributes, in row order, each with the names it may
 # arrive under (newest first). `_typed_values` finds them in one pass over the span's keys.
@@ -103,36 +119,45 @@ _TYPED_NAMES = frozenset(_TYPED_NAME_INDEX)
 _NO_TYPED_VALUES = (None,) * len(_TYPED_ATTRIBUTES)
 
 
-_MESSAGING_OPERATION_COLUMN = _TYPED_ATTRIBUTES.index(sc.MESSAGING_OPERATION)
-_INT_COLUMNS = (_TYPED_ATTRIBUTES.index(sc.HTTP_STATUS_CODE), _TYPED_ATTRIBUTES.index(sc.RETRY_ATTEMPT))
+def _messaging_operation(value) -> str:
+    op = str(value).lower()
+    return sc.MESSAGING_OPERATION_VALUES.get(op, op)
+
+
+def _str(value) -> str:
+    return value if isinstance(value, str) else str(value)
+
+
+# How each typed column's value is made from the attribute value, in _TYPED_ATTRIBUTES order.
+_TYPED_CONVERTERS = tuple(
+    _int if names in (sc.HTTP_STATUS_CODE, sc.RETRY_ATTEMPT)
+    else _messaging_operation if names == sc.MESSAGING_OPERATION
+    else _str
+    for names in _TYPED_ATTRIBUTES
+)
 
 
 def _typed_values(attrs: dict) -> tuple | list:
     """The typed column values, in _TYPED_ATTRIBUTES order: for each, the value `sc.first` picks
     (first non-empty name), as text (or int for the integer columns), messaging operation
-    mapped to the current names."""
+    mapped to the current names. Touches only the columns the span has names for (a span
+    usually has two or three)."""
     hits = attrs.keys() & _TYPED_NAMES
     if not hits:
         return _NO_TYPED_VALUES
     values = [None] * len(_TYPED_ATTRIBUTES)
-    ranks = [len(_TYPED_NAME_INDEX)] * len(_TYPED_ATTRIBUTES)
+    ranks: dict[int, int] = {}  # column -> rank of the name its value came from
     for name in hits:
         value = attrs[name]
         if value is None or value == "":
             continue
         column, rank = _TYPED_NAME_INDEX[name]
-        if rank < ranks[column]:
-            values[column] = value
-            ranks[column] = rank
-    for column, value in enumerate(values):
-        if value is not None:
-            if column in _INT_COLUMNS:
-                values[column] = _int(value)
-            elif column == _MESSAGING_OPERATION_COLUMN:
-                op = str(value).lower()
-                values[column] = sc.MESSAGING_OPERATION_VALUES.get(op, op)
-            elif not isinstance(value, str):
-                values[column] = str(value)
+        if ranks.get(column, rank) < rank:
+            continue  # a newer name of this column is present and set
+        ranks[column] = rank
+        values[column] = value
+    for column in ranks:
+        values[column] = _TYPED_CONVERTERS[column](values[column])
     return values
 
 
