@@ -39,7 +39,10 @@ def key_values(kvs) -> dict:
     for kv in kvs:
         value = kv.value
         which = value.WhichOneof("value")
-        out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
+        if which == "string_value":  # most attributes: read without getattr
+            out[kv.key] = value.string_value
+        else:
+            out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
     return out
 
 

@@ -181,6 +181,7 @@ class SpanBatch:
     # once (the reference is held, so identity cannot be confused with a new dict).
     _last_resource: dict | None = field(default=None, repr=False)
     _last_resource_json: str = field(default="{}", repr=False)
+    _last_service: tuple = field(default=(sc.UNKNOWN_SERVICE, None, None, None), repr=False)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -238,6 +239,12 @@ class SpanBatch:
         if res is not self._last_resource:
             self._last_resource = res
             self._last_resource_json = _json(res)
+            self._last_service = (
+                _text(res.get(sc.SERVICE_NAME)) or sc.UNKNOWN_SERVICE,
+                _text(res.get(sc.SERVICE_VERSION)),
+                _text(res.get(sc.SERVICE_NAMESPACE)),
+                _text(res.get(sc.SERVICE_INSTANCE_ID)),
+            )
         self.rows.append(
             (
                 tid,
@@ -250,10 +257,7 @@ class SpanBatch:
                 end_ns,
                 status_code,
                 status_message or None,
-                _text(res.get(sc.SERVICE_NAME)) or sc.UNKNOWN_SERVICE,
-                _text(res.get(sc.SERVICE_VERSION)),
-                _text(res.get(sc.SERVICE_NAMESPACE)),
-                _text(res.get(sc.SERVICE_INSTANCE_ID)),
+                *self._last_service,  # service_name .. service_instance_id
                 scope_name or None,
                 scope_version or None,
                 *_typed_values(attrs),  # messaging_system .. retry_attempt
@@ -274,7 +278,10 @@ class SpanBatch:
 def _table(rows: list[tuple], schema: pa.Schema) -> pa.Table:
     if not rows:
         return schema.empty_table()
+    n = len(rows)
     columns = [list(col) for col in zip(*rows)]  # pa.array converts lists ~20x faster than tuples
+    # Most typed columns are empty for most spans; pa.nulls skips converting them.
     return pa.Table.from_arrays(
-        [pa.array(col, type=f.type) for col, f in zip(columns, schema)], schema=schema
+        [pa.nulls(n, f.type) if col.count(None) == n else pa.array(col, type=f.type)
+         for col, f in zip(columns, schema)], schema=schema
     )
