@@ -15,6 +15,7 @@ Re-importing the documents (analysis.intended) declares exactly the observed ser
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 
@@ -130,8 +131,17 @@ def build_documents(con: duckdb.DuckDBPyConnection, source: str = "") -> dict[st
     return docs
 
 
-def document_filename(service: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", service).strip("._") or "service"
+def document_filename(service: str, max_chars: int = 100) -> str:
+    """A portable file name (without extension) for a service's document.
+
+    Long names are cut and suffixed with a hash of the full name: file systems refuse names over
+    255 bytes, and two long names sharing a prefix must not land in one file.
+    """
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", service).strip("._") or "service"
+    if len(name) > max_chars:
+        digest = hashlib.sha1(service.encode("utf-8")).hexdigest()[:10]
+        name = f"{name[:max_chars - 11]}-{digest}"
+    return name
 
 
 def dump_document(doc: dict) -> str:

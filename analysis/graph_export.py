@@ -44,15 +44,25 @@ def report_dot(report: dict) -> str:
     return "\n\n".join(workflow_dot(wf) for wf in report["workflows"]) + "\n"
 
 
+# Mermaid entity codes (decimal) for what would end a quoted label or be read as HTML / Markdown;
+# "#" first so the codes themselves stay intact.
+_MERMAID_ESCAPES = (("#", "#35;"), ('"', "#quot;"), ("&", "#38;"), ("<", "#lt;"), (">", "#gt;"),
+                    ("`", "#96;"), ("|", "#124;"), ("%", "#37;"))
+
+
 def _mermaid_text(text: str) -> str:
-    return text.replace('"', "#quot;")
+    """Text from the traces, safe inside a quoted Mermaid label: line breaks become spaces."""
+    text = " ".join(text.splitlines())
+    for char, code in _MERMAID_ESCAPES:
+        text = text.replace(char, code)
+    return text
 
 
 def workflow_mermaid(workflow: dict) -> str:
     ids = _node_ids(workflow)
     lines = ["flowchart LR"]
     for step in workflow["steps"]:
-        label = _mermaid_text(f"{step['service']}<br/>{step['operation']} ×{step['count']}")
+        label = f"{_mermaid_text(step['service'])}<br/>{_mermaid_text(step['operation'])} ×{step['count']}"
         shape = ("[[", "]]") if step["role"] == "virtual" else ("[", "]")
         lines.append(f'  {ids[step["id"]]}{shape[0]}"{label}"{shape[1]}')
     for edge in workflow["edges"]:
@@ -65,6 +75,7 @@ def workflow_mermaid(workflow: dict) -> str:
 
 
 def report_mermaid(report: dict) -> str:
-    parts = [f"%% {wf['name']} ({wf['pattern']}, {wf['instances']} instances)\n{workflow_mermaid(wf)}"
+    parts = [f"%% {' '.join(wf['name'].splitlines())} ({wf['pattern']}, {wf['instances']} instances)\n"
+             f"{workflow_mermaid(wf)}"
              for wf in report["workflows"]]
     return "\n\n".join(parts) + "\n"

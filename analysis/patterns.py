@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 
 import duckdb
+import pyarrow as pa
 
 COMPENSATION_WORDS = re.compile(r"cancel|release|refund|compensat|undo|revert|rollback|void|^delete ", re.IGNORECASE)
 
@@ -96,9 +97,15 @@ def classify_workflows(con: duckdb.DuckDBPyConnection) -> None:
         if retry:
             errors.append(f"retries in {', '.join(retry)}")
         updates.append((pattern, who, state, "; ".join(errors) or "no compensation or retry seen", wf))
-    if updates:
-        con.executemany(  # one row per workflow type
-            "UPDATE workflows SET pattern = ?, who_knows_the_workflow = ?, where_state_lives = ?, "
-            "where_errors_are_handled = ? WHERE workflow_id = ?",
-            updates,
-        )
+    if updates:  # one row per workflow type, but there can be thousands: Arrow, not executemany
+        columns = ["pattern", "who", "state", "errors", "workflow_id"]
+        table = pa.table({c: pa.array([u[i] for u in updates], type=pa.string()) for i, c in enumerate(columns)})
+        con.register("_pattern_rows", table)
+        try:
+            con.execute(
+                "UPDATE workflows SET pattern = u.pattern, who_knows_the_workflow = u.who, "
+                "where_state_lives = u.state, where_errors_are_handled = u.errors "
+                "FROM _pattern_rows u WHERE workflows.workflow_id = u.workflow_id"
+            )
+        finally:
+            con.unregister("_pattern_rows")

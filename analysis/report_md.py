@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import json
+import re
 
 SEVERITY_MARK = {"critical": "🔴 critical", "warning": "🟠 warning", "info": "🔵 info"}
 
 
+def _inline(text) -> str:
+    """Names come from the traces: a line break in one must not end a heading or a list item."""
+    return " ".join(str(text if text is not None else "").splitlines())
+
+
 def _cell(text) -> str:
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+    return _inline(text).replace("|", "\\|")
+
+
+def _code(text) -> str:
+    """An inline code span that survives backticks in the text (CommonMark: a longer fence)."""
+    text = _inline(text)
+    runs = [len(r) for r in re.findall(r"`+", text)]
+    fence = "`" * (max(runs, default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def report_markdown(report: dict, max_workflows: int = 25) -> str:
@@ -30,20 +45,20 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
     if not findings:
         out += ["Nothing to report: no undeclared coordination was found.", ""]
     for f in findings:
-        where = ", ".join(f["services"])
-        extra = "".join(f" · {label} `{f[k]}`" for k, label in (("event", "event"), ("resource", "resource"))
+        where = _inline(", ".join(f["services"]))
+        extra = "".join(f" · {label} {_code(f[k])}" for k, label in (("event", "event"), ("resource", "resource"))
                         if f.get(k))
         out += [
             f"### {SEVERITY_MARK.get(f['severity'], f['severity'])} · {f['kind']} · {where}{extra}",
             "",
-            f"{f['summary']}",
+            _inline(f["summary"]),
             "",
-            f"**What to do:** {f['recommendation']}",
+            f"**What to do:** {_inline(f['recommendation'])}",
             "",
-            f"Confidence {f['confidence']:.2f}. Evidence: `{json.dumps(f['evidence'], default=str)}`",
+            f"Confidence {f['confidence']:.2f}. Evidence: {_code(json.dumps(f['evidence'], default=str))}",
         ]
         if f["trace_ids"]:
-            out.append("Example traces: " + ", ".join(f"`{t}`" for t in f["trace_ids"][:3]))
+            out.append("Example traces: " + ", ".join(_code(t) for t in f["trace_ids"][:3]))
         out.append("")
     if "conformance" in report:
         out += ["## Conformance with the intended workflows", ""]
@@ -60,12 +75,12 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
         ev = wf["pattern_evidence"]
         m = wf["metrics"]
         out += [
-            f"### {wf['name']} — {wf['pattern']}, {wf['instances']} instance(s)",
+            f"### {_inline(wf['name'])} — {wf['pattern']}, {wf['instances']} instance(s)",
             "",
-            f"- Who knows the workflow: {ev['who_knows_the_workflow']}",
-            f"- Where state lives: {ev['where_state_lives']}",
-            f"- Where errors are handled: {ev['where_errors_are_handled']}",
-            (f"- Services ({m['services']}): {', '.join(wf['services'])}; events: {m['events']}; depth "
+            f"- Who knows the workflow: {_inline(ev['who_knows_the_workflow'])}",
+            f"- Where state lives: {_inline(ev['where_state_lives'])}",
+            f"- Where errors are handled: {_inline(ev['where_errors_are_handled'])}",
+            (f"- Services ({m['services']}): {_inline(', '.join(wf['services']))}; events: {m['events']}; depth "
              f"{m['max_depth']}; cycles {m['cycles']}; widest fan-out {m['fan_out_max']}; "
              f"variants: {len(wf['variants'])}"),
             "",
@@ -79,10 +94,10 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
                 note = "inferred (" + ", ".join(e.get("evidence", [])) + ")" if e["inferred"] else ""
                 if "unanswered" in e.get("evidence", []):
                     note = "uninstrumented peer"
-                via = e["via"] + (f" `{e['event']}`" if e["event"] else "")
+                via = e["via"] + (f" {_code(e['event'])}" if e["event"] else "")
                 out.append(
                     f"| {_cell(names.get(e['source'], e['source']))} | {_cell(names.get(e['target'], e['target']))} "
-                    f"| {via} | {e['count']} | {e['latency_ms']['p50']} | {e['latency_ms']['p95']} | {note} |"
+                    f"| {_cell(via)} | {e['count']} | {e['latency_ms']['p50']} | {e['latency_ms']['p95']} | {note} |"
                 )
             out.append("")
     if len(report["workflows"]) > max_workflows:

@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import duckdb
 import networkx as nx
+import pyarrow as pa
+
+WORKFLOW_ROW_TYPES = {c: pa.int64() for c in ("instances", "services", "events", "max_depth", "cycles",
+                                                 "fan_out_max", "first_start", "last_end")}
 
 
 def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
@@ -192,10 +196,16 @@ def _build_workflow_table(con: duckdb.DuckDBPyConnection) -> None:
             where_errors_are_handled VARCHAR)
         """
     )
-    if out:
-        con.executemany(  # one row per workflow type: a handful, not per span
-            "INSERT INTO workflows VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,NULL,NULL,NULL,NULL)", out
-        )
+    if out:  # one row per workflow type, but there can be thousands: Arrow, not executemany
+        columns = ["workflow_id", "name", "entry_service", "entry_operation", "entry_role", "instances",
+                   "services", "events", "max_depth", "cycles", "fan_out_max", "first_start", "last_end"]
+        rows_table = pa.table({c: pa.array([r[i] for r in out], type=WORKFLOW_ROW_TYPES.get(c, pa.string()))
+                               for i, c in enumerate(columns)})
+        con.register("_workflow_rows", rows_table)
+        try:
+            con.execute(f"INSERT INTO workflows ({', '.join(columns)}) SELECT * FROM _workflow_rows")
+        finally:
+            con.unregister("_workflow_rows")
 
 
 def structure_metrics(graph: nx.DiGraph, max_cycles: int = 1000) -> dict[str, int]:

@@ -60,9 +60,9 @@ def render() -> None:
     if wfs.empty:
         st.info("No workflows recovered yet.")
         return
-    names = dict(zip(wfs["workflow_id"], wfs["name"]))
-    wf_id = pick("Workflow", list(wfs["workflow_id"]), "workflow",
-                 format_func=lambda w: f"{names[w]} — {int(wfs.set_index('workflow_id').loc[w, 'instances'])} instances")
+    # One label per workflow, computed once: format_func runs for every option (thousands of types).
+    labels = {w: f"{n} — {int(i)} instances" for w, n, i in zip(wfs["workflow_id"], wfs["name"], wfs["instances"])}
+    wf_id = pick("Workflow", list(wfs["workflow_id"]), "workflow", format_func=labels.__getitem__)
     wf = wfs.set_index("workflow_id").loc[wf_id]
 
     c = st.columns([2, 1, 1, 1, 1, 1.4])

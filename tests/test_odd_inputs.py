@@ -1,0 +1,161 @@
+"""The CLI and its outputs on odd inputs a user will eventually feed it: service, operation and
+event names with line breaks, pipes, quotes, backticks, HTML and thousands of characters; thousands
+of workflow types. Each test writes a small OTLP JSON dump, runs the real command over it, and
+checks the output still parses as what it claims to be."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from analysis.cli import main
+from analysis.report import validate_report
+from collector import store
+
+T0 = 1736931600000000000
+ODD_NAMES = ['we"ird', "pi|pe", "new\nline", "`tick`", "<b>html</b>", "#x;y", "100%", "a" * 3000]
+
+
+def _str(v: str) -> dict:
+    return {"stringValue": v}
+
+
+def _attr(key: str, value: str) -> dict:
+    return {"key": key, "value": _str(value)}
+
+
+def _span(trace: int, span: int, name: str, kind: int, start: int, parent: int | None = None,
+          attrs: tuple = (), link: tuple[int, int] | None = None) -> dict:
+    out = {"traceId": f"{trace:032x}", "spanId": f"{span:016x}", "name": name, "kind": kind,
+           "startTimeUnixNano": str(start), "endTimeUnixNano": str(start + 1_000_000),
+           "attributes": list(attrs), "status": {}}
+    if parent is not None:
+        out["parentSpanId"] = f"{parent:016x}"
+    if link is not None:
+        out["links"] = [{"traceId": f"{link[0]:032x}", "spanId": f"{link[1]:016x}"}]
+    return out
+
+
+def _resource(service: str, spans: list[dict]) -> dict:
+    return {"resource": {"attributes": [_attr("service.name", service)]},
+            "scopeSpans": [{"scope": {"name": "odd"}, "spans": spans}]}
+
+
+def _messaging(dest: str, op: str) -> tuple:
+    return (_attr("messaging.system", "kafka"), _attr("messaging.destination.name", dest),
+            _attr("messaging.operation.type", op))
+
+
+def odd_names_dump(path: Path, names: list[str] = ODD_NAMES) -> Path:
+    """Per name: service `name` handles `name op`, sends event `name`; service `name-c` consumes it
+    (linked, new trace) and reads table `name`."""
+    resources = []
+    for i, n in enumerate(names):
+        producer, consumer = 100 + i, 500 + i
+        resources.append(_resource(n, [
+            _span(producer, 1, f"{n} op", 2, T0),
+            _span(producer, 2, f"send {n}", 4, T0 + 1000, parent=1, attrs=_messaging(n, "send"))]))
+        resources.append(_resource(f"{n}-c", [
+            _span(consumer, 3, f"process {n}", 5, T0 + 5_000_000, attrs=_messaging(n, "process"),
+                  link=(producer, 2)),
+            _span(consumer, 4, n, 3, T0 + 5_000_100, parent=3,
+                  attrs=(_attr("db.system.name", "postgresql"), _attr("db.collection.name", n),
+                         _attr("db.operation.name", "SELECT")))]))
+    path.write_text(json.dumps({"resourceSpans": resources}))
+    return path
+
+
+@pytest.fixture(scope="module")
+def odd_dump(tmp_path_factory) -> Path:
+    return odd_names_dump(tmp_path_factory.mktemp("odd") / "odd.otlp.json")
+
+
+def _run(args: list[str], out: Path) -> str:
+    assert main(args + ["--out", str(out)]) == 0
+    return out.read_text(encoding="utf-8")
+
+
+def test_json_report_of_odd_names_validates(odd_dump, tmp_path):
+    report = json.loads(_run(["analyze", str(odd_dump), "--format", "json"], tmp_path / "r.json"))
+    validate_report(report)
+    assert {wf["entry"]["service"] for wf in report["workflows"]} == set(ODD_NAMES)
+
+
+def test_markdown_keeps_odd_names_on_one_line_and_in_their_table_cell(odd_dump, tmp_path):
+    text = _run(["analyze", str(odd_dump), "--format", "md"], tmp_path / "r.md")
+    lines = text.splitlines()
+    headings = [line for line in lines if line.startswith("### ")]
+    assert len(headings) == len(ODD_NAMES)  # a line break in a name does not split its heading
+    assert not any(line.startswith("line") for line in lines)
+    rows = [line for line in lines if line.startswith("| ") and not line.startswith("| from")]
+    for row in rows:  # 7 columns: 8 unescaped pipes, whatever the names hold
+        assert len(re.findall(r"(?<!\\)\|", row)) == 8, row
+    tick_row = next(r for r in rows if "tick" in r)
+    assert "event `` `tick` ``" in tick_row  # a longer fence keeps the backticks inside the code span
+
+
+MERMAID_NODE = re.compile(r'^  n\d+(\["[^"`<>\n]*"\]|\[\["[^"`<>\n]*"\]\])$')
+MERMAID_EDGE = re.compile(r'^  n\d+ (-->|-\.->)\|"[^"`<>|\n]*"\| n\d+$')
+
+
+def test_mermaid_labels_are_escaped_so_every_diagram_parses(odd_dump, tmp_path):
+    text = _run(["analyze", str(odd_dump), "--format", "mermaid"], tmp_path / "r.mmd")
+    diagrams = [d for d in text.split("\n\n") if d.strip()]
+    assert len(diagrams) == len(ODD_NAMES)
+    for diagram in diagrams:
+        comment, header, *body = diagram.strip("\n").split("\n")
+        assert comment.startswith("%% ") and header == "flowchart LR", diagram[:200]
+        for line in body:
+            plain = line.replace("<br/>", " ")  # the one tag we put between service and operation
+            assert MERMAID_NODE.match(plain) or MERMAID_EDGE.match(plain), line[:200]
+    assert "#lt;b#gt;html#lt;/b#gt;" in text and "#96;tick#96;" in text
+    assert "#35;x;y" in text  # "#" escaped first: "#x;" is not read as an entity code
+
+
+def test_dot_quotes_odd_names(odd_dump, tmp_path):
+    text = _run(["analyze", str(odd_dump), "--format", "dot"], tmp_path / "r.dot")
+    assert 'label="we\\"ird' in text
+    assert text.count("digraph ") == len(ODD_NAMES)
+
+
+def test_export_asyncapi_of_a_very_long_service_name_round_trips(odd_dump, tmp_path, capsys):
+    """A 3000-character service name made `export asyncapi` fail (file name too long) halfway,
+    leaving a partial catalog; its own catalog must re-import with no drift."""
+    catalog = tmp_path / "catalog"
+    assert main(["export", "asyncapi", str(odd_dump), "--out", str(catalog)]) == 0
+    files = sorted(catalog.glob("*.yaml"))
+    assert len(files) == 2 * len(ODD_NAMES)
+    assert max(len(f.name) for f in files) <= 110
+    capsys.readouterr()
+    assert main(["check", str(odd_dump), "--intended", str(catalog),
+                 "--fail-on", "undeclared_edge", "missing_edge"]) == 0
+
+
+def test_long_names_sharing_a_prefix_get_distinct_documents(tmp_path):
+    dump = odd_names_dump(tmp_path / "long.otlp.json", ["b" * 300 + "1", "b" * 300 + "2"])
+    catalog = tmp_path / "catalog"
+    assert main(["export", "asyncapi", str(dump), "--out", str(catalog)]) == 0
+    assert len(list(catalog.glob("*.yaml"))) == 4
+
+
+def test_thousands_of_workflow_types_are_all_written_with_their_pattern(tmp_path, capsys):
+    """One row per workflow type was inserted with executemany (seconds per thousand types)."""
+    n = 1500
+    words = [f"{a}{b}{c}" for a in "abcdefghijklmnop" for b in "abcdefghijklmnop" for c in "abcdefgh"][:n]
+    dump = tmp_path / "types.otlp.json"
+    dump.write_text(json.dumps({"resourceSpans": [_resource("svc", [
+        _span(10_000 + i, i + 1, f"op {w}", 2, T0 + i) for i, w in enumerate(words)])]}))
+    db = tmp_path / "types.duckdb"
+    assert main(["load", str(dump), "--db", str(db), "--no-progress"]) == 0
+    report = json.loads(_run(["analyze", str(db), "--format", "json"], tmp_path / "r.json"))
+    assert len(report["workflows"]) == n
+    assert {wf["pattern"] for wf in report["workflows"]} == {"orchestration"}
+    con = store.connect(db, read_only=True)
+    try:
+        assert store.scalar(con, "SELECT count(*) FROM workflows WHERE pattern IS NULL") == 0
+        assert store.scalar(con, "SELECT count(DISTINCT name) FROM workflows") == n
+    finally:
+        con.close()
