@@ -7,6 +7,9 @@ from the cross-service parent -> child calls (median of the centring shift), pro
 maximum spanning tree from a reference service (the one with most spans), and then only corrected
 where asynchronous evidence is violated (a consumer seen starting before its producer): an async
 hop alone cannot tell a slow queue from a slow clock, so a positive lag is left as it is.
+Evidence implying an offset over MAX_PLAUSIBLE_OFFSET_NS (a day) is left out: that is a broken
+timestamp (a span at epoch 0, a unit mix-up), not a skewed clock, and one such span must not shift
+a whole service by decades. Corrected times saturate at the BIGINT range instead of overflowing.
 Writes `clock_offsets` and adds `start_adj`/`end_adj` (corrected) to `span_steps`.
 """
 
@@ -14,6 +17,10 @@ from __future__ import annotations
 
 import duckdb
 import networkx as nx
+import pyarrow as pa
+
+MAX_PLAUSIBLE_OFFSET_NS = 24 * 3600 * 10**9
+INT64_MAX = 2**63 - 1
 
 
 def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
@@ -21,7 +28,7 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     sync_pairs = con.execute(
         """
         SELECT p.service, c.service,
-               median(((c.start_ns - p.start_ns) + (c.end_ns - p.end_ns)) / 2.0) AS shift,
+               median((c.start_ns - p.start_ns) / 2.0 + (c.end_ns - p.end_ns) / 2.0) AS shift,
                count(*) AS n
         FROM causal_edges e
         JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
@@ -29,8 +36,10 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         WHERE e.evidence = 'parent' AND e.via = 'call' AND p.service <> c.service
           AND p.start_ns IS NOT NULL AND c.start_ns IS NOT NULL
           AND p.end_ns >= p.start_ns AND c.end_ns >= c.start_ns
+          AND abs(c.start_ns - p.start_ns) < $max_offset AND abs(c.end_ns - p.end_ns) < $max_offset
         GROUP BY ALL
-        """
+        """,
+        {"max_offset": MAX_PLAUSIBLE_OFFSET_NS},
     ).fetchall()
     async_bounds = con.execute(
         """
@@ -46,9 +55,10 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         FROM hops h
         JOIN span_steps p ON p.trace_id = h.pt AND p.span_id = h.ps AND p.role = 'producer'
         JOIN span_steps c ON c.trace_id = h.ct AND c.span_id = h.cs AND c.role = 'consumer'
-        WHERE p.service <> c.service
+        WHERE p.service <> c.service AND c.start_ns - p.start_ns > -$max_offset
         GROUP BY ALL
-        """
+        """,
+        {"max_offset": MAX_PLAUSIBLE_OFFSET_NS},
     ).fetchall()
     span_counts = dict(con.execute("SELECT service, count(*) FROM span_steps GROUP BY ALL").fetchall())
     return solve_offsets(sync_pairs, async_bounds, span_counts)
@@ -138,15 +148,24 @@ def _place_components_by_async_bounds(
 def apply_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> None:
     """Write `clock_offsets` and add corrected `start_adj`/`end_adj` columns to `span_steps`."""
     con.execute("CREATE OR REPLACE TABLE clock_offsets (service VARCHAR, offset_ns BIGINT)")
-    if offsets:
-        con.executemany(  # one row per service, not per span
-            "INSERT INTO clock_offsets VALUES (?, ?)", [(s, round(o)) for s, o in sorted(offsets.items())]
-        )
+    if offsets:  # one row per service, but there can be thousands: Arrow, not executemany
+        rows = sorted(offsets.items())
+        table = pa.table({"service": pa.array([r[0] for r in rows], type=pa.string()),
+                          "offset_ns": pa.array([round(r[1]) for r in rows], type=pa.int64())})
+        con.register("_clock_offset_rows", table)
+        try:
+            con.execute("INSERT INTO clock_offsets SELECT service, offset_ns FROM _clock_offset_rows")
+        finally:
+            con.unregister("_clock_offset_rows")
+    # t - offset, saturating: a span near the top of the BIGINT range minus a negative offset stays there.
     con.execute(
-        """
+        f"""
         CREATE OR REPLACE TABLE span_steps AS
-        SELECT s.*, s.start_ns - coalesce(o.offset_ns, 0) AS start_adj,
-               s.end_ns - coalesce(o.offset_ns, 0) AS end_adj
+        SELECT s.*,
+               least(s.start_ns, {INT64_MAX} + least(coalesce(o.offset_ns, 0), 0)) - coalesce(o.offset_ns, 0)
+                   AS start_adj,
+               least(s.end_ns, {INT64_MAX} + least(coalesce(o.offset_ns, 0), 0)) - coalesce(o.offset_ns, 0)
+                   AS end_adj
         FROM span_steps s LEFT JOIN clock_offsets o ON o.service = s.service
         """
     )

@@ -159,3 +159,42 @@ def test_thousands_of_workflow_types_are_all_written_with_their_pattern(tmp_path
         assert store.scalar(con, "SELECT count(DISTINCT name) FROM workflows") == n
     finally:
         con.close()
+
+
+def _call(trace: int, caller_start: int, callee_start: int) -> tuple[dict, dict, dict]:
+    """p's server span, its client span to q, and q's server span (10 ms, 8 ms, 6 ms long)."""
+    return (_span(trace, 1, "GET /p", 2, caller_start) | {"endTimeUnixNano": str(caller_start + 10_000_000)},
+            _span(trace, 2, "GET /q", 3, caller_start + 1_000_000, parent=1)
+            | {"endTimeUnixNano": str(caller_start + 9_000_000)},
+            _span(trace, 3, "GET /q", 2, callee_start, parent=2) | {"endTimeUnixNano": str(callee_start + 6_000_000)})
+
+
+def _skew_report(tmp_path: Path, p_spans: list[dict], q_spans: list[dict]) -> dict:
+    dump = tmp_path / "skew.otlp.json"
+    dump.write_text(json.dumps({"resourceSpans": [_resource("p", p_spans), _resource("q", q_spans)]}))
+    return json.loads(_run(["analyze", str(dump), "--format", "json"], tmp_path / "r.json"))
+
+
+def test_a_span_at_epoch_zero_is_not_read_as_a_decades_long_clock_offset(tmp_path, capsys):
+    """q's only call has q's span at t=0 (a broken timestamp); q also has a span in 2255. The
+    offset (-55 years) made the correction overflow BIGINT and the whole analysis fail."""
+    p_server, p_client, q_server = _call(1, T0, 0)
+    late = _span(2, 4, "GET /late", 2, 9_000_000_000_000_000_000)
+    report = _skew_report(tmp_path, [p_server, p_client], [q_server, late])
+    assert report["clock_offsets_ms"] == {"p": 0.0, "q": 0.0}
+    assert report["summary"]["spans"] == 4
+
+
+def test_corrected_times_saturate_at_the_bigint_range(tmp_path, capsys):
+    """q's clock is 4 ms behind (its spans sit 4 ms early in p's calls); a q span at the very top of
+    the BIGINT range moved 4 ms later overflowed."""
+    p_spans, q_spans = [], []
+    for k in range(5):
+        p_server, p_client, q_server = _call(10 + k, T0 + k * 10**9, T0 + k * 10**9 + 2_000_000 - 4_000_000)
+        p_spans += [p_server, p_client]
+        q_spans.append(q_server)
+    top = 2**63 - 1
+    q_spans.append(_span(20, 5, "GET /top", 2, top - 1_000_000) | {"endTimeUnixNano": str(top)})
+    report = _skew_report(tmp_path, p_spans, q_spans)
+    assert report["clock_offsets_ms"]["q"] == pytest.approx(-4.0)
+    assert report["summary"]["spans"] == 16
