@@ -198,3 +198,20 @@ def test_corrected_times_saturate_at_the_bigint_range(tmp_path, capsys):
     report = _skew_report(tmp_path, p_spans, q_spans)
     assert report["clock_offsets_ms"]["q"] == pytest.approx(-4.0)
     assert report["summary"]["spans"] == 16
+
+
+def test_an_empty_intended_directory_is_an_error_not_a_wall_of_undeclared_edges(odd_dump, tmp_path, capsys):
+    """An empty (or mistyped) catalog declared nothing, so `check` failed on every observed edge."""
+    empty = tmp_path / "catalog"
+    empty.mkdir()
+    (empty / "notes.json").write_text('{"not": "intended"}')
+    assert main(["check", str(odd_dump), "--intended", str(empty), "--fail-on", "undeclared_edge"]) == 2
+    err = capsys.readouterr().err
+    assert "no AsyncAPI or choreoscope intended-workflow documents found" in err and "notes.json" in err
+
+
+def test_a_binary_intended_file_is_reported_not_a_traceback(odd_dump, tmp_path, capsys):
+    binary = tmp_path / "catalog.yaml"
+    binary.write_bytes(b"\x00\xff\xfe\x00")
+    assert main(["check", str(odd_dump), "--intended", str(binary)]) == 2
+    assert "catalog.yaml: not UTF-8 text" in capsys.readouterr().err

@@ -67,6 +67,12 @@ def load_intended(paths: list[str] | str) -> IntendedModel:
                                 "intended-workflow document (no `workflows` key); see docs/intended-format.md")
         else:
             model.skipped.append(f)
+    if not docs and not model.files:
+        # An empty or mistyped directory would otherwise declare nothing, so every observed edge
+        # would come back as undeclared drift.
+        skipped = f" ({len(model.skipped)} other file(s) skipped: {', '.join(model.skipped[:3])})" if model.skipped else ""
+        raise IntendedError(f"{', '.join(paths)}: no AsyncAPI or choreoscope intended-workflow documents found "
+                            f"(*{', *'.join(sorted(SUFFIXES))}, searched recursively){skipped}")
     decls = []
     seen_services: dict[str, str] = {}
     for doc in docs:

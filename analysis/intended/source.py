@@ -56,6 +56,9 @@ def read_document(path: str | Path) -> Document:
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise IntendedError(f"{path}: cannot read: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise IntendedError(f"{path}: not UTF-8 text (byte {exc.start}); expected a YAML or JSON "
+                            "document") from exc
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
         data = yaml.safe_load(text)
