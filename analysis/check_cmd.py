@@ -9,6 +9,7 @@ exits 1 when a finding matching --fail-on appears that the --baseline report did
 from __future__ import annotations
 
 import json
+import re
 import sys
 from xml.etree import ElementTree as ET
 
@@ -107,6 +108,9 @@ def summary_markdown(report: dict, failing: list[dict], known: set[str], fail_on
     return "\n".join(out) + "\n"
 
 
+XML_ILLEGAL = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
 def junit_xml(report: dict, failing: list[dict], known: set[str]) -> str:
     """One testcase per finding (classname = kind); failures for those failing the gate."""
     failing_ids = {f["id"] for f in failing}
@@ -125,7 +129,8 @@ def junit_xml(report: dict, failing: list[dict], known: set[str]) -> str:
             ET.SubElement(case, "system-out").text = "known: present in the baseline"
     suites = ET.Element("testsuites", name="choreoscope check")
     suites.append(suite)
-    return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
+    # Names come from the traces; XML 1.0 cannot carry control characters even escaped.
+    return XML_ILLEGAL.sub("\ufffd", ET.tostring(suites, encoding="unicode", xml_declaration=True)) + "\n"
 
 
 def run(args) -> int:

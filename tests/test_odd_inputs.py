@@ -215,3 +215,18 @@ def test_a_binary_intended_file_is_reported_not_a_traceback(odd_dump, tmp_path, 
     binary.write_bytes(b"\x00\xff\xfe\x00")
     assert main(["check", str(odd_dump), "--intended", str(binary)]) == 2
     assert "catalog.yaml: not UTF-8 text" in capsys.readouterr().err
+
+
+def test_junit_xml_stays_well_formed_with_control_characters_in_names(tmp_path, capsys):
+    """A service named with a control character made `--junit` write XML no CI could parse."""
+    import xml.etree.ElementTree as ET
+
+    dump = odd_names_dump(tmp_path / "ctrl.otlp.json", ["ctl\x01\x1bx"])
+    doc = json.loads(dump.read_text())
+    doc["resourceSpans"] = doc["resourceSpans"][:1]  # no consumer: a dead_event names the service
+    dump.write_text(json.dumps(doc))
+    junit = tmp_path / "check.xml"
+    assert main(["check", str(dump), "--fail-on", "info", "--junit", str(junit)]) == 1
+    cases = list(ET.parse(junit).iter("testcase"))
+    assert [c.get("name").split(":")[0] for c in cases] == ["dead_event"]
+    assert "ctl\ufffd\ufffdx" in cases[0].get("name")
