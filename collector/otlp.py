@@ -38,10 +38,13 @@ def key_values(kvs) -> dict:
     out = {}
     for kv in kvs:
         value = kv.value
-        which = value.WhichOneof("value")
-        if which == "string_value":  # most attributes: read without getattr
-            out[kv.key] = value.string_value
+        # Most attributes are non-empty strings: a set oneof member is the only one that reads
+        # as non-empty, so one read answers for them without WhichOneof.
+        text = value.string_value
+        if text:
+            out[kv.key] = text
         else:
+            which = value.WhichOneof("value")
             out[kv.key] = getattr(value, which) if which in _SCALARS else any_value(value)
     return out
 

@@ -20,6 +20,7 @@ from collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
 
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
+_ZERO_IDS = {16: _ZERO_TRACE, 8: _ZERO_SPAN}
 
 
 class BadId(ValueError):
@@ -31,6 +32,11 @@ def normalize_id(value, nbytes: int, what: str, *, pad: bool = False) -> str:
 
     `pad` left-pads shorter hex ids with zeros (Zipkin's 64-bit trace ids).
     """
+    if type(value) is bytes and len(value) == nbytes:  # protobuf ids: the receiver's hot path
+        text = value.hex()
+        if text == _ZERO_IDS[nbytes]:
+            raise BadId(f"{what} is all zeros")
+        return text
     if isinstance(value, (bytes, bytearray)):
         if len(value) != nbytes:
             raise BadId(f"{what} has {len(value)} bytes, expected {nbytes}")
