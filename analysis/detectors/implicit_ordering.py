@@ -78,7 +78,9 @@ def _score(r: dict) -> tuple[float, dict] | None:
 def detect(con) -> list[Finding]:
     graphs = step_graphs(con)
     candidates: dict[tuple[str, str, str], tuple[dict, float, dict]] = {}
-    for r in rows(con, "SELECT * FROM step_orderings ORDER BY workflow_id, step_a, step_b"):
+    # _score's first tests, in SQL: a wide fan-out has millions of step pairs, few of them seen often.
+    for r in rows(con, "SELECT * FROM step_orderings WHERE both_instances >= ? AND a_before_b >= ? * both_instances - 1e-9 "
+                       "ORDER BY workflow_id, step_a, step_b", [MIN_INSTANCES, MIN_SUPPORT]):
         if r["service_a"] == r["service_b"]:
             continue  # a service ordering its own handlers is its own business
         scored = _score(r)
