@@ -17,6 +17,10 @@ def _cell(text) -> str:
     return _inline(text).replace("|", "\\|")
 
 
+def _ms(value) -> str:
+    return "–" if value is None else str(value)
+
+
 def _code(text) -> str:
     """An inline code span that survives backticks in the text (CommonMark: a longer fence)."""
     text = _inline(text)
@@ -97,7 +101,8 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
                 via = e["via"] + (f" {_code(e['event'])}" if e["event"] else "")
                 out.append(
                     f"| {_cell(names.get(e['source'], e['source']))} | {_cell(names.get(e['target'], e['target']))} "
-                    f"| {_cell(via)} | {e['count']} | {e['latency_ms']['p50']} | {e['latency_ms']['p95']} | {note} |"
+                    f"| {_cell(via)} | {e['count']} | {_ms(e['latency_ms']['p50'])} | {_ms(e['latency_ms']['p95'])} "
+                    f"| {note} |"
                 )
             out.append("")
     if len(report["workflows"]) > max_workflows:

@@ -8,7 +8,7 @@ Writes `instances`, `workflows`, `workflow_steps`, `workflow_edges`, `workflow_v
 
 Edge latency: for an event, the consumer's start minus the producer's start (the send; a send
 span may end after the consumer started, once the broker acknowledged); for a call, the callee's
-duration.
+duration (none from a span that ends before it starts: a broken clock, not a negative latency).
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END
                        AS event,
                    CASE WHEN e.via = 'event' THEN d.start_adj - s.start_adj
-                        ELSE d.end_adj - d.start_adj END / 1e6 AS latency_ms
+                        WHEN d.end_adj >= d.start_adj THEN d.end_adj - d.start_adj END / 1e6 AS latency_ms
             FROM causal_edges e
             JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
             JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
@@ -84,7 +84,7 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    CASE WHEN s.role = 'producer' THEN 'event' ELSE 'call' END AS via,
                    'unanswered' AS evidence, false AS inferred, 1.0::DOUBLE AS confidence,
                    CASE WHEN s.role = 'producer' THEN s.messaging_destination END AS event,
-                   (s.end_adj - s.start_adj) / 1e6 AS latency_ms
+                   CASE WHEN s.end_adj >= s.start_adj THEN (s.end_adj - s.start_adj) / 1e6 END AS latency_ms
             FROM span_steps s
             WHERE ((s.role = 'client' AND s.db_system IS NULL)
                    OR (s.role = 'producer' AND s.messaging_destination IS NOT NULL))

@@ -230,3 +230,15 @@ def test_junit_xml_stays_well_formed_with_control_characters_in_names(tmp_path, 
     cases = list(ET.parse(junit).iter("testcase"))
     assert [c.get("name").split(":")[0] for c in cases] == ["dead_event"]
     assert "ctl\ufffd\ufffdx" in cases[0].get("name")
+
+
+def test_a_span_ending_before_it_starts_gives_no_negative_call_latency(tmp_path, capsys):
+    p_server, p_client, q_server = _call(1, T0, T0 + 8_000_000)
+    q_server["endTimeUnixNano"] = str(T0 + 2_000_000)  # ends 6 ms before it starts
+    report = _skew_report(tmp_path, [p_server, p_client], [q_server])
+    steps = {s["id"]: s for s in report["workflows"][0]["steps"]}
+    call = next(e for e in report["workflows"][0]["edges"]
+                if steps[e["source"]]["service"] == "p" and steps[e["target"]]["service"] == "q")
+    assert call["latency_ms"] == {"p50": None, "p95": None}
+    assert main(["analyze", str(tmp_path / "skew.otlp.json"), "--format", "md", "--out", str(tmp_path / "r.md")]) == 0
+    assert "| call | 1 | – | – |" in (tmp_path / "r.md").read_text()
