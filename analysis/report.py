@@ -4,6 +4,7 @@ analysis tables — never from spans — so the CLI, `check` and the dashboard a
 from __future__ import annotations
 
 import json
+import math
 from importlib import resources
 
 import duckdb
@@ -15,6 +16,18 @@ SCHEMA_VERSION = 1
 
 def report_schema() -> dict:
     return json.loads(resources.files("analysis").joinpath("report_schema.json").read_text())
+
+
+def _finite(value):
+    """NaN and infinities (a correlation over constant times) as null: JSON has no such numbers,
+    and `json.dumps` would write `NaN`, which jq, browsers and most parsers reject."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite(v) for v in value]
+    return value
 
 
 def _round(x, nd=3):
@@ -87,7 +100,7 @@ def build_report(con: duckdb.DuckDBPyConnection) -> dict:
                     "workflow_instances": int(n_instances)},
         "clock_offsets_ms": offsets,
         "workflows": workflows,
-        "findings": [dict(f.to_dict(), id=f.key) for f in findings],
+        "findings": [_finite(dict(f.to_dict(), id=f.key)) for f in findings],
     }
     conformance = _conformance_section(con)
     if conformance is not None:

@@ -242,3 +242,33 @@ def test_a_span_ending_before_it_starts_gives_no_negative_call_latency(tmp_path,
     assert call["latency_ms"] == {"p50": None, "p95": None}
     assert main(["analyze", str(tmp_path / "skew.otlp.json"), "--format", "md", "--out", str(tmp_path / "r.md")]) == 0
     assert "| call | 1 | – | – |" in (tmp_path / "r.md").read_text()
+
+
+def _reject_constant(name: str):
+    raise AssertionError(f"{name} in the JSON report: not JSON")
+
+
+def test_json_report_has_no_nan_when_a_correlation_is_over_constant_times(tmp_path, capsys):
+    """svc-a always ends 15 ms into the instance and svc-b's retry always starts at 20 ms: the
+    follow correlation is NaN, and the implicit_ordering evidence carried it into the report as
+    `NaN`, which jq and browsers refuse to parse."""
+    ms = 1_000_000
+    api, a_spans, b_spans = [], [], []
+    for k in range(8):
+        t, trace = T0 + k * 10**9, 100 + k
+        api += [_span(trace, 1, "POST /x", 2, t),
+                _span(trace, 2, "send ev", 4, t + ms, parent=1, attrs=_messaging("ev", "send"))]
+        a_spans.append(_span(trace, 3, "process ev", 5, t + 5 * ms, parent=2, attrs=_messaging("ev", "process"))
+                       | {"endTimeUnixNano": str(t + 15 * ms)})
+        b_spans += [_span(trace, 4, "process ev", 5, t + 6 * ms, parent=2, attrs=_messaging("ev", "process"))
+                    | {"status": {"code": 2}},
+                    _span(trace, 5, "process ev", 5, t + 20 * ms, parent=2,
+                          attrs=_messaging("ev", "process") + (_attr("messaging.retry.attempt", "1"),))]
+    dump = tmp_path / "constant.otlp.json"
+    dump.write_text(json.dumps({"resourceSpans": [_resource("api", api), _resource("svc-a", a_spans),
+                                                  _resource("svc-b", b_spans)]}))
+    text = _run(["analyze", str(dump), "--format", "json"], tmp_path / "r.json")
+    report = json.loads(text, parse_constant=_reject_constant)
+    ordering = next(f for f in report["findings"] if f["kind"] == "implicit_ordering")
+    assert ordering["services"] == ["svc-a", "svc-b"]
+    assert ordering["evidence"]["follow_corr"] is None
