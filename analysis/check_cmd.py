@@ -79,6 +79,11 @@ def _label(f: dict) -> str:
     return f"{f['kind']}: {' -> '.join(f['services'])}{extra}"
 
 
+def _one_line(text: str) -> str:
+    """Names come from the traces: a line break in one must not end the list item."""
+    return " ".join(text.splitlines())
+
+
 def summary_markdown(report: dict, failing: list[dict], known: set[str], fail_on: list[str]) -> str:
     findings = report["findings"]
     new = [f for f in findings if f["id"] not in known]
@@ -94,15 +99,17 @@ def summary_markdown(report: dict, failing: list[dict], known: set[str], fail_on
         out.append("")
     if failing:
         out += ["## Failing", ""]
-        out += [f"- **{f['severity']}** `{f['id']}` {_label(f)} — {f['summary']}" for f in failing]
+        out += [_one_line(f"- **{f['severity']}** `{f['id']}` {_label(f)} — {f['summary']}") for f in failing]
         out.append("")
     for row in report.get("conformance") or []:
         if row.get("intended_workflow") or row.get("declared_edges"):
             cov = row.get("coverage")
-            out.append(f"- conformance `{row.get('workflow_id')}` vs `{row.get('intended_workflow')}`: "
-                       f"{row.get('matched_edges')}/{row.get('declared_edges')} declared edges seen"
-                       + (f" ({cov:.0%})" if cov is not None else "")
-                       + f", {row.get('undeclared_edges')} undeclared, {row.get('missing_edges')} missing")
+            against = (f"vs {row['intended_workflow']}" if row.get("intended_workflow")
+                       else "vs the declared service edges")
+            out.append(_one_line(f"- conformance {row.get('workflow_id')} {against}: "
+                                 f"{row.get('matched_edges')}/{row.get('declared_edges')} declared edges seen"
+                                 + (f" ({cov:.0%})" if cov is not None else "")
+                                 + f", {row.get('undeclared_edges')} undeclared, {row.get('missing_edges')} missing"))
     out.append("")
     out.append("Result: " + ("FAIL" if failing else "pass"))
     return "\n".join(out) + "\n"

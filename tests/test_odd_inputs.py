@@ -272,3 +272,16 @@ def test_json_report_has_no_nan_when_a_correlation_is_over_constant_times(tmp_pa
     ordering = next(f for f in report["findings"] if f["kind"] == "implicit_ordering")
     assert ordering["services"] == ["svc-a", "svc-b"]
     assert ordering["evidence"]["follow_corr"] is None
+
+
+def test_check_summary_keeps_each_failing_finding_on_one_line(tmp_path, capsys):
+    dump = odd_names_dump(tmp_path / "nl.otlp.json", ["new\nline"])
+    doc = json.loads(dump.read_text())
+    doc["resourceSpans"] = doc["resourceSpans"][:1]  # no consumer: a dead_event names the service
+    dump.write_text(json.dumps(doc))
+    capsys.readouterr()
+    assert main(["check", str(dump), "--fail-on", "info"]) == 1
+    out = capsys.readouterr().out
+    failing = out.split("## Failing", 1)[1].strip().splitlines()
+    assert failing[0].startswith("- **info**") and "dead_event: new line" in failing[0]
+    assert not any(line.startswith("line") for line in out.splitlines())
