@@ -16,6 +16,16 @@ from dashboard.live_context import DashboardContext, register
 from dashboard.server import DashboardServer, DashboardStartError
 
 
+def _is_duckdb_file(path: str) -> bool:
+    """DuckDB's file header: 8 bytes of checksum, then the magic `DUCK`. A trace dump passed by
+    mistake otherwise fails inside DuckDB with a message about in-memory databases."""
+    try:
+        with open(path, "rb") as fh:
+            return fh.read(12)[8:12] == b"DUCK"
+    except OSError:
+        return False
+
+
 def _needs_analysis(path: str) -> bool:
     con = store.connect(path, read_only=True)
     try:
@@ -44,6 +54,11 @@ def run(args) -> int:
     if not os.path.exists(path):
         print(f"choreoscope dashboard: {path} does not exist; create it with `choreoscope load` "
               "or `choreoscope serve`", file=sys.stderr)
+        return 2
+    if not _is_duckdb_file(path):
+        print(f"choreoscope dashboard: {path} is not a DuckDB store; load trace dumps into one first: "
+              f"choreoscope load {path} --db store.duckdb && choreoscope dashboard store.duckdb",
+              file=sys.stderr)
         return 2
     try:
         if _needs_analysis(path):

@@ -285,3 +285,10 @@ def test_check_summary_keeps_each_failing_finding_on_one_line(tmp_path, capsys):
     failing = out.split("## Failing", 1)[1].strip().splitlines()
     assert failing[0].startswith("- **info**") and "dead_event: new line" in failing[0]
     assert not any(line.startswith("line") for line in out.splitlines())
+
+
+def test_dashboard_on_a_trace_dump_says_to_load_it_first(odd_dump, capsys):
+    """It failed inside DuckDB with "Cannot launch in-memory database in read-only mode!" (exit 1)."""
+    assert main(["dashboard", str(odd_dump), "--port", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a DuckDB store" in err and f"choreoscope load {odd_dump}" in err
