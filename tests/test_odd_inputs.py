@@ -292,3 +292,24 @@ def test_dashboard_on_a_trace_dump_says_to_load_it_first(odd_dump, capsys):
     assert main(["dashboard", str(odd_dump), "--port", "0"]) == 2
     err = capsys.readouterr().err
     assert "is not a DuckDB store" in err and f"choreoscope load {odd_dump}" in err
+
+
+def test_schema_drift_over_many_versions_stays_one_readable_sentence(tmp_path, capsys):
+    """300 versions with shifting attribute sets wrote a 150,000-character summary."""
+    resources = []
+    for v in range(12):
+        spans = []
+        for k in range(3):
+            trace, t = 1 + v * 3 + k, T0 + (v * 3 + k) * 10**8
+            attrs = _messaging("ev", "send") + tuple(_attr(f"field.v{v}.n{i}", "x") for i in range(20))
+            spans += [_span(trace, 1, "POST /x", 2, t), _span(trace, 2, "send ev", 4, t + 1000, parent=1, attrs=attrs)]
+        resources.append({"resource": {"attributes": [_attr("service.name", "prod"),
+                                                      _attr("service.version", f"1.{v}.0")]},
+                          "scopeSpans": [{"scope": {"name": "odd"}, "spans": spans}]})
+    dump = tmp_path / "drift.otlp.json"
+    dump.write_text(json.dumps({"resourceSpans": resources}))
+    report = json.loads(_run(["analyze", str(dump), "--format", "json"], tmp_path / "r.json"))
+    drift = next(f for f in report["findings"] if f["kind"] == "schema_drift")
+    assert len(drift["summary"]) < 1000
+    assert "8 earlier change(s)" in drift["summary"] and "and 14 more" in drift["summary"]
+    assert len(drift["evidence"]["changes"]) == 11  # the evidence keeps every change

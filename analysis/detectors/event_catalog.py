@@ -146,6 +146,16 @@ def _orphans(con) -> list[Finding]:
     return out
 
 
+MAX_CHANGES_IN_SUMMARY = 3
+MAX_NAMES_IN_SUMMARY = 6
+
+
+def _some(names: list[str]) -> str:
+    if len(names) <= MAX_NAMES_IN_SUMMARY:
+        return ", ".join(names)
+    return f"{', '.join(names[:MAX_NAMES_IN_SUMMARY])} and {len(names) - MAX_NAMES_IN_SUMMARY} more"
+
+
 def _drift(con) -> list[Finding]:
     by_event: dict[tuple[str, str], list[dict]] = {}
     for r in rows(con, SCHEMA_SQL, [SCHEMA_SHARE]):
@@ -166,11 +176,13 @@ def _drift(con) -> list[Finding]:
         if not changes:
             continue
         last = changes[-1]
-        what = "; ".join(
+        # One sentence: the latest few changes, a few names each; the evidence keeps all of them.
+        shown = changes[-MAX_CHANGES_IN_SUMMARY:]
+        what = ("" if len(shown) == len(changes) else f"{len(changes) - len(shown)} earlier change(s); ") + "; ".join(
             f"{c['from_version']} " + ", ".join(
-                ([f"added {', '.join(c['added'])}"] if c["added"] else [])
-                + ([f"removed {', '.join(c['removed'])}"] if c["removed"] else []))
-            for c in changes)
+                ([f"added {_some(c['added'])}"] if c["added"] else [])
+                + ([f"removed {_some(c['removed'])}"] if c["removed"] else []))
+            for c in shown)
         out.append(Finding(
             kind="schema_drift", services=[service], event=event,
             confidence=min(0.95, 0.6 + 0.05 * min(last["spans_before"], last["spans_after"])),
