@@ -16,7 +16,7 @@ from collector.loaders import load_paths
 def run(args: argparse.Namespace) -> int:
     try:
         con = store.connect(args.db)
-    except store.StoreBusyError as exc:
+    except store.StoreError as exc:
         print(f"choreoscope load: {exc}", file=sys.stderr)
         return 2
     try:

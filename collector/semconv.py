@@ -14,8 +14,13 @@ MESSAGING_SYSTEM = ("messaging.system",)
 MESSAGING_DESTINATION = (
     "messaging.destination.name",
     "messaging.destination",
-    "messaging.destination.template",
 )
+# A destination's low-cardinality form (per-request reply queues, `user-{id}-events`): when given,
+# the typed column holds it instead of the name; temporary or anonymous destinations without one
+# become TEMPORARY_DESTINATION. The name itself stays in the attributes JSON.
+MESSAGING_DESTINATION_TEMPLATE = "messaging.destination.template"
+MESSAGING_DESTINATION_TEMPORARY = ("messaging.destination.temporary", "messaging.destination.anonymous")
+TEMPORARY_DESTINATION = "(temporary)"
 MESSAGING_OPERATION = ("messaging.operation.type", "messaging.operation")
 MESSAGING_MESSAGE_ID = ("messaging.message.id", "messaging.message_id")
 MESSAGING_CONSUMER_GROUP = (

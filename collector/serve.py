@@ -107,7 +107,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     """
     try:
         con = store.connect(args.db)
-    except store.StoreBusyError as exc:
+    except store.StoreError as exc:
         print(f"choreoscope serve: {exc}", file=sys.stderr)
         return 2
     if preload is not None:

@@ -27,6 +27,13 @@ class BadId(ValueError):
     """An id that is not a valid W3C trace or span id."""
 
 
+class BadSpan(ValueError):
+    """A span the store cannot hold as sent (e.g. a timestamp beyond the int64 nanosecond range)."""
+
+
+_MAX_NS = 2**63 - 1  # BIGINT; OTLP's fixed64 times allow more
+
+
 def normalize_id(value, nbytes: int, what: str, *, pad: bool = False) -> str:
     """A trace (16 bytes) or span (8 bytes) id as lowercase hex, from bytes, hex or base64.
 
@@ -71,7 +78,7 @@ def _from_base64(value: str, nbytes: int, what: str) -> str:
 
 
 def _text(value) -> str | None:
-    if value is None:
+    if value is None or isinstance(value, (list, dict, bytes, bytearray)):
         return None
     return value if isinstance(value, str) else str(value)
 
@@ -130,8 +137,13 @@ def _messaging_operation(value) -> str:
     return sc.MESSAGING_OPERATION_VALUES.get(op, op)
 
 
-def _str(value) -> str:
-    return value if isinstance(value, str) else str(value)
+def _str(value) -> str | None:
+    """Text for a typed column; an array or map value is no name (it stays in the JSON)."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (list, dict, bytes, bytearray)):
+        return None
+    return str(value)
 
 
 # How each typed column's value is made from the attribute value, in _TYPED_ATTRIBUTES order.
@@ -164,6 +176,23 @@ def _typed_values(attrs: dict) -> tuple | list:
         values[column] = value
     for column in ranks:
         values[column] = _TYPED_CONVERTERS[column](values[column])
+    return values
+
+
+_DESTINATION_COLUMN = _TYPED_ATTRIBUTES.index(sc.MESSAGING_DESTINATION)
+_DESTINATION_OVERRIDES = frozenset((sc.MESSAGING_DESTINATION_TEMPLATE, *sc.MESSAGING_DESTINATION_TEMPORARY))
+
+
+def _destination_override(values, attrs: dict) -> list:
+    """The destination column from the template, or TEMPORARY_DESTINATION for a temporary or
+    anonymous destination, so per-request queues do not each become an event of their own."""
+    raw = attrs.get(sc.MESSAGING_DESTINATION_TEMPLATE)
+    template = _str(raw) if raw is not None else None
+    temporary = any(attrs.get(name) is True for name in sc.MESSAGING_DESTINATION_TEMPORARY)
+    if not template and not temporary:
+        return values
+    values = list(values)
+    values[_DESTINATION_COLUMN] = template or sc.TEMPORARY_DESTINATION
     return values
 
 
@@ -237,10 +266,16 @@ class SpanBatch:
                         _json(link.attributes or {}),
                     )
                 )
-        except BadId as exc:
+            for label, ns in (("start time", start_ns), ("end time", end_ns)):
+                if ns is not None and not 0 <= ns <= _MAX_NS:
+                    raise BadSpan(f"{label} {ns} ns is outside the range the store holds (0 to 2^63-1)")
+        except (BadId, BadSpan) as exc:
             self.rejected.append(f"{where}: {exc}" if where else str(exc))
             return False
         attrs = attributes or {}
+        typed = _typed_values(attrs)
+        if not _DESTINATION_OVERRIDES.isdisjoint(attrs):
+            typed = _destination_override(typed, attrs)
         res = resource_attributes or {}
         if res is not self._last_resource:
             self._last_resource = res
@@ -266,7 +301,7 @@ class SpanBatch:
                 *self._last_service,  # service_name .. service_instance_id
                 scope_name or None,
                 scope_version or None,
-                *_typed_values(attrs),  # messaging_system .. retry_attempt
+                *typed,  # messaging_system .. retry_attempt
                 _json(attrs),
                 self._last_resource_json,
                 _json(events) if events else "[]",

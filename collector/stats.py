@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         con = store.connect(args.db, read_only=True)
-    except store.StoreBusyError as exc:
+    except store.StoreError as exc:
         print(f"choreoscope stats: {exc}", file=sys.stderr)
         return 2
     try:

@@ -88,22 +88,42 @@ SCHEMA_DDL = [
 ]
 
 
-def connect(path: str | os.PathLike = DEFAULT_DB, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open (and create if needed) a store. Fails with a clear message if another process holds it."""
+def connect(
+    path: str | os.PathLike = DEFAULT_DB, read_only: bool = False, *, create: bool = True
+) -> duckdb.DuckDBPyConnection:
+    """Open a store, creating the choreoscope tables if needed (`create`, and not read-only).
+
+    Raises StoreBusyError when another process holds the file, StoreError for anything else
+    (not a DuckDB file, a DuckDB file of something else when `create` is false, …).
+    """
     path = str(path)
     try:
         con = duckdb.connect(path, read_only=read_only)
     except duckdb.IOException as exc:
-        raise StoreBusyError(
-            f"cannot open {path}: {exc}. Another choreoscope process (serve?) probably holds it; "
-            "stop it or point this command at another --db."
-        ) from exc
+        if "lock" in str(exc).lower():
+            raise StoreBusyError(
+                f"cannot open {path}: another process holds it ({exc}). Another choreoscope process "
+                "(serve?) probably has it open; stop it or point this command at another --db."
+            ) from exc
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from exc
+    if not create:
+        has_spans = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'spans'")
+        if not has_spans:
+            con.close()
+            raise StoreError(f"{path} is a DuckDB file but not a choreoscope store (it has no spans table); "
+                             "load trace dumps into a store with `choreoscope load` first")
     if not read_only:
         ensure_schema(con)
     return con
 
 
-class StoreBusyError(RuntimeError):
+class StoreError(RuntimeError):
+    """The store cannot be opened or is not a choreoscope store."""
+
+
+class StoreBusyError(StoreError):
     """The DuckDB file is locked by another process."""
 
 

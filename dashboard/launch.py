@@ -64,7 +64,7 @@ def run(args) -> int:
         if _needs_analysis(path):
             _analyse(path)
         con = store.connect(path, read_only=True)
-    except store.StoreBusyError as exc:
+    except store.StoreError as exc:
         print(f"choreoscope dashboard: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - analysis errors name their stage

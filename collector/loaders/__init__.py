@@ -148,6 +148,11 @@ def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
     if first in (b"{", b"[") and fmt != "otlp-proto":
         _load_json(stream, sink, fmt)
         return
+    if fmt == "auto" and _looks_like_text(stripped):
+        sink.result.format = "unknown"
+        sink.error("", f"unknown format: text that is not JSON, not a trace dump (starts with "
+                       f"{stripped[:16]!r}); tried {TRIED}")
+        return
     if fmt in ("auto", "otlp-proto"):
         sink.result.format = "otlp-proto"
         if otlp_proto.load(stream, sink):
@@ -156,6 +161,12 @@ def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
     wanted = f"not {fmt}" if fmt != "auto" else "unknown format"
     sink.error("", f"{wanted}: tried {TRIED if fmt == 'auto' else fmt}; "
                    f"the file starts with {head[:16]!r}. Pass --format if detection is wrong")
+
+
+def _looks_like_text(head: bytes) -> bool:
+    """Readable text (a README, CSV, YAML): protobuf dumps start with a field tag (0x0a) or a
+    big-endian frame length (0x00 ...), never with a printable character."""
+    return bool(head) and head[0] >= 0x20 and all(b >= 0x20 or b in b"\t\r\n" for b in head)
 
 
 def _load_json(stream: BinaryIO, sink: FileSink, fmt: str) -> None:
