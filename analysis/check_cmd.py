@@ -18,7 +18,7 @@ from analysis.inputs import InputError
 from analysis.intended import IntendedError, load_intended
 from analysis.pipeline import AnalysisError
 from analysis.report_cmd import analyze
-from collector.store import StoreBusyError
+from collector.store import StoreError
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -147,7 +147,7 @@ def run(args) -> int:
         if args.intended:
             load_intended(args.intended)  # invalid documents fail fast, before any analysis
         report = analyze(args.inputs, args.db, args.intended)
-    except (CheckInputError, IntendedError, InputError, StoreBusyError, AnalysisError) as exc:
+    except (CheckInputError, IntendedError, InputError, StoreError, AnalysisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     failing = gate(report["findings"], kinds, min_severity, known)

@@ -8,7 +8,7 @@ from pathlib import Path
 from analysis.asyncapi_export import build_documents, document_filename, dump_document
 from analysis.inputs import InputError, open_inputs, warn_load_errors
 from analysis.pipeline import AnalysisError, run_pipeline
-from collector.store import StoreBusyError
+from collector.store import StoreError
 
 
 def export_asyncapi(inputs: list[str], db: str, out_dir: str) -> list[Path]:
@@ -40,7 +40,7 @@ def run(args) -> int:
         return 2
     try:
         written = export_asyncapi(args.inputs, args.db, args.out)
-    except (InputError, StoreBusyError, AnalysisError, OSError) as exc:
+    except (InputError, StoreError, AnalysisError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} AsyncAPI 3.0 document(s) to {args.out}", file=sys.stderr)

@@ -33,14 +33,14 @@ def open_inputs(inputs: list[str], db: str) -> OpenedInput:
     if not inputs:
         if not Path(db).exists():
             raise InputError(f"no input given and the store {db} does not exist: pass trace dumps or --db")
-        return OpenedInput(store.connect(db), db)
+        return OpenedInput(store.connect(db, create=False), db)
     stores = [p for p in inputs if is_store(p)]
     if stores:
         if len(inputs) > 1:
             raise InputError("give either one .duckdb store or trace dump files, not both")
         if not Path(stores[0]).exists():
             raise InputError(f"{stores[0]}: no such store")
-        return OpenedInput(store.connect(stores[0]), stores[0])
+        return OpenedInput(store.connect(stores[0], create=False), stores[0])
     for path in inputs:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file")

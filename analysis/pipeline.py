@@ -39,6 +39,9 @@ def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
 
 def _conformance(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
     if not ctx.intended_paths:
+        # No declaration this run: results of an earlier run with one would no longer be true.
+        con.execute("DROP TABLE IF EXISTS conformance_edges")
+        con.execute("DROP TABLE IF EXISTS conformance_workflows")
         return
     conformance = importlib.import_module("analysis.conformance")
     conformance.run(con, ctx.intended_paths)

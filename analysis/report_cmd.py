@@ -10,7 +10,7 @@ from analysis.inputs import InputError, open_inputs, warn_load_errors
 from analysis.pipeline import AnalysisError, run_pipeline
 from analysis.report import build_report, validate_report
 from analysis.report_md import report_markdown
-from collector.store import StoreBusyError
+from collector.store import StoreError
 
 RENDERERS = {
     "json": lambda r: json.dumps(r, indent=2, default=str) + "\n",
@@ -45,8 +45,12 @@ def write_output(text: str, out: str | None) -> None:
 def run(args) -> int:
     try:
         report = analyze(args.inputs, args.db, args.intended)
-    except (InputError, StoreBusyError, AnalysisError) as exc:
+    except (InputError, StoreError, AnalysisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    write_output(RENDERERS[args.format](report), args.out)
+    try:
+        write_output(RENDERERS[args.format](report), args.out)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     return 0

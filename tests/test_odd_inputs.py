@@ -313,3 +313,90 @@ def test_schema_drift_over_many_versions_stays_one_readable_sentence(tmp_path, c
     assert len(drift["summary"]) < 1000
     assert "8 earlier change(s)" in drift["summary"] and "and 14 more" in drift["summary"]
     assert len(drift["evidence"]["changes"]) == 11  # the evidence keeps every change
+
+
+# --- store boundary: timestamps, non-scalar attribute values, destination templates -----------
+
+def _load_one(tmp_path: Path, resources: list[dict]):
+    from collector.loaders import load_paths
+
+    path = tmp_path / "d.otlp.json"
+    path.write_text(json.dumps({"resourceSpans": resources}))
+    con = store.connect(tmp_path / "s.duckdb")
+    return con, load_paths(con, [str(path)])
+
+
+def test_a_timestamp_beyond_int64_is_rejected_and_the_rest_of_the_file_stored(tmp_path):
+    bad = _span(1, 1, "bad", 2, T0)
+    bad["endTimeUnixNano"] = "18446744073709551615"  # OTLP's fixed64 allows it; BIGINT does not
+    con, result = _load_one(tmp_path, [_resource("svc", [bad, _span(1, 2, "good", 2, T0)])])
+    assert result.spans_loaded == 1 and result.spans_rejected == 1
+    assert any("outside the range" in e for e in result.errors)
+    assert con.execute("SELECT name FROM spans").fetchall() == [("good",)]
+
+
+def test_array_and_map_values_do_not_land_in_typed_columns_as_python_repr(tmp_path):
+    attrs = [{"key": "messaging.destination.name", "value": {"arrayValue": {"values": [_str("q")]}}},
+             _attr("messaging.system", "kafka")]
+    resource = _resource("svc", [_span(1, 1, "send", 4, T0, attrs=tuple(attrs))])
+    resource["resource"]["attributes"].append({"key": "service.version", "value": {"kvlistValue": {}}})
+    con, _ = _load_one(tmp_path, [resource])
+    row = con.execute("SELECT messaging_destination, service_version, attributes FROM spans").fetchall()[0]
+    assert row[0] is None and row[1] is None
+    assert json.loads(row[2])["messaging.destination.name"] == ["q"]
+
+
+def test_destination_template_and_temporary_queues_group_per_request_destinations(tmp_path):
+    spans = []
+    for i in range(3):
+        spans.append(_span(1, 10 + i, "send", 4, T0, attrs=(
+            _attr("messaging.destination.name", f"reply.{i:08d}-aaaa"),
+            _attr("messaging.destination.template", "reply.{id}"), _attr("messaging.system", "rabbitmq"))))
+        spans.append(_span(1, 20 + i, "send", 4, T0, attrs=(
+            _attr("messaging.destination.name", f"amq.gen-{i}"), _attr("messaging.system", "rabbitmq"),
+            {"key": "messaging.destination.temporary", "value": {"boolValue": True}})))
+    con, _ = _load_one(tmp_path, [_resource("svc", spans)])
+    assert sorted(con.execute("SELECT DISTINCT messaging_destination FROM spans").fetchall()) == [
+        ("(temporary)",), ("reply.{id}",)]
+
+
+# --- commands on stores and paths that are not what they should be -----------------------------
+
+def test_analyze_refuses_a_duckdb_file_that_is_not_a_store_and_leaves_it_alone(tmp_path, capsys):
+    import duckdb
+
+    other = tmp_path / "other.duckdb"
+    con = duckdb.connect(str(other))
+    con.execute("CREATE TABLE invoices (id INTEGER)")
+    con.close()
+    assert main(["analyze", str(other)]) == 2
+    assert "not a choreoscope store" in capsys.readouterr().err
+    con = duckdb.connect(str(other), read_only=True)
+    assert [t for (t,) in con.execute("SELECT table_name FROM information_schema.tables").fetchall()] == [
+        "invoices"]
+
+
+def test_analyze_to_an_unwritable_place_exits_2_with_a_message(odd_dump, tmp_path, capsys):
+    assert main(["analyze", str(odd_dump), "--out", str(tmp_path / "no" / "such" / "r.md")]) == 2
+    assert "cannot write" in capsys.readouterr().err
+
+
+def test_analysing_again_without_intended_drops_the_old_conformance(tmp_path, capsys):
+    from sample_traces.generate import DUMPS_DIR, scenario_dir
+
+    db = tmp_path / "s.duckdb"
+    assert main(["load", str(DUMPS_DIR / "hybrid_billing.otlp.jsonl"), "--db", str(db), "--no-progress"]) == 0
+    intended = str(scenario_dir("hybrid_billing") / "intended.yaml")
+    with_intended = json.loads(_run(["analyze", str(db), "--intended", intended, "--format", "json"],
+                                    tmp_path / "a.json"))
+    assert "conformance" in with_intended
+    without = json.loads(_run(["analyze", str(db), "--format", "json"], tmp_path / "b.json"))
+    assert "conformance" not in without
+    assert not {f["kind"] for f in without["findings"]} & {"missing_edge", "undeclared_edge", "ordering_violation"}
+
+
+def test_a_text_file_in_a_loaded_directory_is_named_as_not_a_trace_dump(tmp_path, capsys):
+    (tmp_path / "dumps").mkdir()
+    (tmp_path / "dumps" / "NOTES.md").write_text("# notes\nnothing to see\n")
+    assert main(["load", str(tmp_path / "dumps"), "--db", str(tmp_path / "s.duckdb"), "--no-progress"]) == 1
+    assert "unknown format: text that is not JSON, not a trace dump" in capsys.readouterr().err
