@@ -89,4 +89,10 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
         ctx.timings[name] = time.perf_counter() - started
     if failed:
         raise AnalysisError("analysis failed:\n  " + "\n  ".join(ctx.errors))
+    # What the results describe, so a reader can tell they are stale (`choreoscope dashboard`).
+    con.execute(
+        "CREATE OR REPLACE TABLE analysis_run AS SELECT now() AS finished_at, "
+        "(SELECT count(*) FROM spans) AS spans, ? AS seconds",
+        [round(sum(ctx.timings.values()), 3)],
+    )
     return ctx

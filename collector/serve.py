@@ -7,8 +7,6 @@ On SIGINT/SIGTERM it stops accepting, commits everything it accepted, and exits 
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import signal
 import sys
 import threading
@@ -90,13 +88,6 @@ class Receiver:
         self._grpc = self._http = self._decoder = None
 
 
-def _dashboard_launcher():
-    """dashboard.launch.run_in_process if that module exists (it is written separately)."""
-    if importlib.util.find_spec("dashboard.launch") is None:
-        return None
-    return getattr(importlib.import_module("dashboard.launch"), "run_in_process", None)
-
-
 def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None,
         on_started: Callable[[Receiver], None] | None = None,
         on_stopping: Callable[[], None] | None = None) -> int:
@@ -137,13 +128,10 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
     stop_dashboard = None
     if not getattr(args, "no_dashboard", False):
-        launcher = _dashboard_launcher()
-        if launcher is None:
-            print("dashboard not available yet", flush=True)
-        else:
-            # Contract: starts the dashboard in this process and returns; may return a callable
-            # that stops it.
-            stop_dashboard = launcher(receiver, con, args)
+        from dashboard.launch import run_in_process  # Streamlit is imported only when serving it
+
+        # Starts the live analysis and the dashboard in this process; returns their stop.
+        stop_dashboard = run_in_process(receiver, con, args)
 
     duration = getattr(args, "duration", 0) or 0
     deadline = time.monotonic() + duration if duration > 0 else None

@@ -26,21 +26,26 @@ def _is_duckdb_file(path: str) -> bool:
         return False
 
 
-def _needs_analysis(path: str) -> bool:
+def _needs_analysis(path: str) -> str | None:
+    """Why the store must be analysed before it is shown (None if its results are current)."""
     con = store.connect(path, read_only=True)
     try:
         tables = {r[0] for r in con.execute("SELECT table_name FROM information_schema.tables").fetchall()}
-        if "spans" not in tables or "workflows" in tables:
-            return False
-        return store.scalar(con, "SELECT count(*) FROM spans") > 0
+        if "spans" not in tables:
+            return None
+        spans = store.scalar(con, "SELECT count(*) FROM spans")
+        if "workflows" not in tables or "analysis_run" not in tables:
+            return "it has spans but no analysis yet" if spans else None
+        analysed = store.scalar(con, "SELECT spans FROM analysis_run")
+        return f"{spans - analysed:+d} spans since the last analysis" if analysed != spans else None
     finally:
         con.close()
 
 
-def _analyse(path: str) -> None:
+def _analyse(path: str, why: str) -> None:
     from analysis.pipeline import run_pipeline
 
-    print(f"analysing {path} (it has spans but no analysis tables yet)…", flush=True)
+    print(f"analysing {path} ({why})…", flush=True)
     con = store.connect(path)
     try:
         run_pipeline(con)
@@ -61,8 +66,9 @@ def run(args) -> int:
               file=sys.stderr)
         return 2
     try:
-        if _needs_analysis(path):
-            _analyse(path)
+        why = _needs_analysis(path)
+        if why:
+            _analyse(path, why)
         con = store.connect(path, read_only=True)
     except store.StoreError as exc:
         print(f"choreoscope dashboard: {exc}", file=sys.stderr)

@@ -201,3 +201,25 @@ def test_instance_page_without_an_id_offers_the_workflows_instances_and_shows_on
     spans = ro.execute("SELECT spans FROM instances WHERE instance_id = ?", [instance_box.value]).fetchall()[0][0]
     assert {m.label: m.value for m in at.metric}["Spans"] == str(spans)
     assert at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+
+
+def test_offline_dashboard_sees_when_the_stores_analysis_is_stale(tmp_path):
+    from analysis.pipeline import run_pipeline
+    from collector import store
+    from collector.loaders import load_paths
+    from dashboard.launch import _needs_analysis
+    from sample_traces.generate import DUMPS_DIR
+
+    db = tmp_path / "s.duckdb"
+    con = store.connect(db)
+    load_paths(con, [str(DUMPS_DIR / "hybrid_billing.otlp.jsonl")])
+    con.close()
+    assert _needs_analysis(str(db)) == "it has spans but no analysis yet"
+    con = store.connect(db)
+    run_pipeline(con)
+    con.close()
+    assert _needs_analysis(str(db)) is None
+    con = store.connect(db)
+    result = load_paths(con, [str(DUMPS_DIR / "notification_fanout.otlp.jsonl")])
+    con.close()
+    assert _needs_analysis(str(db)) == f"+{result.spans_loaded} spans since the last analysis"
