@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -36,8 +37,15 @@ def test_demo_streams_through_the_exporter_and_serves_the_dashboard(tmp_path):
             health = (resp.status, resp.read().decode())
         with urllib.request.urlopen(dashboard, timeout=20) as resp:
             page = resp.read().decode()
-        rest, _ = proc.communicate(timeout=60)
-        output.append(rest)
+        # Read the rest through the same buffered reader (communicate() would read the pipe
+        # directly and miss lines readline() already buffered); a timer ends a hung demo.
+        watchdog = threading.Timer(90, proc.kill)
+        watchdog.start()
+        try:
+            output.append(proc.stdout.read())
+            proc.wait(30)
+        finally:
+            watchdog.cancel()
     finally:
         if proc.poll() is None:
             proc.kill()
