@@ -123,6 +123,14 @@ def tree_cpu_seconds(pid: int) -> float:
     return sum(cpu_seconds(p) for p in process_tree(pid))
 
 
+def machine_idle_seconds() -> float:
+    """Idle + iowait CPU time of the whole machine (all cores), from /proc/stat."""
+    import os
+
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return (int(fields[3]) + int(fields[4])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     status = Path(f"/proc/{pid}/status").read_text()
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
@@ -164,6 +172,7 @@ def main() -> int:
         ready.acquire()
     cpu_before = tree_cpu_seconds(server.pid)
     main_cpu_before = cpu_seconds(server.pid)
+    idle_before = machine_idle_seconds()
     t_start = time.perf_counter()
     go.set()
     ends, latencies = [], []
@@ -174,6 +183,7 @@ def main() -> int:
     for p in procs:
         p.join()
     elapsed = max(ends) - t_start
+    idle = machine_idle_seconds() - idle_before
     tree = process_tree(server.pid)
     rss = peak_rss_mb(server.pid)
     workers_rss = sum(peak_rss_mb(p) for p in tree[1:])
@@ -204,6 +214,10 @@ def main() -> int:
     print(f"server peak RSS {rss:.0f} MiB (+ {workers_rss:.0f} MiB in {len(tree) - 1} decode workers), "
           f"server CPU {server_cpu:.2f} s ({stored / max(server_cpu, 1e-9):,.0f} spans per CPU-second; "
           f"{main_cpu:.2f} s in the server process, {server_cpu - main_cpu:.2f} s in decode workers)")
+    import os
+
+    cores = os.cpu_count() or 1
+    print(f"machine idle {idle / (elapsed * cores):.0%} of {cores} cores while sending")
     tmp.cleanup()
     return 0 if stored == expected else 1
 

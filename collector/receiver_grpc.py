@@ -42,18 +42,19 @@ class TraceServiceHandler:
         self.commit_timeout_s = commit_timeout_s
 
     def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
-        try:
-            decoded = self.decoder.decode(raw, PROTOBUF, "identity", self.max_request_bytes, SOURCE)
-        except BadRequest as exc:
-            context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was stored")
-        try:
-            accepted = submit_decoded(self.ingester, decoded)
-        except QueueFull as exc:
-            context.set_trailing_metadata(
-                _retry_details(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except IngesterStopped as exc:
-            context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        with self.ingester.decoding():
+            try:
+                decoded = self.decoder.decode(raw, PROTOBUF, "identity", self.max_request_bytes, SOURCE)
+            except BadRequest as exc:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was stored")
+            try:
+                accepted = submit_decoded(self.ingester, decoded)
+            except QueueFull as exc:
+                context.set_trailing_metadata(
+                    _retry_details(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+            except IngesterStopped as exc:
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
         remaining = context.time_remaining()
         timeout = self.commit_timeout_s if remaining is None else min(remaining, self.commit_timeout_s)
         try:

@@ -164,8 +164,9 @@ class HttpReceiver:
         self._thread: threading.Thread | None = None
 
     def decode_and_submit(self, body: bytes, content_type: str, encoding: str) -> Accepted:
-        decoded = self.decode_pool.decode(body, content_type, encoding, self.max_request_bytes, SOURCE)
-        return submit_decoded(self.ingester, decoded)
+        with self.ingester.decoding():
+            decoded = self.decode_pool.decode(body, content_type, encoding, self.max_request_bytes, SOURCE)
+            return submit_decoded(self.ingester, decoded)
 
     def start(self, host: str, port: int) -> int:
         started = threading.Event()
