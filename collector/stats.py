@@ -44,6 +44,15 @@ def _utc(ns: int | None) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
 
 
+MAX_NAME = 60
+
+
+def _cell(name) -> str:
+    """A service name on one line of bounded width: line breaks as spaces, long names cut with …."""
+    text = " ".join(str(name).split("\n")).replace("\r", " ").replace("\t", " ")
+    return text if len(text) <= MAX_NAME else text[: MAX_NAME - 1] + "…"
+
+
 def format_table(stats: dict) -> str:
     lines = [
         f"spans      {stats['spans']:>12,}",
@@ -56,11 +65,12 @@ def format_table(stats: dict) -> str:
     ]
     rows = stats["per_service"]
     if rows:
-        width = max(len("service"), *(len(str(r["service"])) for r in rows))
+        names = [_cell(r["service"]) for r in rows]
+        width = max(len("service"), *(len(n) for n in names))
         lines += ["", f"{'service':<{width}}  {'spans':>9}  {'traces':>7}  {'errors':>6}  {'messaging':>9}"]
         lines.append("-" * (width + 41))
-        for r in rows:
-            lines.append(f"{r['service']!s:<{width}}  {r['spans']:>9,}  {r['traces']:>7,}  "
+        for name, r in zip(names, rows):
+            lines.append(f"{name:<{width}}  {r['spans']:>9,}  {r['traces']:>7,}  "
                          f"{r['errors']:>6,}  {r['messaging']:>9,}")
     return "\n".join(lines)
 

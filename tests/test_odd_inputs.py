@@ -400,3 +400,14 @@ def test_a_text_file_in_a_loaded_directory_is_named_as_not_a_trace_dump(tmp_path
     (tmp_path / "dumps" / "NOTES.md").write_text("# notes\nnothing to see\n")
     assert main(["load", str(tmp_path / "dumps"), "--db", str(tmp_path / "s.duckdb"), "--no-progress"]) == 1
     assert "unknown format: text that is not JSON, not a trace dump" in capsys.readouterr().err
+
+
+def test_stats_keeps_each_service_on_one_bounded_line(odd_dump, tmp_path, capsys):
+    db = tmp_path / "s.duckdb"
+    assert main(["load", str(odd_dump), "--db", str(db), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["stats", "--db", str(db)]) == 0
+    out = capsys.readouterr().out
+    table = out.split("\n\n", 1)[1].splitlines()
+    assert len(table) == 2 + 2 * len(ODD_NAMES)  # header, rule, one line per service
+    assert max(len(line) for line in table) <= 60 + 41
