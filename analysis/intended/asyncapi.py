@@ -129,21 +129,26 @@ def _parse_v3(doc: Document, decl: ServiceDeclaration) -> None:
         address = channel.get("address") or cpath[-1]
         if not isinstance(address, str):
             raise doc.error(cpath + ["address"], f"expected a string address, got {address!r}")
-        names: set[str] | None = set()
         msgs = op.get("messages")
         if msgs in (None, []):
             names = ANY
         elif not isinstance(msgs, list):
             raise doc.error(opath + ["messages"], "expected a list of $ref to the channel's messages")
         else:
-            for i, m in enumerate(msgs):
-                msg, _ = r.resolve(m, opath + ["messages", i])
-                n = _message_name(msg)
-                if n is None:
-                    names = ANY
-                    break
-                names.add(n)
+            names = _message_names(r, msgs, opath + ["messages"])
         _merge(decl.sends if action == "send" else decl.receives, address, names)
+
+
+def _message_names(r: _Resolver, messages: list, path: list) -> set[str] | None:
+    """The names of the listed messages, or ANY when one has no name (then any message matches)."""
+    names: set[str] = set()
+    for i, m in enumerate(messages):
+        msg, _ = r.resolve(m, path + [i])
+        name = _message_name(msg)
+        if name is None:
+            return ANY
+        names.add(name)
+    return names
 
 
 def _parse_v2(doc: Document, decl: ServiceDeclaration) -> None:
@@ -164,7 +169,6 @@ def _parse_v2(doc: Document, decl: ServiceDeclaration) -> None:
             if not isinstance(op, dict):
                 raise doc.error(opath, "expected an operation object")
             msg = op.get("message")
-            names: set[str] | None = set()
             if msg is None:
                 names = ANY
             else:
@@ -172,13 +176,7 @@ def _parse_v2(doc: Document, decl: ServiceDeclaration) -> None:
                 options = msg.get("oneOf") if isinstance(msg, dict) and "oneOf" in msg else [msg]
                 if not isinstance(options, list):
                     raise doc.error(mpath + ["oneOf"], "expected a list of messages")
-                for i, m in enumerate(options):
-                    m, _ = r.resolve(m, mpath + ["oneOf", i])
-                    n = _message_name(m)
-                    if n is None:
-                        names = ANY
-                        break
-                    names.add(n)
+                names = _message_names(r, options, mpath + ["oneOf"])
             _merge(target, str(address), names)
 
 
