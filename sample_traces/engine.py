@@ -152,7 +152,6 @@ class Sim:
         shared = _KeepOpenExporter(exporter)
         self.processor = BatchSpanProcessor(shared) if batch else SimpleSpanProcessor(shared)
         self._services: dict[tuple[str, str], Service] = {}
-        self._counter = 0
 
     def service(self, name: str, version: str, conventions: str = NEW) -> Service:
         """The service `name` at `version` (one TracerProvider each, sharing the id generator)."""
@@ -176,10 +175,6 @@ class Sim:
         v = self.rng.getrandbits(128)
         h = f"{v:032x}"
         return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{h[16:20]}-{h[20:]}"
-
-    def next_number(self) -> int:
-        self._counter += 1
-        return self._counter
 
     def finish(self) -> None:
         """Flush every span to the exporter (the exporter itself stays open)."""

@@ -58,7 +58,3 @@ def workflow_entries(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
 
 def ratio(part: float, whole: float) -> float:
     return float(part) / float(whole) if whole else 0.0
-
-
-def plural(n: int, word: str, many: str | None = None) -> str:
-    return f"{n} {word if n == 1 else (many or word + 's')}"

@@ -21,15 +21,6 @@ FIELD1_TAG = 0x0A
 MAX_FRAME = 1 << 30
 
 
-def looks_like_proto(head: bytes) -> bool:
-    """Could `head` (the first bytes of a file) start a message or a length-prefixed frame?"""
-    if not head:
-        return False
-    if head[0] == FIELD1_TAG:
-        return True
-    return len(head) >= 5 and head[4] == FIELD1_TAG and struct.unpack(">I", head[:4])[0] > 0
-
-
 def load(stream: BinaryIO, sink: FileSink) -> bool:
     """Add the spans of a proto dump. Returns False if the content is not OTLP protobuf at all."""
     head = stream.peek(5)[:5] if hasattr(stream, "peek") else b""
