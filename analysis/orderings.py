@@ -38,15 +38,20 @@ def synchronously_sequenced(graph: nx.DiGraph) -> set[tuple[str, str]]:
     return out
 
 
-def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
-    """Pairs (workflow, a, b) explained causally: a path either way, or sequenced by a caller."""
+def step_graphs(con: duckdb.DuckDBPyConnection) -> dict[str, nx.DiGraph]:
+    """workflow_id -> step graph (edges carry `via`), uninstrumented peers left out."""
     graphs: dict[str, nx.DiGraph] = {}
     for wf, src, dst, via in con.execute(
         "SELECT workflow_id, src_step, dst_step, via FROM workflow_edges WHERE NOT ('unanswered' = ANY(evidence))"
     ).fetchall():
         graphs.setdefault(wf, nx.DiGraph()).add_edge(src, dst, via=via)
+    return graphs
+
+
+def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Pairs (workflow, a, b) explained causally: a path either way, or sequenced by a caller."""
     rows: set[tuple[str, str, str]] = set()
-    for wf, graph in graphs.items():
+    for wf, graph in step_graphs(con).items():
         for node in graph:
             for reached in nx.descendants(graph, node):
                 rows.add((wf, node, reached))

@@ -26,6 +26,7 @@ import networkx as nx
 from analysis.detectors import shared_data_coupling
 from analysis.detectors._common import ratio, rows
 from analysis.findings import Finding
+from analysis.orderings import step_graphs
 
 MIN_INSTANCES = 5
 MIN_SUPPORT = 0.9          # share of instances where A ended before B's final start
@@ -33,15 +34,6 @@ MAX_CONTRADICTING = 0.1    # share where B started before A ended and did fine a
 MIN_CORR = 0.7             # B's start follows A's end ...
 SLOPE_RANGE = (0.6, 1.4)   # ... one for one
 MIN_SPREAD_MS = 2.0        # below this A ends at a constant time: "follows" cannot be judged
-
-
-def step_graphs(con) -> dict[str, nx.DiGraph]:
-    """workflow_id -> step graph (edges carry `via`), uninstrumented peers left out."""
-    graphs: dict[str, nx.DiGraph] = {}
-    for r in rows(con, "SELECT workflow_id, src_step, dst_step, via FROM workflow_edges "
-                       "WHERE NOT ('unanswered' = ANY(evidence))"):
-        graphs.setdefault(r["workflow_id"], nx.DiGraph()).add_edge(r["src_step"], r["dst_step"], via=r["via"])
-    return graphs
 
 
 def _score(r: dict) -> tuple[float, dict] | None:
