@@ -37,7 +37,7 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
           AND p.start_ns IS NOT NULL AND c.start_ns IS NOT NULL
           AND p.end_ns >= p.start_ns AND c.end_ns >= c.start_ns
           AND abs(c.start_ns - p.start_ns) < $max_offset AND abs(c.end_ns - p.end_ns) < $max_offset
-        GROUP BY ALL
+        GROUP BY ALL ORDER BY ALL
         """,
         {"max_offset": MAX_PLAUSIBLE_OFFSET_NS},
     ).fetchall()
@@ -56,7 +56,7 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         JOIN span_steps p ON p.trace_id = h.pt AND p.span_id = h.ps AND p.role = 'producer'
         JOIN span_steps c ON c.trace_id = h.ct AND c.span_id = h.cs AND c.role = 'consumer'
         WHERE p.service <> c.service AND c.start_ns - p.start_ns > -$max_offset
-        GROUP BY ALL
+        GROUP BY ALL ORDER BY ALL
         """,
         {"max_offset": MAX_PLAUSIBLE_OFFSET_NS},
     ).fetchall()
@@ -78,7 +78,8 @@ def solve_offsets(
     span_counts: spans by service; the service with most spans is the reference (offset 0)
     """
     graph = nx.Graph()
-    graph.add_nodes_from(span_counts)
+    graph.add_nodes_from(sorted(span_counts))  # sorted, as the rows are: ties in the spanning tree
+    # are then broken the same way on every run
     for parent, child, shift, n in sync_pairs:
         # Combine both directions of a pair into one undirected estimate of off[b] - off[a].
         a, b, d = (parent, child, shift) if parent < child else (child, parent, -shift)
