@@ -21,7 +21,7 @@ import re
 
 import duckdb
 
-from analysis.conformance import build_instance_edges
+from choreoscope.analysis.conformance import build_instance_edges
 
 CONVENTION_PREFIXES = ("messaging.", "db.", "http.", "url.", "server.", "client.", "net.", "network.",
                        "rpc.", "peer.", "user_agent.", "thread.", "code.", "otel.", "exception.", "error.",

@@ -13,12 +13,12 @@ import re
 import sys
 from xml.etree import ElementTree as ET
 
-from analysis.findings import KINDS, SEVERITIES
-from analysis.inputs import InputError
-from analysis.intended import IntendedError, load_intended
-from analysis.pipeline import AnalysisError
-from analysis.report_cmd import analyze
-from collector.store import StoreError
+from choreoscope.analysis.analyze_cmd import analyze
+from choreoscope.analysis.findings import KINDS, SEVERITIES
+from choreoscope.analysis.intended import IntendedError, load_intended
+from choreoscope.analysis.open_inputs import InputError
+from choreoscope.analysis.pipeline import AnalysisError
+from choreoscope.collector.store import StoreError
 
 EXIT_OK, EXIT_DRIFT, EXIT_BAD_INPUT = 0, 1, 2
 

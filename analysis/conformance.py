@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from analysis.findings import Finding, load_findings, store_findings
-from analysis.intended import IntendedModel, IntendedWorkflow, load_intended
+from choreoscope.analysis.findings import Finding, load_findings, store_findings
+from choreoscope.analysis.intended import IntendedModel, IntendedWorkflow, load_intended
 
 CONFORMANCE_KINDS = ("undeclared_edge", "missing_edge", "ordering_violation")
 MAX_EXAMPLES = 5

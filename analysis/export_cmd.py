@@ -5,10 +5,10 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from analysis.asyncapi_export import build_documents, document_filename, dump_document
-from analysis.inputs import InputError, open_inputs, warn_load_errors
-from analysis.pipeline import AnalysisError, run_pipeline
-from collector.store import StoreError
+from choreoscope.analysis.asyncapi_export import build_documents, document_filename, dump_document
+from choreoscope.analysis.open_inputs import InputError, open_inputs, warn_load_errors
+from choreoscope.analysis.pipeline import AnalysisError, run_pipeline
+from choreoscope.collector.store import StoreError
 
 
 def export_asyncapi(inputs: list[str], db: str, out_dir: str) -> list[Path]:

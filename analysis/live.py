@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from analysis.pipeline import run_pipeline
-from collector.store import scalar
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.collector.store import scalar
 
 
 @dataclass

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from analysis import clock_skew, edges, instances, orderings, patterns, steps, workflows
+from choreoscope.analysis import clock_skew, edges, instances, orderings, patterns, steps, workflows
 
 
 @dataclass
@@ -27,10 +27,10 @@ class AnalysisContext:
 
 
 def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
-    from analysis.findings import store_findings
+    from choreoscope.analysis.findings import store_findings
 
     try:
-        detectors = importlib.import_module("analysis.detectors")
+        detectors = importlib.import_module("choreoscope.analysis.detectors")
     except ModuleNotFoundError:
         store_findings(con, [])
         return
@@ -43,7 +43,7 @@ def _conformance(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
         con.execute("DROP TABLE IF EXISTS conformance_edges")
         con.execute("DROP TABLE IF EXISTS conformance_workflows")
         return
-    conformance = importlib.import_module("analysis.conformance")
+    conformance = importlib.import_module("choreoscope.analysis.conformance")
     conformance.run(con, ctx.intended_paths)
 
 

@@ -9,13 +9,13 @@ from importlib import resources
 
 import duckdb
 
-from analysis.findings import load_findings
+from choreoscope.analysis.findings import load_findings
 
 SCHEMA_VERSION = 1
 
 
 def report_schema() -> dict:
-    return json.loads(resources.files("analysis").joinpath("report_schema.json").read_text())
+    return json.loads(resources.files("choreoscope.analysis").joinpath("report_schema.json").read_text())
 
 
 def _finite(value):

@@ -63,7 +63,7 @@ def templates(seed: int = 11) -> list[tuple]:
 def build_store(path: Path, n_spans: int) -> None:
     import duckdb
 
-    from collector import store
+    from choreoscope.collector import store
 
     con = store.connect(path)
     con.execute(
@@ -107,8 +107,8 @@ def build_store(path: Path, n_spans: int) -> None:
 
 
 def run_one(n_spans: int, workdir: Path) -> dict:
-    from analysis.pipeline import run_pipeline
-    from collector import store
+    from choreoscope.analysis.pipeline import run_pipeline
+    from choreoscope.collector import store
 
     path = workdir / f"bench-{n_spans}.duckdb"
     t0 = time.perf_counter()

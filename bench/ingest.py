@@ -150,7 +150,7 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory()
     db = Path(args.db or Path(tmp.name) / "bench.duckdb")
     server = subprocess.Popen(
-        [sys.executable, "-m", "analysis.cli", "serve", "--no-dashboard", "--db", str(db),
+        [sys.executable, "-m", "choreoscope.cli", "serve", "--no-dashboard", "--db", str(db),
          "--grpc-port", "0", "--http-port", "0", "--decode-workers", str(args.decode_workers)],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     address = None

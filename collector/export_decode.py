@@ -24,8 +24,8 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector.otlp import add_resource_spans, export_request_from_json
-from collector.spanbatch import SpanBatch
+from choreoscope.collector.otlp import add_resource_spans, export_request_from_json
+from choreoscope.collector.spanbatch import SpanBatch
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from collector import store
-from collector.export_decode import DecodedExport
-from collector.spanbatch import SpanBatch
+from choreoscope.collector import store
+from choreoscope.collector.export_decode import DecodedExport
+from choreoscope.collector.spanbatch import SpanBatch
 
 # A group stops growing at this many spans, so one transaction never holds the queue for long.
 MAX_GROUP_SPANS = 100_000

@@ -9,8 +9,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from collector import store
-from collector.loaders import load_paths
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
 
 
 def run(args: argparse.Namespace) -> int:

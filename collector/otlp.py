@@ -14,8 +14,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.trace.v1.trace_pb2 import ResourceSpans, TracesData
 
-from collector import semconv as sc
-from collector.spanbatch import Link, SpanBatch
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.spanbatch import Link, SpanBatch
 
 
 def any_value(value: AnyValue):

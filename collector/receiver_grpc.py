@@ -16,8 +16,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from collector.export_decode import PROTOBUF, BadRequest, DecodePool
-from collector.ingest import Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.export_decode import PROTOBUF, BadRequest, DecodePool
+from choreoscope.collector.ingest import Ingester, IngesterStopped, QueueFull, submit_decoded
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 SOURCE = "otlp-grpc"

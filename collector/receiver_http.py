@@ -20,8 +20,8 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from collector.export_decode import JSON, PROTOBUF, BadRequest, DecodePool, TooLarge
-from collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.export_decode import JSON, PROTOBUF, BadRequest, DecodePool, TooLarge
+from choreoscope.collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_decoded
 
 TRACES_PATH = "/v1/traces"
 SOURCE = "otlp-http"

@@ -17,11 +17,11 @@ from collections.abc import Callable
 import duckdb
 import grpc
 
-from collector import store
-from collector.export_decode import DecodePool
-from collector.ingest import Ingester, IngestStats
-from collector.receiver_grpc import start_grpc_server
-from collector.receiver_http import TRACES_PATH, HttpReceiver
+from choreoscope.collector import store
+from choreoscope.collector.export_decode import DecodePool
+from choreoscope.collector.ingest import Ingester, IngestStats
+from choreoscope.collector.receiver_grpc import start_grpc_server
+from choreoscope.collector.receiver_http import TRACES_PATH, HttpReceiver
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_QUEUE_SPANS = 200_000
@@ -136,7 +136,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
     stop_dashboard = None
     if not getattr(args, "no_dashboard", False):
-        from dashboard.launch import run_in_process  # Streamlit is imported only when serving it
+        from choreoscope.dashboard.launch import run_in_process  # Streamlit is imported only when serving it
 
         # Starts the live analysis and the dashboard in this process; returns their stop.
         stop_dashboard = run_in_process(receiver, con, args)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 import orjson
 import pyarrow as pa
 
-from collector import semconv as sc
-from collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
 
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16

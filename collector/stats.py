@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import duckdb
 
-from collector import store
+from choreoscope.collector import store
 
 
 def collect(con: duckdb.DuckDBPyConnection) -> dict:

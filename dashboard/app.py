@@ -1,7 +1,7 @@
 """choreoscope dashboard: the entry script Streamlit runs (in-process, see dashboard/server.py).
 
-Pages live in dashboard/pages_/, one file each (run as a script, `render()` inside); they read the materialised
-analysis tables through dashboard.state.
+Pages live in dashboard/app_pages/, one file each (run as a script, `render()` inside); they read the materialised
+analysis tables through dashboard.store_access.
 """
 
 from __future__ import annotations
@@ -10,10 +10,10 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard import nav
-from dashboard.state import context, fresh
+from choreoscope.dashboard import nav
+from choreoscope.dashboard.store_access import context, fresh
 
-PAGES_DIR = Path(__file__).resolve().parent / "pages_"
+PAGES_DIR = Path(__file__).resolve().parent / "app_pages"
 
 st.set_page_config(page_title="choreoscope", page_icon=":material/hub:", layout="wide")
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from analysis.graph_export import workflow_dot
+from choreoscope.analysis.graph_export import workflow_dot
 
 STATUS_COLORS = {"matched": "#2e7d32", "undeclared": "#e8710a", "missing": "#c62828", "observed": "#4a6fa5",
                  "unchecked": "#9e9e9e"}

@@ -11,7 +11,7 @@ def _owners(paths: tuple[str, ...]) -> tuple[dict[str, str], tuple[str, ...]]:
     if not paths:
         return {}, ()
     try:
-        from analysis.intended import load_intended
+        from choreoscope.analysis.intended import load_intended
 
         model = load_intended(list(paths))
     except Exception as exc:  # noqa: BLE001 - shown on the page; the rest of the page still works

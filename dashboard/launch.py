@@ -1,7 +1,7 @@
 """Start the dashboard: `choreoscope dashboard DB` (offline) or inside `choreoscope serve` (live).
 
 Both run Streamlit in this process (dashboard/server.py) and hand the app script the open DuckDB
-connection through dashboard.live_context, because DuckDB lets one process hold the file.
+connection through dashboard.context_registry, because DuckDB lets one process hold the file.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ import signal
 import sys
 import threading
 
-from collector import store
-from dashboard.live_context import DashboardContext, register
-from dashboard.server import DashboardServer, DashboardStartError
+from choreoscope.collector import store
+from choreoscope.dashboard.context_registry import DashboardContext, register
+from choreoscope.dashboard.server import DashboardServer, DashboardStartError
 
 
 def _is_duckdb_file(path: str) -> bool:
@@ -43,7 +43,7 @@ def _needs_analysis(path: str) -> str | None:
 
 
 def _analyse(path: str, why: str) -> None:
-    from analysis.pipeline import run_pipeline
+    from choreoscope.analysis.pipeline import run_pipeline
 
     print(f"analysing {path} ({why})…", flush=True)
     con = store.connect(path)
@@ -102,7 +102,7 @@ def run_in_process(receiver, con, args):
 
     Returns a callable that stops both (the caller then stops the receiver and closes `con`).
     """
-    from analysis.live import AnalysisLoop
+    from choreoscope.analysis.live import AnalysisLoop
 
     loop = AnalysisLoop(con, getattr(args, "analyze_every", 30.0), list(getattr(args, "intended", []) or []))
     loop.start()

@@ -1,6 +1,6 @@
 """Write one AsyncAPI document per service from a scenario's intended.yaml.
 
-    python -m sample_traces.asyncapi_docs [--scenario NAME]...
+    python -m choreoscope.sample_traces.asyncapi_docs [--scenario NAME]...
 
 The documents say exactly what intended.yaml says about events (same deviations from reality);
 message payloads list the custom attributes the producer puts on its spans (newest version).
@@ -17,8 +17,8 @@ from pathlib import Path
 import yaml
 from opentelemetry.trace import SpanKind
 
-from collector import semconv as sc
-from sample_traces.generate import generate_spans, scenario_dir
+from choreoscope.collector import semconv as sc
+from choreoscope.sample_traces.generate import generate_spans, scenario_dir
 
 ASYNCAPI_SCENARIOS = ("ecommerce", "event_router", "hybrid_billing")
 ASYNCAPI_2 = {
@@ -111,7 +111,7 @@ def write_asyncapi(scenario: str) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_traces.asyncapi_docs")
+    parser = argparse.ArgumentParser(prog="python -m choreoscope.sample_traces.asyncapi_docs")
     parser.add_argument("--scenario", action="append", choices=ASYNCAPI_SCENARIOS)
     args = parser.parse_args(argv)
     for scenario in args.scenario or ASYNCAPI_SCENARIOS:

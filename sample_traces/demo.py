@@ -14,8 +14,8 @@ import sys
 import threading
 import time
 
-from sample_traces import SCENARIOS
-from sample_traces.generate import DUMPS_DIR, run_scenario, scenario_dir
+from choreoscope.sample_traces import SCENARIOS
+from choreoscope.sample_traces.generate import DUMPS_DIR, run_scenario, scenario_dir
 
 
 def sample_dumps() -> list[str]:
@@ -75,7 +75,7 @@ class TrafficStreamer:
 
 
 def run_offline(args) -> int:
-    from analysis.report_cmd import RENDERERS, analyze, write_output
+    from choreoscope.analysis.analyze_cmd import RENDERERS, analyze, write_output
 
     intended = intended_documents() if _conformance_available() else []
     report = analyze(sample_dumps(), args.db, intended)
@@ -92,13 +92,13 @@ def run_offline(args) -> int:
 def _conformance_available() -> bool:
     import importlib.util
 
-    return importlib.util.find_spec("analysis.conformance") is not None
+    return importlib.util.find_spec("choreoscope.analysis.conformance") is not None
 
 
 def run(args) -> int:
     if args.offline:
         return run_offline(args)
-    from collector import serve
+    from choreoscope.collector import serve
 
     if not getattr(args, "intended", None) and _conformance_available():
         args.intended = intended_documents()
@@ -106,7 +106,7 @@ def run(args) -> int:
     args.no_dashboard = False
 
     def preload(con) -> None:
-        from collector.loaders import load_paths
+        from choreoscope.collector.loaders import load_paths
 
         result = load_paths(con, sample_dumps())
         print(f"loaded the sample scenarios: {result.spans_loaded} spans "

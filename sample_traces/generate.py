@@ -1,6 +1,6 @@
 """Run the sample scenarios through the real OpenTelemetry SDK and write OTLP JSON dumps.
 
-    python -m sample_traces.generate [--seed N] [--out DIR] [--scenario NAME]...
+    python -m choreoscope.sample_traces.generate [--seed N] [--out DIR] [--scenario NAME]...
 
 regenerates sample_traces/dumps/<scenario>.otlp.jsonl, byte-identical for the same seed.
 """
@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SpanExporter
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from sample_traces import SCENARIOS
-from sample_traces.engine import DEFAULT_BASE_TIME_NS, Sim
+from choreoscope.sample_traces import SCENARIOS
+from choreoscope.sample_traces.engine import DEFAULT_BASE_TIME_NS, Sim
 
 HERE = Path(__file__).resolve().parent
 DUMPS_DIR = HERE / "dumps"
@@ -34,7 +34,7 @@ def scenario_module(scenario: str):
     """The module of `scenario` (it has DEFAULT_INSTANCES, DEFAULT_CLOCK_OFFSETS_MS, run)."""
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    return importlib.import_module(f"sample_traces.scenarios.{scenario}")
+    return importlib.import_module(f"choreoscope.sample_traces.scenarios.{scenario}")
 
 
 def scenario_dir(scenario: str) -> Path:
@@ -108,7 +108,7 @@ def write_otlp_jsonl(spans: list[ReadableSpan], path: str | Path) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sample_traces.generate", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m choreoscope.sample_traces.generate", description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=7, help="random seed (default: 7)")
     parser.add_argument("--out", default=str(DUMPS_DIR), help=f"output directory (default: {DUMPS_DIR})")
     parser.add_argument("--scenario", action="append", choices=SCENARIOS,

@@ -10,14 +10,13 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from analysis.pipeline import run_pipeline
-from analysis.report import build_report
-from collector import store
-from collector.loaders import load_paths
-from sample_traces import SCENARIOS
-from sample_traces.generate import DUMPS_DIR, scenario_dir
-
-REAL_TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "real_traces"
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.analysis.report import build_report
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from choreoscope.sample_traces import SCENARIOS
+from choreoscope.sample_traces.generate import DUMPS_DIR, scenario_dir
+from tests.paths import REAL_TRACES
 
 
 def truth(scenario: str) -> dict:

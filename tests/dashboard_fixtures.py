@@ -9,9 +9,9 @@ import shutil
 import socket
 from pathlib import Path
 
-from analysis.pipeline import run_pipeline
-from collector import store
-from collector.loaders import load_paths
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
 
 REPO = Path(__file__).resolve().parent.parent
 DUMPS = sorted((REPO / "sample_traces" / "dumps").glob("*.otlp.jsonl"))
@@ -21,7 +21,7 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def conformance_available() -> bool:
-    return importlib.util.find_spec("analysis.conformance") is not None
+    return importlib.util.find_spec("choreoscope.analysis.conformance") is not None
 
 
 def build_sample_store(path: Path, dumps: list[Path] | None = None) -> list[str]:

@@ -8,15 +8,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
-import pytest
 import yaml
 
-from analysis.findings import Finding, load_findings
-from analysis.pipeline import run_pipeline
-from collector import store
-from collector.loaders import load_paths
-from sample_traces import SCENARIOS
-from sample_traces.generate import DUMPS_DIR, generate_spans, scenario_dir, scenario_module, write_otlp_jsonl
+from choreoscope.analysis.findings import Finding, load_findings
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from choreoscope.sample_traces.generate import (
+    scenario_dir,
+)
 
 # One service per scenario whose clock is moved by tens of milliseconds on top of the scenario's
 # own skews. Chosen where the offset is observable (a synchronous call or a reply event ties the
@@ -55,40 +55,7 @@ def analyse_paths(db_path: Path, paths: list[Path], scenario: str) -> Analysed:
         con.close()
 
 
-@pytest.fixture(scope="session")
-def analysed(tmp_path_factory) -> dict[str, Analysed]:
-    """Each scenario's committed dump, analysed."""
-    root = tmp_path_factory.mktemp("detector_stores")
-    return {name: analyse_paths(root / f"{name}.duckdb", [DUMPS_DIR / f"{name}.otlp.jsonl"], name)
-            for name in SCENARIOS}
-
-
-@pytest.fixture(scope="session")
-def analysed_skewed(tmp_path_factory) -> dict[str, Analysed]:
-    """Each scenario regenerated with EXTRA_OFFSETS_MS added to its own skews, analysed."""
-    root = tmp_path_factory.mktemp("detector_skewed")
-    out = {}
-    for name in SCENARIOS:
-        offsets = dict(scenario_module(name).DEFAULT_CLOCK_OFFSETS_MS)
-        for service, extra in EXTRA_OFFSETS_MS[name].items():
-            offsets[service] = offsets.get(service, 0.0) + extra
-        dump = write_otlp_jsonl(generate_spans(name, clock_offsets_ms=offsets), root / f"{name}.otlp.jsonl")
-        out[name] = analyse_paths(root / f"{name}.duckdb", [dump], name)
-    return out
-
-
 OTHER_SEED = 11
-
-
-@pytest.fixture(scope="session")
-def analysed_other_seed(tmp_path_factory) -> dict[str, Analysed]:
-    """Each scenario regenerated with another seed (other ids, timings and random choices)."""
-    root = tmp_path_factory.mktemp("detector_seed")
-    out = {}
-    for name in SCENARIOS:
-        dump = write_otlp_jsonl(generate_spans(name, seed=OTHER_SEED), root / f"{name}.otlp.jsonl")
-        out[name] = analyse_paths(root / f"{name}.duckdb", [dump], name)
-    return out
 
 
 def truth(scenario: str) -> dict:

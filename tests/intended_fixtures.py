@@ -12,14 +12,14 @@ from pathlib import Path
 import duckdb
 import yaml
 
-from analysis import conformance
-from analysis.findings import Finding, load_findings, store_findings
-from analysis.pipeline import run_pipeline
-from collector import store
-from collector.loaders import load_paths
-from sample_traces.generate import DUMPS_DIR, scenario_dir
+from choreoscope.analysis import conformance
+from choreoscope.analysis.findings import Finding, load_findings, store_findings
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from choreoscope.sample_traces.generate import DUMPS_DIR, scenario_dir
+from tests.paths import REAL_TRACES
 
-REAL_TRACES = Path("/work/shared/real_traces")
 CONFORMANCE_SCENARIOS = ("ecommerce", "event_router", "hybrid_billing", "loan_saga", "notification_fanout")
 ASYNCAPI_SCENARIOS = ("ecommerce", "event_router", "hybrid_billing")
 

@@ -20,8 +20,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanContext, SpanKind, Status, StatusCode, TraceFlags, TraceState
 
-from collector import store
-from collector.serve import Receiver
+from choreoscope.collector import store
+from choreoscope.collector.serve import Receiver
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -142,7 +142,7 @@ class ServeProcess:
     """`choreoscope serve --no-dashboard` as a real subprocess on free ports."""
 
     def __init__(self, db: Path, *extra: str):
-        cmd = [sys.executable, "-m", "analysis.cli", "serve", "--no-dashboard", "--db", str(db),
+        cmd = [sys.executable, "-m", "choreoscope.cli", "serve", "--no-dashboard", "--db", str(db),
                "--grpc-port", "0", "--http-port", "0", *extra]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})

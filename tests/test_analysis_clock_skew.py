@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.clock_skew import solve_offsets
-from sample_traces.generate import generate_spans, write_otlp_jsonl
+from choreoscope.analysis.clock_skew import solve_offsets
+from choreoscope.sample_traces.generate import generate_spans, write_otlp_jsonl
 from tests.analysis_fixtures import analysed_store
 
 

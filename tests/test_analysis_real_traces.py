@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.report import build_report, validate_report
+from choreoscope.analysis.report import build_report, validate_report
 from tests.analysis_fixtures import REAL_TRACES, analysed_store, service_edges
 
 pytestmark = pytest.mark.skipif(not REAL_TRACES.is_dir(), reason=f"{REAL_TRACES} not present")

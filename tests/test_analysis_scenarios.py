@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from analysis.report import validate_report
+from choreoscope.analysis.report import validate_report
 from tests.analysis_fixtures import SCENARIOS, scenario_report, service_edges, truth
 
 

@@ -8,8 +8,8 @@ from xml.etree import ElementTree as ET
 
 from intended_fixtures import intended_path
 
-from analysis.cli import main
-from sample_traces.generate import DUMPS_DIR
+from choreoscope.cli import main
+from choreoscope.sample_traces.generate import DUMPS_DIR
 
 FANOUT = str(DUMPS_DIR / "notification_fanout.otlp.jsonl")
 LOAN = str(DUMPS_DIR / "loan_saga.otlp.jsonl")

@@ -17,8 +17,8 @@ from intended_fixtures import (
     truth_triples,
 )
 
-from analysis.intended import load_intended
-from analysis.report import build_report, validate_report
+from choreoscope.analysis.intended import load_intended
+from choreoscope.analysis.report import build_report, validate_report
 
 
 @pytest.mark.parametrize("scenario", CONFORMANCE_SCENARIOS)
@@ -110,7 +110,7 @@ def test_declared_implicit_ordering_is_dropped_and_undeclared_one_kept(tmp_path)
 def test_rerunning_conformance_replaces_its_findings():
     a = analysed_scenario("loan_saga")
     first = a.conform([intended_path("loan_saga")])
-    from analysis import conformance
+    from choreoscope.analysis import conformance
 
     conformance.run(a.con, [intended_path("loan_saga")])
     again = [f for f in a.findings() if f.kind in conformance.CONFORMANCE_KINDS]

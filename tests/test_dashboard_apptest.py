@@ -10,8 +10,8 @@ import pytest
 from dashboard_fixtures import APP, DUMPS, build_sample_store, conformance_available
 from streamlit.testing.v1 import AppTest
 
-from collector import store
-from dashboard.live_context import DashboardContext, current, register
+from choreoscope.collector import store
+from choreoscope.dashboard.context_registry import DashboardContext, current, register
 
 ECOMMERCE = "storefront server POST /orders"
 
@@ -37,7 +37,7 @@ def page(name: str, **params: str) -> AppTest:
     at = AppTest.from_file(APP, default_timeout=60)
     at.run()
     if name != "overview":
-        at.switch_page(f"pages_/{name}.py")
+        at.switch_page(f"app_pages/{name}.py")
     for k, v in params.items():
         at.query_params[k] = v
     at.run()
@@ -111,8 +111,8 @@ def test_workflow_page_shows_recovered_and_intended_side_by_side_with_diff_count
 def test_workflow_page_without_intended_says_so(tmp_path):
     path = tmp_path / "plain.duckdb"
     con = store.connect(path)
-    from analysis.pipeline import run_pipeline
-    from collector.loaders import load_paths
+    from choreoscope.analysis.pipeline import run_pipeline
+    from choreoscope.collector.loaders import load_paths
 
     load_paths(con, [d for d in DUMPS if "ecommerce" in d.name])
     run_pipeline(con, [])
@@ -176,7 +176,7 @@ def test_services_page_shows_roles_and_fan_out(ro):
 
 
 def test_load_page_loads_into_a_temporary_store_when_read_only(ro, sample_store):
-    from dashboard.pages_.load import load_and_analyse
+    from choreoscope.dashboard.app_pages.load import load_and_analyse
 
     ctx = current()
     before = ro.execute("SELECT count(*) FROM spans").fetchall()[0][0]
@@ -204,11 +204,11 @@ def test_instance_page_without_an_id_offers_the_workflows_instances_and_shows_on
 
 
 def test_offline_dashboard_sees_when_the_stores_analysis_is_stale(tmp_path):
-    from analysis.pipeline import run_pipeline
-    from collector import store
-    from collector.loaders import load_paths
-    from dashboard.launch import _needs_analysis
-    from sample_traces.generate import DUMPS_DIR
+    from choreoscope.analysis.pipeline import run_pipeline
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
+    from choreoscope.dashboard.launch import _needs_analysis
+    from choreoscope.sample_traces.generate import DUMPS_DIR
 
     db = tmp_path / "s.duckdb"
     con = store.connect(db)

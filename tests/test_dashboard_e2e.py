@@ -20,7 +20,7 @@ import pytest
 from dashboard_fixtures import REPO, chromium_path
 from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-from sample_traces.generate import run_scenario, scenario_dir
+from choreoscope.sample_traces.generate import run_scenario, scenario_dir
 
 ARTIFACTS = REPO / "test-artifacts"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -49,7 +49,7 @@ class Serve:
 
     def __init__(self, tmp_path: Path, *extra: str) -> None:
         self.stderr = open(tmp_path / "serve.stderr", "w")  # noqa: SIM115 - closed in stop()
-        cmd = [sys.executable, "-m", "analysis.cli", "serve", "--db", str(tmp_path / "live.duckdb"),
+        cmd = [sys.executable, "-m", "choreoscope.cli", "serve", "--db", str(tmp_path / "live.duckdb"),
                "--grpc-port", "0", "--http-port", "0", "--dashboard-port", "0", "--analyze-every", "1", *extra]
         self.proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=self.stderr, text=True,
                                      env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -134,15 +134,15 @@ def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only
 
     from dashboard_fixtures import DUMPS, free_port
 
-    from collector import store
-    from collector.loaders import load_paths
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
 
     db = tmp_path / "loaded.duckdb"
     con = store.connect(db)
     load_paths(con, [d for d in DUMPS if "ecommerce" in d.name])
     con.close()
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "analysis.cli", "dashboard", str(db), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "choreoscope.cli", "dashboard", str(db), "--port", str(port)],
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:

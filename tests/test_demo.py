@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_demo_streams_through_the_exporter_and_serves_the_dashboard(tmp_path):
     db = tmp_path / "demo.duckdb"
-    cmd = [sys.executable, "-m", "analysis.cli", "demo", "--db", str(db), "--grpc-port", "0",
+    cmd = [sys.executable, "-m", "choreoscope.cli", "demo", "--db", str(db), "--grpc-port", "0",
            "--http-port", "0", "--dashboard-port", "0", "--duration", "20"]
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -66,7 +66,7 @@ def test_demo_streams_through_the_exporter_and_serves_the_dashboard(tmp_path):
 def test_demo_offline_writes_the_report(tmp_path):
     out = tmp_path / "report.md"
     proc = subprocess.run(
-        [sys.executable, "-m", "analysis.cli", "demo", "--offline", "--out", str(out)],
+        [sys.executable, "-m", "choreoscope.cli", "demo", "--offline", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
     )
     assert proc.returncode == 0, proc.stderr

@@ -6,15 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from sample_traces import SCENARIOS
-from tests.detector_fixtures import (  # noqa: F401 - fixtures
-    OTHER_SEED,
-    Score,
-    analysed,
-    analysed_other_seed,
-    analysed_skewed,
-    score,
-)
+from choreoscope.sample_traces import SCENARIOS
+from tests.detector_fixtures import OTHER_SEED, Score, score
 
 MIN_PRECISION = 0.9
 MIN_RECALL = 0.9
@@ -71,7 +64,7 @@ def test_precision_and_recall_against_truth(variant, request):
 
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_a_clock_offset_on_one_service_does_not_change_the_findings(name, analysed, analysed_skewed):  # noqa: F811
+def test_a_clock_offset_on_one_service_does_not_change_the_findings(name, analysed, analysed_skewed):
     def keys(result):
         return sorted((f.kind, tuple(f.services), f.event, f.resource) for f in result.findings)
 
@@ -80,7 +73,7 @@ def test_a_clock_offset_on_one_service_does_not_change_the_findings(name, analys
 
 def test_every_must_not_in_the_truth_names_a_detector_kind():
     """A must_not with a misspelt kind would stay silent for free."""
-    from analysis.detectors import DETECTORS
+    from choreoscope.analysis.detectors import DETECTORS
     from tests.detector_fixtures import truth
 
     kinds = {"dead_event", "orphan_event", "schema_drift"} | {name for name, _ in DETECTORS}

@@ -5,26 +5,26 @@ from __future__ import annotations
 
 import json
 import shutil
-from pathlib import Path
 
 import duckdb
 import pytest
 
-from analysis import detectors
-from analysis.findings import KINDS, SEVERITIES, load_findings
-from analysis.pipeline import run_pipeline
-from collector import store
-from collector.loaders import load_paths
-from sample_traces import SCENARIOS
-from sample_traces.generate import generate_spans, write_otlp_jsonl
-from tests.detector_fixtures import analysed, finding, truth  # noqa: F401 - fixture
+from choreoscope.analysis import detectors
+from choreoscope.analysis.findings import KINDS, SEVERITIES, load_findings
+from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from choreoscope.sample_traces import SCENARIOS
+from choreoscope.sample_traces.generate import generate_spans, write_otlp_jsonl
+from tests.detector_fixtures import finding, truth
+from tests.paths import REAL_TRACES
 
 
 def _truth_finding(scenario: str, kind: str) -> dict:
     return next(f for f in truth(scenario)["findings"] if f["kind"] == kind)
 
 
-def test_every_finding_is_well_formed_and_cites_real_traces(analysed):  # noqa: F811
+def test_every_finding_is_well_formed_and_cites_real_traces(analysed):
     for name in SCENARIOS:
         result = analysed[name]
         con = result.connect()
@@ -40,7 +40,7 @@ def test_every_finding_is_well_formed_and_cites_real_traces(analysed):  # noqa: 
             json.dumps(f.evidence)                         # storable as JSON as is
 
 
-def test_implicit_ordering_names_the_event_the_harm_and_the_shared_table(analysed):  # noqa: F811
+def test_implicit_ordering_names_the_event_the_harm_and_the_shared_table(analysed):
     f = finding(analysed["ecommerce"], "implicit_ordering")
     assert f.services == ["inventory-service", "shipping-service"] and f.event == "orders.placed"
     ev = f.evidence
@@ -52,7 +52,7 @@ def test_implicit_ordering_names_the_event_the_harm_and_the_shared_table(analyse
     assert f.severity == "critical"
 
 
-def test_shared_data_coupling_counts_reads_before_the_write(analysed):  # noqa: F811
+def test_shared_data_coupling_counts_reads_before_the_write(analysed):
     f = finding(analysed["ecommerce"], "shared_data_coupling")
     assert f.resource == "reservations" and f.evidence["writer_operations"] == ["INSERT"]
     assert f.evidence["reader_operations"] == ["SELECT"]
@@ -60,7 +60,7 @@ def test_shared_data_coupling_counts_reads_before_the_write(analysed):  # noqa: 
     assert f.evidence["accesses_before_write"] == f.evidence["failed_before_write"] > 0
 
 
-def test_retry_loop_reports_the_step_the_loop_and_its_error(analysed):  # noqa: F811
+def test_retry_loop_reports_the_step_the_loop_and_its_error(analysed):
     f = finding(analysed["ecommerce"], "retry_loop")
     ev = f.evidence
     assert ev["step"] == "shipping-service consumer orders.placed"
@@ -68,7 +68,7 @@ def test_retry_loop_reports_the_step_the_loop_and_its_error(analysed):  # noqa: 
     assert list(ev["errors"]) == ["reservation not found"]
 
 
-def test_a_single_resend_of_a_transient_error_is_not_a_retry_loop(analysed):  # noqa: F811
+def test_a_single_resend_of_a_transient_error_is_not_a_retry_loop(analysed):
     con = analysed["hybrid_billing"].connect()
     try:   # the data has resends: tax-service's 503 answered by one resend
         assert con.execute("SELECT count(*) FROM span_steps WHERE retry_attempt > 0").fetchall()[0][0] > 0
@@ -77,13 +77,13 @@ def test_a_single_resend_of_a_transient_error_is_not_a_retry_loop(analysed):  # 
     assert not [f for f in analysed["hybrid_billing"].findings if f.kind == "retry_loop"]
 
 
-def test_callback_coupling_names_the_call_back(analysed):  # noqa: F811
+def test_callback_coupling_names_the_call_back(analysed):
     f = finding(analysed["ecommerce"], "callback_coupling")
     assert f.evidence["operations"] == ["GET /orders/{id}"]
     assert f.evidence["instances_with_callback"] == f.evidence["instances_handled"] == 40
 
 
-def test_schema_drift_reports_added_and_removed_attributes_and_the_version(analysed):  # noqa: F811
+def test_schema_drift_reports_added_and_removed_attributes_and_the_version(analysed):
     f = finding(analysed["ecommerce"], "schema_drift")
     expected = _truth_finding("ecommerce", "schema_drift")
     assert f.evidence["added"] == expected["added"] and f.evidence["removed"] == expected["removed"]
@@ -92,20 +92,20 @@ def test_schema_drift_reports_added_and_removed_attributes_and_the_version(analy
     assert not any(a.startswith("messaging.") for c in f.evidence["changes"] for a in c["added"] + c["removed"])
 
 
-def test_dead_and_orphan_events(analysed):  # noqa: F811
+def test_dead_and_orphan_events(analysed):
     dead = finding(analysed["ecommerce"], "dead_event")
     assert dead.event == "inventory.low" and dead.evidence["consumers"] == 0
     orphan = finding(analysed["ecommerce"], "orphan_event")
     assert orphan.event == "prices.updated" and orphan.evidence["consumed"] == 10
 
 
-def test_god_coordinator_lists_the_callees_operations(analysed):  # noqa: F811
+def test_god_coordinator_lists_the_callees_operations(analysed):
     f = finding(analysed["loan_saga"], "god_coordinator")
     assert f.evidence["operations"] == sorted(_truth_finding("loan_saga", "god_coordinator")["operations"])
     assert "credit-service" not in f.evidence["other_callees"] and len(f.evidence["other_callees"]) >= 4
 
 
-def test_missing_compensation_names_the_step_and_its_compensation(analysed):  # noqa: F811
+def test_missing_compensation_names_the_step_and_its_compensation(analysed):
     f = finding(analysed["loan_saga"], "missing_compensation")
     expected = _truth_finding("loan_saga", "missing_compensation")
     [step] = f.evidence["steps"]
@@ -117,7 +117,7 @@ def test_missing_compensation_names_the_step_and_its_compensation(analysed):  # 
     assert step["compensated"] > step["uncompensated"]
 
 
-def test_event_cycle_events_and_instances_match_the_truth(analysed):  # noqa: F811
+def test_event_cycle_events_and_instances_match_the_truth(analysed):
     f = finding(analysed["event_router"], "event_cycle")
     expected = _truth_finding("event_router", "event_cycle")
     assert f.services == expected["services"]            # in travel order, from where messages enter
@@ -125,7 +125,7 @@ def test_event_cycle_events_and_instances_match_the_truth(analysed):  # noqa: F8
     assert f.evidence["instances"] == expected["instances"]
 
 
-def test_implicit_orchestrator_evidence(analysed):  # noqa: F811
+def test_implicit_orchestrator_evidence(analysed):
     f = finding(analysed["event_router"], "implicit_orchestrator")
     ev = f.evidence
     assert ev["handoff_share"] == 1.0 and ev["emits_per_consume"] == 1.0
@@ -133,7 +133,7 @@ def test_implicit_orchestrator_evidence(analysed):  # noqa: F811
     assert "search-indexer" in ev["downstream"]
 
 
-def test_findings_are_the_same_when_run_again(analysed):  # noqa: F811
+def test_findings_are_the_same_when_run_again(analysed):
     con = analysed["ecommerce"].connect()
     try:
         first = [(f.key, f.confidence, f.summary) for f in detectors.run_all(con)]
@@ -143,7 +143,7 @@ def test_findings_are_the_same_when_run_again(analysed):  # noqa: F811
     assert first == second and len(first) == len(analysed["ecommerce"].findings)
 
 
-def test_a_failing_detector_is_reported_and_the_others_still_run(analysed, tmp_path):  # noqa: F811
+def test_a_failing_detector_is_reported_and_the_others_still_run(analysed, tmp_path):
     copy = tmp_path / "broken.duckdb"
     shutil.copy(analysed["ecommerce"].db_path, copy)
     con = duckdb.connect(str(copy))
@@ -182,7 +182,6 @@ def test_consumers_whose_producer_is_missing_from_the_data_are_orphans(tmp_path)
     assert any(f.kind == "dead_event" and f.event == "payments.completed" for f in findings)
 
 
-REAL_TRACES = Path("/work/shared/real_traces")
 
 
 @pytest.mark.skipif(not REAL_TRACES.is_dir(), reason=f"{REAL_TRACES} (the real dumps) is not on this machine")

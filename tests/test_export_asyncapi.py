@@ -10,10 +10,11 @@ import pytest
 import yaml
 from intended_fixtures import CONFORMANCE_SCENARIOS, analysed, real_trace_files
 
-from analysis.asyncapi_export import build_documents, document_filename, dump_document
-from analysis.cli import main
-from analysis.intended import load_intended
-from sample_traces.generate import DUMPS_DIR
+from choreoscope.analysis.asyncapi_export import build_documents, document_filename, dump_document
+from choreoscope.analysis.intended import load_intended
+from choreoscope.cli import main
+from choreoscope.sample_traces.generate import DUMPS_DIR
+from tests.paths import REAL_TRACES
 
 SAMPLE_DUMPS = [str(DUMPS_DIR / f"{s}.otlp.jsonl") for s in CONFORMANCE_SCENARIOS]
 REAL_DUMPS = [str(p) for p in real_trace_files()]
@@ -44,8 +45,8 @@ def test_round_trip_declares_exactly_what_was_observed(path, tmp_path):
 
 
 def test_real_dumps_are_present():
-    if not Path("/work/shared/real_traces").is_dir():
-        pytest.skip("/work/shared/real_traces does not exist")
+    if not REAL_TRACES.is_dir():
+        pytest.skip(f"{REAL_TRACES} does not exist")
     assert len(REAL_DUMPS) >= 10
 
 

@@ -11,8 +11,8 @@ import pytest
 import yaml
 from intended_fixtures import asyncapi_dir, intended_path
 
-from analysis.intended import IntendedError, load_intended
-from analysis.intended.native import intended_schema
+from choreoscope.analysis.intended import IntendedError, load_intended
+from choreoscope.analysis.intended.native import intended_schema
 
 
 def write(tmp_path, name: str, text: str) -> str:
@@ -153,7 +153,7 @@ def test_asyncapi_errors(tmp_path):
 
 
 def test_directory_scan_skips_other_yaml_but_an_explicit_file_must_be_a_document(tmp_path):
-    from sample_traces.generate import scenario_dir
+    from choreoscope.sample_traces.generate import scenario_dir
 
     model = load_intended(str(scenario_dir("ecommerce")))  # holds truth.yaml too
     assert any(p.endswith("truth.yaml") for p in model.skipped)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from collector import store
+from choreoscope.collector import store
+from tests.paths import REAL_TRACES as REAL
 
-REAL = Path("/work/shared/real_traces")
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} (the real trace dumps) is not present")
 REPO = Path(__file__).resolve().parents[1]
 
 
 def choreoscope(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "analysis.cli", *args], check=False, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "choreoscope.cli", *args], check=False, cwd=REPO,
                           capture_output=True, text=True, timeout=120, **kw)
 
 
@@ -61,7 +61,7 @@ def test_progress_bar_on_a_terminal(tmp_path):
     big.write_bytes(data + data)  # over the 4 MiB threshold; the second copy is all duplicates
     leader, follower = pty.openpty()
     try:
-        p = subprocess.run([sys.executable, "-m", "analysis.cli", "load", str(big), "--db",
+        p = subprocess.run([sys.executable, "-m", "choreoscope.cli", "load", str(big), "--db",
                             str(tmp_path / "s.duckdb")], check=False, cwd=REPO, stdout=subprocess.PIPE,
                            stderr=follower, text=True, timeout=120)
         os.close(follower)

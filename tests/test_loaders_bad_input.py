@@ -5,17 +5,16 @@ from __future__ import annotations
 import base64
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 from google.protobuf import json_format
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from collector import store
-from collector.loaders import load_paths
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from tests.paths import REAL_TRACES as REAL
 from tests.sdk_dumps import record_spans, to_otlp_proto, to_otlp_proto_framed
 
-REAL = Path("/work/shared/real_traces")
 OTEL_TUI = REAL / "otel-tui/test_data.json"
 YELP = REAL / "zipkin-lens/yelp.json"
 needs_real = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} (the real trace dumps) is not present")

@@ -1,4 +1,4 @@
-"""Every real dump in /work/shared/real_traces loads with exactly the span counts its SOURCES.md
+"""Every real dump in ../shared/real_traces loads with exactly the span counts its SOURCES.md
 gives, and the loaders carry over what analysis needs: kinds, messaging destinations, links, the
 server halves of shared Zipkin spans."""
 
@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
-from collector import store
-from collector.loaders import load_paths
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from tests.paths import REAL_TRACES as REAL
 
-REAL = Path("/work/shared/real_traces")
 pytestmark = pytest.mark.skipif(not REAL.is_dir(), reason=f"{REAL} (the real trace dumps) is not present")
 
 EXPECTED = {  # file -> (format, spans to store), from SOURCES.md
@@ -184,9 +183,9 @@ def test_older_and_wrapped_shapes_of_the_same_dumps(tmp_path):
 @pytest.mark.parametrize("rel", sorted(r for r, (fmt, _) in EXPECTED.items() if fmt == "otlp-json"))
 def test_otlp_json_rows_equal_the_receivers_decoding(tmp_path, rel):
     """The loader's direct OTLP JSON walk gives exactly the rows the receiver's protobuf path gives."""
-    from collector.loaders.otlp_json import resource_spans_of
-    from collector.otlp import add_resource_spans, traces_data_from_json
-    from collector.spanbatch import SpanBatch
+    from choreoscope.collector.loaders.otlp_json import resource_spans_of
+    from choreoscope.collector.otlp import add_resource_spans, traces_data_from_json
+    from choreoscope.collector.spanbatch import SpanBatch
 
     text = (REAL / rel).read_text()
     try:

@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from collector import store
-from collector.loaders import load_paths
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
 from tests.sdk_dumps import record_spans, to_jaeger_json, to_otlp_proto, to_otlp_proto_framed
 
 COMPARED = ("trace_id", "span_id", "parent_span_id", "name", "kind", "start_ns", "end_ns", "status_code",

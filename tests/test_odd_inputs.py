@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from analysis.cli import main
-from analysis.report import validate_report
-from collector import store
+from choreoscope.analysis.report import validate_report
+from choreoscope.cli import main
+from choreoscope.collector import store
 
 T0 = 1736931600000000000
 ODD_NAMES = ['we"ird', "pi|pe", "new\nline", "`tick`", "<b>html</b>", "#x;y", "100%", "a" * 3000]
@@ -318,7 +318,7 @@ def test_schema_drift_over_many_versions_stays_one_readable_sentence(tmp_path, c
 # --- store boundary: timestamps, non-scalar attribute values, destination templates -----------
 
 def _load_one(tmp_path: Path, resources: list[dict]):
-    from collector.loaders import load_paths
+    from choreoscope.collector.loaders import load_paths
 
     path = tmp_path / "d.otlp.json"
     path.write_text(json.dumps({"resourceSpans": resources}))
@@ -382,7 +382,7 @@ def test_analyze_to_an_unwritable_place_exits_2_with_a_message(odd_dump, tmp_pat
 
 
 def test_analysing_again_without_intended_drops_the_old_conformance(tmp_path, capsys):
-    from sample_traces.generate import DUMPS_DIR, scenario_dir
+    from choreoscope.sample_traces.generate import DUMPS_DIR, scenario_dir
 
     db = tmp_path / "s.duckdb"
     assert main(["load", str(DUMPS_DIR / "hybrid_billing.otlp.jsonl"), "--db", str(db), "--no-progress"]) == 0

@@ -14,7 +14,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from receiver_fixtures import ServeProcess, assert_stored_exactly, make_spans, span_count
 
-from collector import store
+from choreoscope.collector import store
 
 
 def traced_provider(serve: ServeProcess) -> tuple[TracerProvider, InMemorySpanExporter]:

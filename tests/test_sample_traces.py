@@ -12,11 +12,11 @@ import yaml
 from opentelemetry.sdk.trace.export import ConsoleSpanExporter
 from opentelemetry.trace import SpanKind, StatusCode
 
-from collector import semconv as sc
-from collector.otlp import traces_data_from_json
-from sample_traces import SCENARIOS
-from sample_traces.asyncapi_docs import ASYNCAPI_2, ASYNCAPI_SCENARIOS
-from sample_traces.generate import DUMPS_DIR, generate_spans, main, run_scenario, scenario_dir
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.otlp import traces_data_from_json
+from choreoscope.sample_traces import SCENARIOS
+from choreoscope.sample_traces.asyncapi_docs import ASYNCAPI_2, ASYNCAPI_SCENARIOS
+from choreoscope.sample_traces.generate import DUMPS_DIR, generate_spans, main, run_scenario, scenario_dir
 
 
 @pytest.fixture(scope="module")
@@ -271,8 +271,8 @@ def test_run_scenario_feeds_any_sdk_exporter_and_leaves_it_open():
 
 
 def test_all_dumps_load_into_one_store_without_id_collisions(tmp_path):
-    from collector import store
-    from collector.loaders import load_paths
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
 
     con = store.connect(tmp_path / "all.duckdb")
     result = load_paths(con, [str(p) for p in sorted(DUMPS_DIR.glob("*.otlp.jsonl"))])

@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import duckdb
 
-from analysis.detectors import (
+from choreoscope.analysis.detectors import (
     callback_coupling,
     event_catalog,
     event_cycle,
@@ -25,7 +25,7 @@ from analysis.detectors import (
     retry_loop,
     shared_data_coupling,
 )
-from analysis.findings import Finding
+from choreoscope.analysis.findings import Finding
 
 DETECTORS: list[tuple[str, Callable[[duckdb.DuckDBPyConnection], list[Finding]]]] = [
     ("implicit_ordering", implicit_ordering.detect),

@@ -16,8 +16,8 @@ duration of the calls.
 
 from __future__ import annotations
 
-from analysis.detectors._common import HANDLED_CTE, ratio, rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import HANDLED_CTE, ratio, rows
+from choreoscope.analysis.findings import Finding
 
 SQL = f"""
 WITH RECURSIVE {HANDLED_CTE},

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import itertools
 
-from analysis.detectors._common import rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import rows
+from choreoscope.analysis.findings import Finding
 
 # Attribute namespaces of the semantic conventions (and SDK internals): not the event's payload schema.
 CONVENTION_PREFIXES = (

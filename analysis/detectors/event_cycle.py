@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import networkx as nx
 
-from analysis.detectors._common import RELAYS_SQL, rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import RELAYS_SQL, rows
+from choreoscope.analysis.findings import Finding
 
 MAX_CYCLES = 200
 

@@ -15,8 +15,8 @@ seen that this coordinator drives, the coordinator's other callees.
 
 from __future__ import annotations
 
-from analysis.detectors._common import ratio, rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import ratio, rows
+from choreoscope.analysis.findings import Finding
 
 MIN_OPERATIONS = 5
 

@@ -17,8 +17,8 @@ consumer steps and relaying consumer steps, relays per instance, example traces.
 
 from __future__ import annotations
 
-from analysis.detectors._common import RELAYS_SQL, ratio, rows, workflow_entries
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import RELAYS_SQL, ratio, rows, workflow_entries
+from choreoscope.analysis.findings import Finding
 
 MIN_UPSTREAM = 2
 MIN_DOWNSTREAM = 2

@@ -23,10 +23,10 @@ from __future__ import annotations
 
 import networkx as nx
 
-from analysis.detectors import shared_data_coupling
-from analysis.detectors._common import ratio, rows
-from analysis.findings import Finding
-from analysis.orderings import step_graphs
+from choreoscope.analysis.detectors import shared_data_coupling
+from choreoscope.analysis.detectors.query_helpers import ratio, rows
+from choreoscope.analysis.findings import Finding
+from choreoscope.analysis.orderings import step_graphs
 
 MIN_INSTANCES = 5
 MIN_SUPPORT = 0.9          # share of instances where A ended before B's final start

@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import re
 
-from analysis.detectors._common import rows, workflow_entries
-from analysis.findings import Finding
-from analysis.patterns import COMPENSATION_WORDS
+from choreoscope.analysis.detectors.query_helpers import rows, workflow_entries
+from choreoscope.analysis.findings import Finding
+from choreoscope.analysis.patterns import COMPENSATION_WORDS
 
 READ_METHODS = ("GET", "HEAD", "OPTIONS")
 VERBS = {"get", "post", "put", "patch", "delete", "cancel", "release", "refund", "undo", "revert", "rollback",

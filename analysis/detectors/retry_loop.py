@@ -16,8 +16,8 @@ attempts, instances that looped (three attempts or more), the errors the failed 
 
 from __future__ import annotations
 
-from analysis.detectors._common import ratio, rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import ratio, rows
+from choreoscope.analysis.findings import Finding
 
 MIN_RETRIED_INSTANCES = 2
 MIN_EXTRA_PER_RETRIED = 1.5   # mean extra attempts per retried instance ...

@@ -15,8 +15,8 @@ read ended in an error of the reading handler.
 
 from __future__ import annotations
 
-from analysis.detectors._common import ratio, rows
-from analysis.findings import Finding
+from choreoscope.analysis.detectors.query_helpers import ratio, rows
+from choreoscope.analysis.findings import Finding
 
 WRITES = ("INSERT", "UPDATE", "DELETE", "UPSERT", "MERGE", "SET", "PUT", "REPLACE")
 

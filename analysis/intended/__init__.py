@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.intended.asyncapi import add_declarations, is_asyncapi, parse_asyncapi
-from analysis.intended.mapping import is_mapping_file, parse_mapping
-from analysis.intended.model import (
+from choreoscope.analysis.intended.asyncapi import add_declarations, is_asyncapi, parse_asyncapi
+from choreoscope.analysis.intended.mapping import is_mapping_file, parse_mapping
+from choreoscope.analysis.intended.model import (
     DeclaredEdge,
     DeclaredOrdering,
     IntendedError,
     IntendedModel,
     IntendedWorkflow,
 )
-from analysis.intended.native import is_native, load_native
-from analysis.intended.source import read_document
+from choreoscope.analysis.intended.native import is_native, load_native
+from choreoscope.analysis.intended.source import read_document
 
 __all__ = ["DeclaredEdge", "DeclaredOrdering", "IntendedError", "IntendedModel", "IntendedWorkflow",
            "load_intended"]

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from analysis.intended.model import DeclaredEdge, IntendedModel
-from analysis.intended.source import Document
+from choreoscope.analysis.intended.model import DeclaredEdge, IntendedModel
+from choreoscope.analysis.intended.source import Document
 
 ANY = None  # an operation that names no message takes them all
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from analysis.intended.source import Document
+from choreoscope.analysis.intended.source import Document
 
 MAPPING_NAMES = ("choreoscope-mapping.yaml", "choreoscope-mapping.yml", "choreoscope-mapping.json")
 

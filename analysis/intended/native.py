@@ -9,12 +9,17 @@ from __future__ import annotations
 import json
 from importlib import resources
 
-from analysis.intended.model import DeclaredEdge, DeclaredOrdering, IntendedModel, IntendedWorkflow
-from analysis.intended.source import Document
+from choreoscope.analysis.intended.model import (
+    DeclaredEdge,
+    DeclaredOrdering,
+    IntendedModel,
+    IntendedWorkflow,
+)
+from choreoscope.analysis.intended.source import Document
 
 
 def intended_schema() -> dict:
-    return json.loads(resources.files("analysis.intended").joinpath("intended_schema.json").read_text())
+    return json.loads(resources.files("choreoscope.analysis.intended").joinpath("intended_schema.json").read_text())
 
 
 NATIVE_KEYS = {"version", "description", "workflows", "services"}

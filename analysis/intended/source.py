@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from analysis.intended.model import IntendedError
+from choreoscope.analysis.intended.model import IntendedError
 
 
 def format_path(path) -> str:

@@ -21,8 +21,8 @@ from typing import BinaryIO
 
 import duckdb
 
-from collector.loaders import jaeger, otlp_json, otlp_proto, zipkin
-from collector.loaders.sink import CHUNK_SPANS, FileResult, FileSink
+from choreoscope.collector.loaders import jaeger, otlp_json, otlp_proto, zipkin
+from choreoscope.collector.loaders.sink import CHUNK_SPANS, FileResult, FileSink
 
 FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin")
 TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP protobuf (TracesData, "

@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import base64
 
-from collector import semconv as sc
-from collector.loaders.sink import FileSink
-from collector.spanbatch import Link
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.loaders.sink import FileSink
+from choreoscope.collector.spanbatch import Link
 
 _KINDS = {"client": "CLIENT", "server": "SERVER", "producer": "PRODUCER", "consumer": "CONSUMER",
           "internal": "INTERNAL"}

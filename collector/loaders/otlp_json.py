@@ -15,10 +15,10 @@ import binascii
 
 from google.protobuf import json_format
 
-from collector import semconv as sc
-from collector.loaders.sink import FileSink
-from collector.otlp import add_resource_spans, traces_data_from_json
-from collector.spanbatch import Link
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.loaders.sink import FileSink
+from choreoscope.collector.otlp import add_resource_spans, traces_data_from_json
+from choreoscope.collector.spanbatch import Link
 
 NON_TRACE_KEYS = ("resourceMetrics", "resourceLogs", "resourceProfiles")
 

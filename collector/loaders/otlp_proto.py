@@ -14,8 +14,8 @@ from typing import BinaryIO
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
-from collector.loaders.sink import FileSink
-from collector.otlp import add_resource_spans
+from choreoscope.collector.loaders.sink import FileSink
+from choreoscope.collector.otlp import add_resource_spans
 
 FIELD1_TAG = 0x0A
 MAX_FRAME = 1 << 30

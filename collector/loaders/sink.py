@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from collector.spanbatch import SpanBatch
-from collector.store import insert_arrow
+from choreoscope.collector.spanbatch import SpanBatch
+from choreoscope.collector.store import insert_arrow
 
 CHUNK_SPANS = 20_000
 

@@ -36,9 +36,9 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from collector import semconv as sc
-from collector.loaders.sink import FileSink
-from collector.spanbatch import BadId, normalize_id
+from choreoscope.collector import semconv as sc
+from choreoscope.collector.loaders.sink import FileSink
+from choreoscope.collector.spanbatch import BadId, normalize_id
 
 _KINDS = {"CLIENT", "SERVER", "PRODUCER", "CONSUMER"}
 _BROKERS = {sc.MESSAGING_SYSTEM_KAFKA, sc.MESSAGING_SYSTEM_RABBITMQ}

@@ -18,7 +18,7 @@ which emits `catalog.updated` for search-service.
 
 from __future__ import annotations
 
-from sample_traces.engine import OLD, Message, Sim
+from choreoscope.sample_traces.engine import OLD, Message, Sim
 
 NAMESPACE = "shop"
 DEFAULT_INSTANCES = 40

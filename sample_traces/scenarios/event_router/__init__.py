@@ -13,7 +13,7 @@ ocr-service and archive-service use the old messaging conventions.
 
 from __future__ import annotations
 
-from sample_traces.engine import OLD, Message, Service, Sim
+from choreoscope.sample_traces.engine import OLD, Message, Service, Sim
 
 NAMESPACE = "documents"
 DEFAULT_INSTANCES = 36

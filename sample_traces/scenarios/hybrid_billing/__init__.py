@@ -13,7 +13,7 @@ invoice before crm sees it; crm usually runs later, but every sixth run it is fi
 
 from __future__ import annotations
 
-from sample_traces.engine import OLD, Sim
+from choreoscope.sample_traces.engine import OLD, Sim
 
 NAMESPACE = "billing"
 DEFAULT_INSTANCES = 36

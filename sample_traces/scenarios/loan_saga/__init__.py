@@ -14,7 +14,7 @@ reported as implicitly ordered.
 
 from __future__ import annotations
 
-from sample_traces.engine import OLD, Op, Service, Sim
+from choreoscope.sample_traces.engine import OLD, Op, Service, Sim
 
 NAMESPACE = "lending"
 DEFAULT_INSTANCES = 40

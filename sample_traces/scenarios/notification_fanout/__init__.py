@@ -12,7 +12,7 @@ no ordering between them.
 
 from __future__ import annotations
 
-from sample_traces.engine import OLD, Message, Service, Sim
+from choreoscope.sample_traces.engine import OLD, Message, Service, Sim
 
 NAMESPACE = "notify"
 DEFAULT_INSTANCES = 25

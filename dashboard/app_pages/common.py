@@ -36,8 +36,8 @@ def finding_title(row) -> str:
 
 def show_finding(row, key: str) -> None:
     """A finding as an expander: summary, recommendation, evidence, example instances."""
-    from dashboard import nav
-    from dashboard.state import query
+    from choreoscope.dashboard import nav
+    from choreoscope.dashboard.store_access import query
 
     with st.expander(finding_title(row)):
         st.markdown(f"**{row['summary']}**")

@@ -7,9 +7,9 @@ import time
 import pandas as pd
 import streamlit as st
 
-from dashboard import nav
-from dashboard.pages_.common import show_finding
-from dashboard.state import context, fresh, query
+from choreoscope.dashboard import nav
+from choreoscope.dashboard.app_pages.common import show_finding
+from choreoscope.dashboard.store_access import context, fresh, query
 
 
 @st.fragment(run_every=2.0)

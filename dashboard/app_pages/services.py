@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.intended_owners import owners
-from dashboard.pages_.common import show_finding
-from dashboard.state import context, query
+from choreoscope.dashboard.app_pages.common import show_finding
+from choreoscope.dashboard.intended_owners import owners
+from choreoscope.dashboard.store_access import context, query
 
 COORDINATOR_KINDS = ("implicit_orchestrator", "god_coordinator")
 

@@ -10,9 +10,9 @@ import os
 
 import streamlit as st
 
-from collector import store
-from dashboard import data
-from dashboard.live_context import DashboardContext, current, register
+from choreoscope.collector import store
+from choreoscope.dashboard import data
+from choreoscope.dashboard.context_registry import DashboardContext, current, register
 
 DB_ENV = "CHOREOSCOPE_DB"
 

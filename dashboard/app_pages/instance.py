@@ -5,8 +5,8 @@ from __future__ import annotations
 import altair as alt
 import streamlit as st
 
-from dashboard import nav
-from dashboard.state import query
+from choreoscope.dashboard import nav
+from choreoscope.dashboard.store_access import query
 
 MAX_SPANS = 400
 

@@ -1,16 +1,66 @@
 """The `choreoscope` command: one console script, one subcommand per job.
 
 Each subcommand's work lives in the module that owns it; this file only declares the options
-(so `choreoscope --help` is the whole manual) and imports the owner lazily, keeping start-up fast.
+(so `choreoscope --help` is the whole manual) and imports the owner when its subcommand runs.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from collector.store import DEFAULT_DB
+from choreoscope.collector.store import DEFAULT_DB
+
+# Each subcommand's module is imported when that subcommand runs (start-up stays fast), but by name,
+# so the dependency graph is in the code.
+
+
+def _run_serve(args) -> int:
+    from choreoscope.collector import serve
+
+    return serve.run(args)
+
+
+def _run_load(args) -> int:
+    from choreoscope.collector import load_cmd
+
+    return load_cmd.run(args)
+
+
+def _run_stats(args) -> int:
+    from choreoscope.collector import stats
+
+    return stats.run(args)
+
+
+def _run_analyze(args) -> int:
+    from choreoscope.analysis import analyze_cmd
+
+    return analyze_cmd.run(args)
+
+
+def _run_check(args) -> int:
+    from choreoscope.analysis import check_cmd
+
+    return check_cmd.run(args)
+
+
+def _run_export(args) -> int:
+    from choreoscope.analysis import export_cmd
+
+    return export_cmd.run(args)
+
+
+def _run_dashboard(args) -> int:
+    from choreoscope.dashboard import launch
+
+    return launch.run(args)
+
+
+def _run_demo(args) -> int:
+    from choreoscope.sample_traces import demo
+
+    return demo.run(args)
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -49,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
                    help="re-run the analysis on new spans this often (default: 30; 0 = only on request)")
-    p.set_defaults(target="collector.serve:run")
+    p.set_defaults(run=_run_serve)
 
     p = sub.add_parser("load", help="load trace dumps into the store")
     p.add_argument("files", nargs="+", metavar="FILE")
@@ -57,11 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="auto", choices=["auto", "otlp-json", "otlp-proto", "jaeger", "zipkin"],
                    help="dump format (default: detected from content)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(target="collector.load_cmd:run")
+    p.set_defaults(run=_run_load)
 
     p = sub.add_parser("stats", help="what the store holds: spans, traces, services, time range")
     _add_db(p)
-    p.set_defaults(target="collector.stats:run")
+    p.set_defaults(run=_run_stats)
 
     p = sub.add_parser("analyze", help="recover workflows and findings; write a report")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
@@ -70,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--format", default="md", choices=["json", "md", "dot", "mermaid"], help="report format")
     p.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
-    p.set_defaults(target="analysis.report_cmd:run")
+    p.set_defaults(run=_run_analyze)
 
     p = sub.add_parser("check", help="drift gate for CI: exit 1 on new findings matching --fail-on")
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
@@ -80,20 +130,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fail-on", nargs="+", default=["warning"], metavar="KIND|SEVERITY",
                    help="finding kinds or severities that fail the check (default: warning, i.e. warning+)")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML")
-    p.set_defaults(target="analysis.check_cmd:run")
+    p.set_defaults(run=_run_check)
 
     p = sub.add_parser("export", help="write declarations from observed traffic")
     p.add_argument("what", choices=["asyncapi"])
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
     _add_db(p)
     p.add_argument("--out", required=True, metavar="DIR")
-    p.set_defaults(target="analysis.export_cmd:run")
+    p.set_defaults(run=_run_export)
 
     p = sub.add_parser("dashboard", help="open the dashboard over a store, offline")
     p.add_argument("db", nargs="?", default=DEFAULT_DB, metavar="DB")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
-    p.set_defaults(target="dashboard.launch:run")
+    p.set_defaults(run=_run_dashboard)
 
     p = sub.add_parser("demo", help="serve the bundled sample scenarios, with live traffic")
     _add_db(p)
@@ -104,16 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="md", choices=["json", "md", "dot", "mermaid"])
     p.add_argument("--duration", type=float, default=0, metavar="SECONDS",
                    help="stop after this long (default: run until interrupted)")
-    p.set_defaults(target="sample_traces.demo:run")
+    p.set_defaults(run=_run_demo)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    module_name, func_name = args.target.split(":")
-    func = getattr(importlib.import_module(module_name), func_name)
-    code = func(args)
-    return int(code or 0)
+    return int(args.run(args) or 0)
 
 
 if __name__ == "__main__":

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.intended_owners import owners
-from dashboard.state import context, query
+from choreoscope.dashboard.intended_owners import owners
+from choreoscope.dashboard.store_access import context, query
 
 FLAG_KINDS = {"dead_event": "dead", "orphan_event": "orphan", "schema_drift": "drift",
               "event_cycle": "cycle", "implicit_ordering": "implicit order",

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from dashboard import graphs, nav
-from dashboard.pages_.common import pick, show_finding
-from dashboard.state import query
+from choreoscope.dashboard import graphs, nav
+from choreoscope.dashboard.app_pages.common import pick, show_finding
+from choreoscope.dashboard.store_access import query
 
 MAX_SERVICE_NODES = 40
 

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.pipeline import AnalysisError, run_pipeline
-from collector import store
-from collector.loaders import load_paths
-from dashboard.live_context import DashboardContext, register
-from dashboard.state import context
+from choreoscope.analysis.pipeline import AnalysisError, run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from choreoscope.dashboard.context_registry import DashboardContext, register
+from choreoscope.dashboard.store_access import context
 
 _UPLOAD_DIR = Path(tempfile.mkdtemp(prefix="choreoscope-upload-"))
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import duckdb
 
-from collector import store
+from choreoscope.collector import store
 
 
 class InputError(ValueError):
@@ -44,7 +44,7 @@ def open_inputs(inputs: list[str], db: str) -> OpenedInput:
     for path in inputs:
         if not Path(path).exists():
             raise InputError(f"{path}: no such file")
-    from collector.loaders import load_paths
+    from choreoscope.collector.loaders import load_paths
 
     con = duckdb.connect(":memory:")
     store.ensure_schema(con)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dashboard.pages_.common import show_finding
-from dashboard.state import query
+from choreoscope.dashboard.app_pages.common import show_finding
+from choreoscope.dashboard.store_access import query
 
 
 def render() -> None:

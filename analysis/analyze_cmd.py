@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
-from analysis.graph_export import report_dot, report_mermaid
-from analysis.inputs import InputError, open_inputs, warn_load_errors
-from analysis.pipeline import AnalysisError, run_pipeline
-from analysis.report import build_report, validate_report
-from analysis.report_md import report_markdown
-from collector.store import StoreError
+from choreoscope.analysis.graph_export import report_dot, report_mermaid
+from choreoscope.analysis.open_inputs import InputError, open_inputs, warn_load_errors
+from choreoscope.analysis.pipeline import AnalysisError, run_pipeline
+from choreoscope.analysis.report import build_report, validate_report
+from choreoscope.analysis.report_md import report_markdown
+from choreoscope.collector.store import StoreError
 
 RENDERERS = {
     "json": lambda r: json.dumps(r, indent=2, default=str) + "\n",
