@@ -22,10 +22,8 @@ import re
 import duckdb
 
 from choreoscope.analysis.conformance import build_instance_edges
+from choreoscope.collector.semconv import CONVENTION_PREFIXES
 
-CONVENTION_PREFIXES = ("messaging.", "db.", "http.", "url.", "server.", "client.", "net.", "network.",
-                       "rpc.", "peer.", "user_agent.", "thread.", "code.", "otel.", "exception.", "error.",
-                       "kafka.", "rabbit.", "span.", "component", "lc", "retry.")
 JSON_TYPES = {"VARCHAR": "string", "BIGINT": "integer", "UBIGINT": "integer", "DOUBLE": "number",
               "BOOLEAN": "boolean", "NULL": "null"}
 

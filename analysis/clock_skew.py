@@ -10,7 +10,8 @@ hop alone cannot tell a slow queue from a slow clock, so a positive lag is left 
 Evidence implying an offset over MAX_PLAUSIBLE_OFFSET_NS (a day) is left out: that is a broken
 timestamp (a span at epoch 0, a unit mix-up), not a skewed clock, and one such span must not shift
 a whole service by decades. Corrected times saturate at the BIGINT range instead of overflowing.
-Writes `clock_offsets` and adds `start_adj`/`end_adj` (corrected) to `span_steps`.
+Reads `span_labels`, `parent_edges` and `span_links`; writes `clock_offsets`. `corrected_steps_sql`
+is the one definition of corrected times (`start_adj`/`end_adj`) that later stages select.
 """
 
 from __future__ import annotations
@@ -24,16 +25,16 @@ INT64_MAX = 2**63 - 1
 
 
 def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
-    """Offsets in ns by service (observed = true + offset). Needs `span_steps` and parent edges."""
+    """Offsets in ns by service (observed = true + offset), from `span_labels` and `parent_edges`."""
     sync_pairs = con.execute(
         """
         SELECT p.service, c.service,
                median((c.start_ns - p.start_ns) / 2.0 + (c.end_ns - p.end_ns) / 2.0) AS shift,
                count(*) AS n
-        FROM causal_edges e
-        JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
-        JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
-        WHERE e.evidence = 'parent' AND e.via = 'call' AND p.service <> c.service
+        FROM parent_edges e
+        JOIN span_labels p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+        JOIN span_labels c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+        WHERE e.via = 'call' AND p.service <> c.service
           AND p.start_ns IS NOT NULL AND c.start_ns IS NOT NULL
           AND p.end_ns >= p.start_ns AND c.end_ns >= c.start_ns
           AND abs(c.start_ns - p.start_ns) < $max_offset AND abs(c.end_ns - p.end_ns) < $max_offset
@@ -45,7 +46,7 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         """
         WITH hops AS (
             SELECT e.src_trace_id AS pt, e.src_span_id AS ps, e.dst_trace_id AS ct, e.dst_span_id AS cs
-            FROM causal_edges e WHERE e.via = 'event' AND e.evidence = 'parent'
+            FROM parent_edges e WHERE e.via = 'event'
             UNION ALL   -- span links between a producer and a consumer, whichever holds the link
             SELECT l.linked_trace_id, l.linked_span_id, l.trace_id, l.span_id FROM span_links l
             UNION ALL
@@ -53,14 +54,14 @@ def estimate_offsets(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         )
         SELECT p.service, c.service, min(c.start_ns - p.start_ns) AS bound, count(*) AS n
         FROM hops h
-        JOIN span_steps p ON p.trace_id = h.pt AND p.span_id = h.ps AND p.role = 'producer'
-        JOIN span_steps c ON c.trace_id = h.ct AND c.span_id = h.cs AND c.role = 'consumer'
+        JOIN span_labels p ON p.trace_id = h.pt AND p.span_id = h.ps AND p.role = 'producer'
+        JOIN span_labels c ON c.trace_id = h.ct AND c.span_id = h.cs AND c.role = 'consumer'
         WHERE p.service <> c.service AND c.start_ns - p.start_ns > -$max_offset
         GROUP BY ALL ORDER BY ALL
         """,
         {"max_offset": MAX_PLAUSIBLE_OFFSET_NS},
     ).fetchall()
-    span_counts = dict(con.execute("SELECT service, count(*) FROM span_steps GROUP BY ALL").fetchall())
+    span_counts = dict(con.execute("SELECT service, count(*) FROM span_labels GROUP BY ALL").fetchall())
     return solve_offsets(sync_pairs, async_bounds, span_counts)
 
 
@@ -146,8 +147,8 @@ def _place_components_by_async_bounds(
         remaining.discard(comp)
 
 
-def apply_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> None:
-    """Write `clock_offsets` and add corrected `start_adj`/`end_adj` columns to `span_steps`."""
+def store_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> None:
+    """Write `clock_offsets` (one row per service)."""
     con.execute("CREATE OR REPLACE TABLE clock_offsets (service VARCHAR, offset_ns BIGINT)")
     if offsets:  # one row per service, but there can be thousands: Arrow, not executemany
         rows = sorted(offsets.items())
@@ -158,21 +159,22 @@ def apply_offsets(con: duckdb.DuckDBPyConnection, offsets: dict[str, float]) -> 
             con.execute("INSERT INTO clock_offsets SELECT service, offset_ns FROM _clock_offset_rows")
         finally:
             con.unregister("_clock_offset_rows")
-    # t - offset, saturating: a span near the top of the BIGINT range minus a negative offset stays there.
-    con.execute(
-        f"""
-        CREATE OR REPLACE TABLE span_steps AS
+
+
+def corrected_steps_sql(labels: str = "span_labels") -> str:
+    """SELECT of every column of `labels` plus `start_adj`/`end_adj`: t - offset, saturating (a span
+    near the top of the BIGINT range minus a negative offset stays there). Needs `clock_offsets`."""
+    return f"""
         SELECT s.*,
                least(s.start_ns, {INT64_MAX} + least(coalesce(o.offset_ns, 0), 0)) - coalesce(o.offset_ns, 0)
                    AS start_adj,
                least(s.end_ns, {INT64_MAX} + least(coalesce(o.offset_ns, 0), 0)) - coalesce(o.offset_ns, 0)
                    AS end_adj
-        FROM span_steps s LEFT JOIN clock_offsets o ON o.service = s.service
-        """
-    )
+        FROM {labels} s LEFT JOIN clock_offsets o ON o.service = s.service
+    """
 
 
 def correct_clock_skew(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     offsets = estimate_offsets(con)
-    apply_offsets(con, offsets)
+    store_offsets(con, offsets)
     return offsets

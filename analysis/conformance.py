@@ -17,8 +17,10 @@ Assumption: a declared ordering "A before B" means B's first handler span in an 
 after A's last handler span ended (clock-skew corrected times), as The Mystery Machine (Chow et
 al., OSDI 2014) tests happens-before hypotheses against traces.
 
-Writes `conformance_workflows`, `conformance_edges` and appends findings to `findings`; an
-implicit_ordering finding that a declared ordering states is dropped (it is declared, not implicit).
+Reads the workflow tables, `span_edges`, `unanswered_spans`, `span_steps`, `instances`; writes
+`conformance_workflows` and `conformance_edges` (only when intended documents are given),
+`conformance_findings` and `declared_orderings` (the findings stage drops an implicit_ordering that
+a declared ordering states: it is declared, not implicit).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from choreoscope.analysis.findings import Finding, load_findings, store_findings
+from choreoscope.analysis.findings import Finding, store_findings
 from choreoscope.analysis.intended import IntendedModel, IntendedWorkflow, load_intended
 
 CONFORMANCE_KINDS = ("undeclared_edge", "missing_edge", "ordering_violation")
@@ -38,25 +40,17 @@ CLOSE_CALL_NS = 25_000_000  # an order held by less than this may be a clock-ske
 INSTANCE_EDGES_SQL = """
 CREATE OR REPLACE TEMP TABLE conformance_instance_edges AS
 WITH joined AS (
-    SELECT s.workflow_id, s.instance_id, s.trace_id, s.service AS src, d.service AS dst, e.via,
-           CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END AS event,
-           false AS external, e.evidence, e.confidence,
-           CASE WHEN e.via = 'call' THEN d.operation END AS operation
-    FROM causal_edges e
-    JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
-    JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
-    WHERE s.step_id <> d.step_id AND (e.via = 'event' OR s.service <> d.service)
+    SELECT workflow_id, instance_id, src_trace_id AS trace_id, src_service AS src, dst_service AS dst, via,
+           event, false AS external, evidence, confidence,
+           CASE WHEN via = 'call' THEN dst_operation END AS operation
+    FROM span_edges
+    WHERE src_step <> dst_step AND (via = 'event' OR src_service <> dst_service)
 ),
 unanswered AS (   -- calls to uninstrumented peers (not databases), as workflow_edges has them
-    SELECT s.workflow_id, s.instance_id, s.trace_id, s.service AS src, s.peer AS dst, 'call' AS via,
-           NULL AS event, true AS external, 'unanswered' AS evidence, 1.0::DOUBLE AS confidence,
-           s.operation
-    FROM span_steps s
-    WHERE s.role = 'client' AND s.db_system IS NULL AND s.peer IS NOT NULL
-      AND NOT EXISTS (
-          SELECT 1 FROM causal_edges e JOIN span_steps d
-            ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
-          WHERE e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id AND d.service <> s.service)
+    SELECT workflow_id, instance_id, trace_id, service AS src, peer AS dst, 'call' AS via,
+           NULL AS event, true AS external, 'unanswered' AS evidence, 1.0::DOUBLE AS confidence, operation
+    FROM unanswered_spans
+    WHERE role = 'client' AND peer IS NOT NULL
 )
 SELECT * FROM joined WHERE event IS NOT NULL OR via = 'call'
 UNION ALL SELECT * FROM unanswered
@@ -217,7 +211,7 @@ def _edge_text(src: str, dst: str, via: str, event: str | None) -> str:
 def run(con: duckdb.DuckDBPyConnection, paths: list[str] | IntendedModel) -> dict:
     """Compare the recovered workflows in `con` with the intended documents under `paths`.
 
-    Returns counts {undeclared, missing, ordering_violations, dropped_implicit_orderings}.
+    Returns counts {undeclared, missing, ordering_violations, orderings_holding}.
     Raises analysis.intended.IntendedError on an invalid document.
     """
     model = paths if isinstance(paths, IntendedModel) else load_intended(paths)
@@ -370,26 +364,34 @@ def run(con: duckdb.DuckDBPyConnection, paths: list[str] | IntendedModel) -> dic
             ))
     held_set = set(held)
 
-    # 4. findings: drop implicit orderings that are declared, replace earlier conformance findings
-    declared_orders = [(o.before, o.after, o.event) for _, o in model.orderings()]
-    kept, dropped = [], 0
-    for f in load_findings(con):
-        if f.kind in CONFORMANCE_KINDS:
-            continue
-        if f.kind == "implicit_ordering" and len(f.services) == 2 and any(
-            b == f.services[0] and a == f.services[1] and (ev is None or f.event is None or ev == f.event)
-            for b, a, ev in declared_orders
-        ):
-            dropped += 1
-            continue
-        kept.append(f)
-    store_findings(con, kept + findings)
-
+    # 4. findings of its own, and the declared orderings (the findings stage drops implicit
+    # orderings a team declared: they are declared, not implicit)
+    store_findings(con, findings, table="conformance_findings")
+    store_declared_orderings(con, [(o.before, o.after, o.event) for _, o in model.orderings()])
     _write_tables(con, recovered, stats, edge_rows)
     return {"undeclared": sum(f.kind == "undeclared_edge" for f in findings),
             "missing": sum(f.kind == "missing_edge" for f in findings),
             "ordering_violations": sum(f.kind == "ordering_violation" for f in findings),
-            "orderings_holding": len(held_set), "dropped_implicit_orderings": dropped}
+            "orderings_holding": len(held_set)}
+
+
+def run_stage(con: duckdb.DuckDBPyConnection, paths: list[str]) -> None:
+    """The conformance stage: without intended documents no comparison was made, so the comparison
+    tables of an earlier run are dropped (they would no longer be true) and no findings are added."""
+    if paths:
+        run(con, paths)
+        return
+    con.execute("DROP TABLE IF EXISTS conformance_edges")
+    con.execute("DROP TABLE IF EXISTS conformance_workflows")
+    store_findings(con, [], table="conformance_findings")
+    store_declared_orderings(con, [])
+
+
+def store_declared_orderings(con: duckdb.DuckDBPyConnection, orders: list[tuple[str, str, str | None]]) -> None:
+    """`declared_orderings` (before, after, event): the orderings the intended documents state."""
+    con.execute("CREATE OR REPLACE TABLE declared_orderings (before VARCHAR, after VARCHAR, event VARCHAR)")
+    if orders:
+        con.executemany("INSERT INTO declared_orderings VALUES (?, ?, ?)", orders)  # declared: tens
 
 
 def _handler_filter(service: str, operation: str | None, event: str | None) -> tuple[str, list]:

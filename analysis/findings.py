@@ -2,6 +2,10 @@
 
 Kinds and the order of `services` follow the report contract (docs/report.md): e.g. an
 implicit_ordering is [earlier, later]. `confidence` is in [0, 1]; below 0.5 a finding is a hint.
+SEVERITIES is the one order of severities, lowest first.
+
+The findings stage (`merge_findings`) reads `detector_findings`, `conformance_findings` and
+`declared_orderings` and writes `findings`, the table reports and the dashboard read.
 """
 
 from __future__ import annotations
@@ -52,18 +56,18 @@ class Finding:
 
 
 FINDINGS_DDL = """
-CREATE OR REPLACE TABLE findings (
+CREATE OR REPLACE TABLE {table} (
     finding_id VARCHAR, kind VARCHAR, services VARCHAR[], event VARCHAR, resource VARCHAR,
     workflow_id VARCHAR, confidence DOUBLE, severity VARCHAR, summary VARCHAR, recommendation VARCHAR,
     evidence JSON, trace_ids VARCHAR[])
 """
 
 
-def store_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> None:
-    con.execute(FINDINGS_DDL)
+def store_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], table: str = "findings") -> None:
+    con.execute(FINDINGS_DDL.format(table=table))
     if findings:
         con.executemany(  # one row per finding: tens, not spans
-            "INSERT INTO findings VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO {table} VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [
                 (f.key, f.kind, f.services, f.event, f.resource, f.workflow, f.confidence, f.severity,
                  f.summary, f.recommendation, json.dumps(f.evidence, default=str), f.trace_ids)
@@ -72,10 +76,10 @@ def store_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding]) -> N
         )
 
 
-def load_findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
+def load_findings(con: duckdb.DuckDBPyConnection, table: str = "findings", order: str = "finding_id") -> list[Finding]:
     rows = con.execute(
         "SELECT kind, services, summary, recommendation, confidence, severity, event, resource, "
-        "workflow_id, evidence, trace_ids FROM findings ORDER BY finding_id"
+        f"workflow_id, evidence, trace_ids FROM {table} ORDER BY {order}"
     ).fetchall()
     return [
         Finding(kind=r[0], services=list(r[1]), summary=r[2], recommendation=r[3], confidence=r[4],
@@ -83,3 +87,16 @@ def load_findings(con: duckdb.DuckDBPyConnection) -> list[Finding]:
                 trace_ids=list(r[10] or []))
         for r in rows
     ]
+
+
+def merge_findings(con: duckdb.DuckDBPyConnection) -> None:
+    """The findings stage: the detectors' findings less the implicit orderings a team declared,
+    then conformance's findings, into `findings`."""
+    declared = con.execute("SELECT before, after, event FROM declared_orderings").fetchall()
+    kept = [
+        f for f in load_findings(con, "detector_findings", order="rowid")
+        if not (f.kind == "implicit_ordering" and len(f.services) == 2 and any(
+            b == f.services[0] and a == f.services[1] and (ev is None or f.event is None or ev == f.event)
+            for b, a, ev in declared))
+    ]
+    store_findings(con, kept + load_findings(con, "conformance_findings", order="rowid"))

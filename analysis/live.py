@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
-from choreoscope.analysis.pipeline import run_pipeline
+from choreoscope.analysis.pipeline import run_pipeline_atomically
 from choreoscope.collector.store import scalar
 
 
@@ -65,14 +65,10 @@ class AnalysisLoop:
                     return False
                 self.status.running = True
                 started = time.perf_counter()
-                # One transaction, so dashboard readers never see half-replaced result tables.
-                cur.execute("BEGIN TRANSACTION")
                 try:
-                    run_pipeline(cur, self.intended_paths)
-                    cur.execute("COMMIT")
+                    run_pipeline_atomically(cur, self.intended_paths)
                     self.status.last_error = None
                 except Exception as exc:  # noqa: BLE001 - shown on the dashboard, loop goes on
-                    cur.execute("ROLLBACK")
                     self.status.last_error = str(exc)
                 self.status.runs += 1
                 self.status.last_run_at = time.time()

@@ -1,4 +1,4 @@
-"""Stage 6, pattern: is a workflow orchestrated, choreographed, or a hybrid?
+"""Stage: pattern, is a workflow orchestrated, choreographed, or a hybrid?
 
 Answered by the three questions of the orchestration/choreography trade-off, over the hand-offs
 between services (distinct service -> service edges of the workflow, uninstrumented peers left out):
@@ -8,7 +8,7 @@ between services (distinct service -> service edges of the workflow, uninstrumen
 - where errors are handled: who issues compensating calls (cancel/release/refund/delete/undo)
   after a failure, and who retries.
 Rule: no event hand-off -> orchestration; events but no orchestrator -> choreography; both ->
-hybrid. Fills the pattern columns of `workflows`.
+hybrid. Reads `workflows`, `workflow_edges`, `span_steps`, `data_access`; writes `workflow_patterns`.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ def classify(handoffs: list[tuple[str, str, str]]) -> tuple[str, list[str]]:
 
 
 def classify_workflows(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `workflow_patterns`: one row per workflow type."""
     handoffs: dict[str, list] = {}
     for wf, src, dst, via in con.execute(
         """
@@ -50,10 +51,8 @@ def classify_workflows(con: duckdb.DuckDBPyConnection) -> None:
     writers = dict(
         con.execute(
             """
-            SELECT workflow_id, list(DISTINCT service ORDER BY service) FROM span_steps
-            WHERE db_system IS NOT NULL AND upper(coalesce(db_operation, '')) IN
-                  ('INSERT', 'UPDATE', 'DELETE', 'UPSERT', 'MERGE', 'SET', 'PUT', 'REPLACE')
-            GROUP BY ALL
+            SELECT workflow_id, list(DISTINCT service ORDER BY service) FROM data_access
+            WHERE writes GROUP BY ALL
             """
         ).fetchall()
     )
@@ -97,15 +96,16 @@ def classify_workflows(con: duckdb.DuckDBPyConnection) -> None:
         if retry:
             errors.append(f"retries in {', '.join(retry)}")
         updates.append((pattern, who, state, "; ".join(errors) or "no compensation or retry seen", wf))
+    columns = ["pattern", "who_knows_the_workflow", "where_state_lives", "where_errors_are_handled", "workflow_id"]
+    con.execute(
+        "CREATE OR REPLACE TABLE workflow_patterns (workflow_id VARCHAR, pattern VARCHAR, "
+        "who_knows_the_workflow VARCHAR, where_state_lives VARCHAR, where_errors_are_handled VARCHAR)"
+    )
     if updates:  # one row per workflow type, but there can be thousands: Arrow, not executemany
-        columns = ["pattern", "who", "state", "errors", "workflow_id"]
         table = pa.table({c: pa.array([u[i] for u in updates], type=pa.string()) for i, c in enumerate(columns)})
         con.register("_pattern_rows", table)
         try:
-            con.execute(
-                "UPDATE workflows SET pattern = u.pattern, who_knows_the_workflow = u.who, "
-                "where_state_lives = u.state, where_errors_are_handled = u.errors "
-                "FROM _pattern_rows u WHERE workflows.workflow_id = u.workflow_id"
-            )
+            con.execute(f"INSERT INTO workflow_patterns SELECT workflow_id, {', '.join(columns[:-1])} "
+                        "FROM _pattern_rows")
         finally:
             con.unregister("_pattern_rows")

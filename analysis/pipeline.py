@@ -1,19 +1,43 @@
 """The analysis pipeline: a visible list of stages, each a small module over the store's tables.
 
+Each stage declares the tables it reads and the tables it writes, and owns what it writes: no other
+stage creates, replaces or fills them (the runner checks it after every stage). A stage's scratch
+tables are TEMP and named with a leading underscore. `docs/architecture.md` has the same table, kept
+equal to STAGES by a test.
+
 Stages run in order, each timed. A stage that fails is recorded with its error, the stages after
 it (which read its tables) are listed as skipped, and the caller gets every message at once.
 """
 
 from __future__ import annotations
 
-import importlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
 
-from choreoscope.analysis import clock_skew, edges, instances, orderings, patterns, steps, workflows
+from choreoscope.analysis import (
+    clock_skew,
+    conformance,
+    data_access,
+    detectors,
+    edges,
+    findings,
+    handling,
+    instances,
+    orderings,
+    patterns,
+    span_edges,
+    span_steps,
+    steps,
+    workflows,
+)
+
+# What ingest writes (collector.store); every stage reads from these or from earlier stages.
+INPUT_TABLES = ("spans", "span_links")
+# Written by the runner itself once every stage succeeded.
+RUN_TABLE = "analysis_run"
 
 
 @dataclass
@@ -26,42 +50,76 @@ class AnalysisContext:
     clock_offsets_ns: dict[str, float] = field(default_factory=dict)
 
 
-def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
-    from choreoscope.analysis.findings import store_findings
-
-    try:
-        detectors = importlib.import_module("choreoscope.analysis.detectors")
-    except ModuleNotFoundError:
-        store_findings(con, [])
-        return
-    store_findings(con, detectors.run_all(con, errors=ctx.errors, timings=ctx.timings))
-
-
-def _conformance(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
-    if not ctx.intended_paths:
-        # No declaration this run: results of an earlier run with one would no longer be true.
-        con.execute("DROP TABLE IF EXISTS conformance_edges")
-        con.execute("DROP TABLE IF EXISTS conformance_workflows")
-        return
-    conformance = importlib.import_module("choreoscope.analysis.conformance")
-    conformance.run(con, ctx.intended_paths)
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[duckdb.DuckDBPyConnection, AnalysisContext], None]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    assumes: str
 
 
 def _skew(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
     ctx.clock_offsets_ns = clock_skew.correct_clock_skew(con)
 
 
-STAGES: list[tuple[str, Callable[[duckdb.DuckDBPyConnection, AnalysisContext], None]]] = [
-    ("steps", lambda con, ctx: steps.build_steps(con)),
-    ("parent edges", lambda con, ctx: edges.build_parent_edges(con)),
-    ("clock skew", _skew),
-    ("links and inferred edges", lambda con, ctx: edges.add_link_and_inferred_edges(con)),
-    ("instances", lambda con, ctx: instances.build_instances(con)),
-    ("workflows", lambda con, ctx: workflows.build_instances_and_workflows(con)),
-    ("patterns", lambda con, ctx: patterns.classify_workflows(con)),
-    ("orderings", lambda con, ctx: orderings.build_orderings(con)),
-    ("detectors", _detectors),
-    ("conformance", _conformance),
+def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
+    found = detectors.run_all(con, errors=ctx.errors, timings=ctx.timings)
+    findings.store_findings(con, found, table="detector_findings")
+
+
+STAGES: list[Stage] = [
+    Stage("steps", lambda con, ctx: steps.build_steps(con),
+          reads=("spans",), writes=("span_labels",),
+          assumes="a team thinks in destinations, routes, RPC methods and tables, not span names"),
+    Stage("parent edges", lambda con, ctx: edges.build_parent_edges(con),
+          reads=("span_labels",), writes=("parent_edges",),
+          assumes="a parent span id names the cause within a trace"),
+    Stage("clock skew", _skew,
+          reads=("span_labels", "parent_edges", "span_links"), writes=("clock_offsets",),
+          assumes="a synchronous child sits in the middle of its parent; a consumer starts after its producer"),
+    Stage("causal edges", lambda con, ctx: edges.build_causal_edges(con),
+          reads=("span_labels", "parent_edges", "span_links", "clock_offsets"), writes=("causal_edges",),
+          assumes="links, message ids and a time window tie consumers to producers when context was lost"),
+    Stage("instances", lambda con, ctx: instances.build_instances(con),
+          reads=("span_labels", "causal_edges", "clock_offsets"), writes=("trace_instances", "instances"),
+          assumes="traces tied by causal edges are one workflow instance; its earliest root is its entry"),
+    Stage("span steps", lambda con, ctx: span_steps.build_span_steps(con),
+          reads=("span_labels", "clock_offsets", "trace_instances", "instances"), writes=("span_steps",),
+          assumes="every span belongs to exactly one instance"),
+    Stage("span edges", lambda con, ctx: span_edges.build_span_edges(con),
+          reads=("causal_edges", "span_steps"), writes=("span_edges", "unanswered_spans"),
+          assumes="a call or send with no instrumented counterpart went to an uninstrumented peer"),
+    Stage("workflows", lambda con, ctx: workflows.build_workflows(con),
+          reads=("span_steps", "span_edges", "unanswered_spans", "instances"),
+          writes=("workflow_edges", "workflow_steps", "instance_variants", "workflow_variants", "workflows"),
+          assumes="instances with the same entry step are one workflow type"),
+    Stage("data access", lambda con, ctx: data_access.build_data_access(con),
+          reads=("span_steps",), writes=("data_access", "shared_resources"),
+          assumes="a database span's operation says whether it writes"),
+    Stage("patterns", lambda con, ctx: patterns.classify_workflows(con),
+          reads=("workflows", "workflow_edges", "span_steps", "data_access"), writes=("workflow_patterns",),
+          assumes="who knows the workflow, where state lives and who handles errors decide the pattern"),
+    Stage("orderings", lambda con, ctx: orderings.build_orderings(con),
+          reads=("span_steps", "instances", "workflow_edges"), writes=("step_orderings",),
+          assumes="steps with no causal path between them are ordered only by time"),
+    Stage("handling", lambda con, ctx: handling.build_handling(con),
+          reads=("span_steps",), writes=("handled_spans", "event_relays"),
+          assumes="what a consumer's descendants in its own service do, it does while handling the message"),
+    Stage("detectors", _detectors,
+          reads=("span_steps", "span_edges", "causal_edges", "instances", "workflows", "workflow_patterns",
+                 "workflow_edges", "workflow_steps", "step_orderings", "handled_spans", "event_relays",
+                 "data_access", "shared_resources", "spans"),
+          writes=("detector_findings",),
+          assumes="each detector's docstring states its own"),
+    Stage("conformance", lambda con, ctx: conformance.run_stage(con, ctx.intended_paths),
+          reads=("workflows", "workflow_steps", "workflow_edges", "span_edges", "unanswered_spans", "span_steps",
+                 "instances"),
+          writes=("conformance_edges", "conformance_workflows", "conformance_findings", "declared_orderings"),
+          assumes="an intended workflow matches the recovered one with its entry, else the one sharing most edges"),
+    Stage("findings", lambda con, ctx: findings.merge_findings(con),
+          reads=("detector_findings", "conformance_findings", "declared_orderings"), writes=("findings",),
+          assumes="an ordering the team declared is not implicit"),
 ]
 
 
@@ -69,30 +127,60 @@ class AnalysisError(RuntimeError):
     """A stage failed; the message lists which and why."""
 
 
+def _table_oids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Persistent tables by name -> oid (CREATE OR REPLACE gives a table a new oid)."""
+    return dict(con.execute(
+        "SELECT table_name, table_oid FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main'"
+    ).fetchall())
+
+
+def _undeclared_writes(before: dict[str, int], after: dict[str, int], stage: Stage) -> list[str]:
+    touched = {t for t, oid in after.items() if before.get(t) != oid} | (set(before) - set(after))
+    return sorted(touched - set(stage.writes))
+
+
 def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None) -> AnalysisContext:
     """Run every stage over the store behind `con`; results are tables in the same store.
 
-    Raises AnalysisError if a stage failed (after running the rest that could run).
+    Raises AnalysisError if a stage failed (after running the rest that could run), or if a stage
+    created, replaced or dropped a table it does not declare.
     """
     ctx = AnalysisContext(intended_paths=list(intended_paths or []))
     failed = False
-    for name, stage in STAGES:
+    for stage in STAGES:
         if failed:
-            ctx.errors.append(f"{name}: skipped, an earlier stage failed")
+            ctx.errors.append(f"{stage.name}: skipped, an earlier stage failed")
             continue
         started = time.perf_counter()
+        before = _table_oids(con)
         try:
-            stage(con, ctx)
+            stage.run(con, ctx)
+            stray = _undeclared_writes(before, _table_oids(con), stage)
+            if stray:
+                raise AnalysisError(f"wrote tables it does not declare: {', '.join(stray)}")
         except Exception as exc:  # noqa: BLE001 - collected, reported together
-            ctx.errors.append(f"{name}: {type(exc).__name__}: {exc}")
+            ctx.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
             failed = True
-        ctx.timings[name] = time.perf_counter() - started
+        ctx.timings[stage.name] = time.perf_counter() - started
     if failed:
         raise AnalysisError("analysis failed:\n  " + "\n  ".join(ctx.errors))
     # What the results describe, so a reader can tell they are stale (`choreoscope dashboard`).
     con.execute(
-        "CREATE OR REPLACE TABLE analysis_run AS SELECT now() AS finished_at, "
+        f"CREATE OR REPLACE TABLE {RUN_TABLE} AS SELECT now() AS finished_at, "
         "(SELECT count(*) FROM spans) AS spans, ? AS seconds",
         [round(sum(ctx.timings.values()), 3)],
     )
+    return ctx
+
+
+def run_pipeline_atomically(cur: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None) -> AnalysisContext:
+    """run_pipeline in one transaction, so readers of the same store (the dashboard) never see
+    half-replaced result tables; on failure nothing of this run stays and the error is raised."""
+    cur.execute("BEGIN TRANSACTION")
+    try:
+        ctx = run_pipeline(cur, intended_paths)
+    except BaseException:
+        cur.execute("ROLLBACK")
+        raise
+    cur.execute("COMMIT")
     return ctx

@@ -76,7 +76,7 @@ def build_report(con: duckdb.DuckDBPyConnection) -> dict:
     for row in q(
         "SELECT workflow_id, name, entry_service, entry_operation, pattern, who_knows_the_workflow, "
         "where_state_lives, where_errors_are_handled, instances, services, events, max_depth, cycles, "
-        "fan_out_max FROM workflows ORDER BY instances DESC, workflow_id"
+        "fan_out_max FROM workflows JOIN workflow_patterns USING (workflow_id) ORDER BY instances DESC, workflow_id"
     ):
         wf = row[0]
         workflows.append({

@@ -3,7 +3,8 @@
 Assumption: the operation a team thinks in is the messaging destination for producer and
 consumer spans, the route for HTTP servers, service/method for RPC, operation + table for database
 calls, and otherwise the span name with ids, numbers and UUIDs templated away.
-Writes `span_steps` (one row per span; times are corrected for clock skew by a later stage).
+Writes `span_labels` (one row per span, raw times); the `span_steps` stage adds corrected times and
+the instance and workflow of each span once those are known.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _URL_PATH = (
 )
 
 SPAN_STEPS_SQL = f"""
-CREATE OR REPLACE TABLE span_steps AS
+CREATE OR REPLACE TABLE span_labels AS
 WITH labelled AS (
     SELECT
         trace_id, span_id, parent_span_id, service_name AS service, kind, start_ns, end_ns,
@@ -67,5 +68,5 @@ FROM labelled
 
 
 def build_steps(con: duckdb.DuckDBPyConnection) -> None:
-    """Create `span_steps` from `spans`."""
+    """Create `span_labels` from `spans`."""
     con.execute(SPAN_STEPS_SQL)

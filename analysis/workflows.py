@@ -1,10 +1,10 @@
-"""Stage 5, workflow types and their models.
+"""Stage: workflow types and their models.
 
-An instance's entry is its earliest root span (no incoming causal edge); instances with the same
-entry step form one workflow type. Per workflow: steps and step-to-step edges with counts and
+Instances with the same entry step (see the instances stage) form one workflow type. Per workflow: steps and step-to-step edges with counts and
 latency, uninstrumented peers as virtual steps, variants (distinct edge sets) and structure metrics.
-Writes `instances`, `workflows`, `workflow_steps`, `workflow_edges`, `workflow_variants`, and adds
-`instance_id`/`workflow_id` to `span_steps`.
+Reads `span_steps`, `span_edges`, `unanswered_spans`, `instances`; writes `workflow_edges`,
+`workflow_steps`, `instance_variants`, `workflow_variants` and `workflows` (the pattern stage
+answers the pattern questions in a table of its own).
 
 Edge latency: for an event, the consumer's start minus the producer's start (the send; a send
 span may end after the consumer started, once the broker acknowledged); for a call, the callee's
@@ -21,58 +21,18 @@ WORKFLOW_ROW_TYPES = {c: pa.int64() for c in ("instances", "services", "events",
                                                  "fan_out_max", "first_start", "last_end")}
 
 
-def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE span_steps AS
-        SELECT s.*, ti.instance_id FROM span_steps s JOIN trace_instances ti USING (trace_id)
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE instances AS
-        WITH roots AS (
-            SELECT s.* FROM span_steps s
-            WHERE NOT EXISTS (SELECT 1 FROM causal_edges e
-                              WHERE e.dst_trace_id = s.trace_id AND e.dst_span_id = s.span_id)
-        ),
-        ranked AS (
-            SELECT instance_id, step_id, trace_id,
-                   row_number() OVER (PARTITION BY instance_id ORDER BY is_root DESC, start_adj, trace_id, span_id) AS rn
-            FROM (SELECT s.*, r.span_id IS NOT NULL AS is_root FROM span_steps s
-                  LEFT JOIN roots r ON r.trace_id = s.trace_id AND r.span_id = s.span_id)
-        ),
-        agg AS (
-            SELECT instance_id, min(start_adj) AS start_adj, max(end_adj) AS end_adj, count(*) AS spans,
-                   count(DISTINCT trace_id) AS traces, count(DISTINCT service) AS services,
-                   count(*) FILTER (WHERE is_error) AS errors
-            FROM span_steps GROUP BY instance_id
-        )
-        SELECT agg.*, ranked.step_id AS workflow_id, ranked.trace_id AS entry_trace_id
-        FROM agg JOIN ranked ON ranked.instance_id = agg.instance_id AND ranked.rn = 1
-        """
-    )
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE span_steps AS
-        SELECT s.*, i.workflow_id FROM span_steps s JOIN instances i USING (instance_id)
-        """
-    )
+def build_workflows(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the workflow tables from `span_steps`, `span_edges`, `unanswered_spans`, `instances`."""
     con.execute(
         """
         CREATE OR REPLACE TABLE workflow_edges AS
         WITH joined AS (
-            SELECT s.workflow_id, s.instance_id, s.step_id AS src_step, d.step_id AS dst_step,
-                   s.service AS src_service, d.service AS dst_service, e.via, e.evidence, e.inferred,
-                   e.confidence,
-                   CASE WHEN e.via = 'event' THEN coalesce(d.messaging_destination, s.messaging_destination) END
-                       AS event,
-                   CASE WHEN e.via = 'event' THEN d.start_adj - s.start_adj
-                        WHEN d.end_adj >= d.start_adj THEN d.end_adj - d.start_adj END / 1e6 AS latency_ms
-            FROM causal_edges e
-            JOIN span_steps s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
-            JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
-            WHERE s.step_id <> d.step_id
+            SELECT workflow_id, instance_id, src_step, dst_step, src_service, dst_service, via, evidence,
+                   inferred, confidence, event,
+                   CASE WHEN via = 'event' THEN dst_start_adj - src_start_adj
+                        WHEN dst_end_adj >= dst_start_adj THEN dst_end_adj - dst_start_adj END / 1e6 AS latency_ms
+            FROM span_edges
+            WHERE src_step <> dst_step
         ),
         unanswered AS (   -- calls and sends with no instrumented counterpart: virtual peers
             SELECT s.workflow_id, s.instance_id, s.step_id AS src_step,
@@ -85,13 +45,7 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    'unanswered' AS evidence, false AS inferred, 1.0::DOUBLE AS confidence,
                    CASE WHEN s.role = 'producer' THEN s.messaging_destination END AS event,
                    CASE WHEN s.end_adj >= s.start_adj THEN (s.end_adj - s.start_adj) / 1e6 END AS latency_ms
-            FROM span_steps s
-            WHERE ((s.role = 'client' AND s.db_system IS NULL)
-                   OR (s.role = 'producer' AND s.messaging_destination IS NOT NULL))
-              AND NOT EXISTS (
-                  SELECT 1 FROM causal_edges e JOIN span_steps d
-                    ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
-                  WHERE e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id AND d.service <> s.service)
+            FROM unanswered_spans s
         ),
         alle AS (SELECT * FROM joined UNION ALL SELECT * FROM unanswered)
         SELECT workflow_id, src_step, dst_step, any_value(src_service) AS src_service,
@@ -121,32 +75,22 @@ def build_instances_and_workflows(con: duckdb.DuckDBPyConnection) -> None:
     )
     con.execute(
         """
-        CREATE OR REPLACE TABLE instance_shapes AS
+        CREATE OR REPLACE TABLE instance_variants AS
         SELECT i.instance_id, i.workflow_id,
-               md5(coalesce(string_agg(DISTINCT s.step_id || ' > ' || d.step_id, ' | '
-                                       ORDER BY s.step_id || ' > ' || d.step_id), i.workflow_id)) AS variant_id
+               md5(coalesce(string_agg(DISTINCT e.src_step || ' > ' || e.dst_step, ' | '
+                                       ORDER BY e.src_step || ' > ' || e.dst_step), i.workflow_id)) AS variant_id
         FROM instances i
-        LEFT JOIN span_steps s ON s.instance_id = i.instance_id
-        LEFT JOIN causal_edges e ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id
-        LEFT JOIN span_steps d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id
-                              AND d.step_id <> s.step_id
+        LEFT JOIN span_edges e ON e.instance_id = i.instance_id AND e.dst_step <> e.src_step
         GROUP BY i.instance_id, i.workflow_id
         """
     )
     con.execute(
         """
-        CREATE OR REPLACE TABLE instances AS
-        SELECT i.*, sh.variant_id FROM instances i JOIN instance_shapes sh USING (instance_id)
-        """
-    )
-    con.execute("DROP TABLE instance_shapes")
-    con.execute(
-        """
         CREATE OR REPLACE TABLE workflow_variants AS
-        SELECT workflow_id, variant_id, count(*) AS count,
-               list(entry_trace_id ORDER BY start_adj, entry_trace_id)[1:3] AS example_trace_ids,
-               sum(errors) AS errors
-        FROM instances GROUP BY workflow_id, variant_id
+        SELECT i.workflow_id, v.variant_id, count(*) AS count,
+               list(i.entry_trace_id ORDER BY i.start_adj, i.entry_trace_id)[1:3] AS example_trace_ids,
+               sum(i.errors) AS errors
+        FROM instances i JOIN instance_variants v USING (instance_id) GROUP BY i.workflow_id, v.variant_id
         """
     )
     _build_workflow_table(con)
@@ -191,9 +135,7 @@ def _build_workflow_table(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TABLE workflows (
             workflow_id VARCHAR, name VARCHAR, entry_service VARCHAR, entry_operation VARCHAR,
             entry_role VARCHAR, instances BIGINT, services INTEGER, events INTEGER, max_depth INTEGER,
-            cycles INTEGER, fan_out_max INTEGER, first_start BIGINT, last_end BIGINT,
-            pattern VARCHAR, who_knows_the_workflow VARCHAR, where_state_lives VARCHAR,
-            where_errors_are_handled VARCHAR)
+            cycles INTEGER, fan_out_max INTEGER, first_start BIGINT, last_end BIGINT)
         """
     )
     if out:  # one row per workflow type, but there can be thousands: Arrow, not executemany

@@ -110,3 +110,15 @@ JAEGER_TRACE_STATE = "w3c.tracestate"
 JAEGER_EVENT_NAME = "event"
 MESSAGING_SYSTEM_KAFKA = "kafka"
 MESSAGING_SYSTEM_RABBITMQ = "rabbitmq"
+
+
+# Attribute keys that describe the transport, runtime or instrumentation rather than an event's
+# payload: schema drift (event_catalog) and the AsyncAPI export both leave them out of a message's
+# attribute set, so the two agree on what is payload. Zipkin's `component` and `lc` (local
+# component) tags, and Brave's `kafka.`/`rabbit.` tags, are transport too.
+CONVENTION_PREFIXES = (
+    "messaging.", "server.", "network.", "net.", "otel.", "peer.", "http.", "url.", "db.", "rpc.",
+    "thread.", "code.", "exception.", "error.", "user_agent.", "client.", "destination.", "source.",
+    "telemetry.", "service.", "cloud.", "host.", "process.", "k8s.", "container.", "span.",
+    "kafka.", "rabbit.", "retry.", "component", "lc",
+)

@@ -59,13 +59,13 @@ def workflows(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
                     WHERE NOT virtual GROUP BY ALL),
         fw AS (SELECT w.workflow_id, f.severity FROM findings f JOIN ws w
                ON f.workflow_id = w.workflow_id OR (f.workflow_id IS NULL AND list_has_any(f.services, w.svcs)))
-        SELECT w.workflow_id, w.name, w.pattern, w.instances, w.services, w.events, w.max_depth,
+        SELECT w.workflow_id, w.name, p.pattern, w.instances, w.services, w.events, w.max_depth,
                w.fan_out_max, w.entry_service, w.entry_operation,
                coalesce(sum(CASE WHEN fw.severity = 'critical' THEN 1 END), 0)::INT AS critical,
                coalesce(sum(CASE WHEN fw.severity = 'warning' THEN 1 END), 0)::INT AS warning,
                coalesce(sum(CASE WHEN fw.severity = 'info' THEN 1 END), 0)::INT AS info,
-               w.who_knows_the_workflow, w.where_state_lives, w.where_errors_are_handled
-        FROM workflows w LEFT JOIN fw USING (workflow_id)
+               p.who_knows_the_workflow, p.where_state_lives, p.where_errors_are_handled
+        FROM workflows w JOIN workflow_patterns p USING (workflow_id) LEFT JOIN fw USING (workflow_id)
         GROUP BY ALL ORDER BY w.instances DESC, w.workflow_id""")
 
 
@@ -83,14 +83,16 @@ def workflow_edges(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataF
 def workflow_variants(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
     return frame(cur, """
         SELECT v.variant_id, v.count, v.errors, v.example_trace_ids,
-               (SELECT i.instance_id FROM instances i WHERE i.workflow_id = v.workflow_id
-                AND i.variant_id = v.variant_id ORDER BY i.start_adj LIMIT 1) AS example_instance
+               (SELECT i.instance_id FROM instances i JOIN instance_variants iv USING (instance_id)
+                WHERE i.workflow_id = v.workflow_id AND iv.variant_id = v.variant_id
+                ORDER BY i.start_adj LIMIT 1) AS example_instance
         FROM workflow_variants v WHERE v.workflow_id = ? ORDER BY v.count DESC, v.variant_id""", [workflow_id])
 
 
 def workflow_instances(cur: duckdb.DuckDBPyConnection, workflow_id: str, limit: int = 200) -> pd.DataFrame:
     return frame(cur, "SELECT instance_id, entry_trace_id, variant_id, spans, traces, services, errors, "
-                      "(end_adj - start_adj) / 1e6 AS duration_ms, start_adj FROM instances "
+                      "(end_adj - start_adj) / 1e6 AS duration_ms, start_adj "
+                      "FROM instances JOIN instance_variants USING (instance_id, workflow_id) "
                       "WHERE workflow_id = ? ORDER BY errors DESC, start_adj LIMIT ?", [workflow_id, limit])
 
 
@@ -146,12 +148,9 @@ def instance_cross_edges(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd
     """Causal edges of the instance that are not plain parent->child: links, message-id and
     time-window inferences — the hops that stitch traces together."""
     return frame(cur, """
-        SELECT e.src_trace_id, e.src_span_id, e.dst_trace_id, e.dst_span_id, e.via, e.evidence,
-               e.inferred, e.confidence, a.service AS src_service, b.service AS dst_service
-        FROM causal_edges e
-        JOIN span_steps a ON a.trace_id = e.src_trace_id AND a.span_id = e.src_span_id
-        JOIN span_steps b ON b.trace_id = e.dst_trace_id AND b.span_id = e.dst_span_id
-        WHERE a.instance_id = ? AND e.evidence <> 'parent'""", [instance_id])
+        SELECT src_trace_id, src_span_id, dst_trace_id, dst_span_id, via, evidence,
+               inferred, confidence, src_service, dst_service
+        FROM span_edges WHERE instance_id = ? AND evidence <> 'parent'""", [instance_id])
 
 
 def event_catalog(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -160,11 +159,9 @@ def event_catalog(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     return frame(cur, """
         WITH ev AS (SELECT messaging_destination AS event, service, role FROM span_steps
                     WHERE messaging_destination IS NOT NULL AND role IN ('producer', 'consumer')),
-        lag AS (SELECT a.messaging_destination AS event, (b.start_adj - a.start_adj) / 1e6 AS lag_ms
-                FROM causal_edges e
-                JOIN span_steps a ON a.trace_id = e.src_trace_id AND a.span_id = e.src_span_id
-                JOIN span_steps b ON b.trace_id = e.dst_trace_id AND b.span_id = e.dst_span_id
-                WHERE e.via = 'event' AND a.role = 'producer' AND a.messaging_destination IS NOT NULL)
+        lag AS (SELECT src_messaging_destination AS event, (dst_start_adj - src_start_adj) / 1e6 AS lag_ms
+                FROM span_edges
+                WHERE via = 'event' AND src_role = 'producer' AND src_messaging_destination IS NOT NULL)
         SELECT ev.event,
                list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'producer') AS producers,
                list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'consumer') AS consumers,

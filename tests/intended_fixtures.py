@@ -13,7 +13,7 @@ import duckdb
 import yaml
 
 from choreoscope.analysis import conformance
-from choreoscope.analysis.findings import Finding, load_findings, store_findings
+from choreoscope.analysis.findings import Finding, load_findings, merge_findings
 from choreoscope.analysis.pipeline import run_pipeline
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
@@ -49,8 +49,8 @@ class Analysed:
 
     def conform(self, intended) -> list[Finding]:
         """Run conformance against `intended` (paths or model); return the conformance findings."""
-        store_findings(self.con, self.base_findings)
         conformance.run(self.con, intended)
+        merge_findings(self.con)
         return [f for f in load_findings(self.con) if f.kind in conformance.CONFORMANCE_KINDS]
 
     def findings(self) -> list[Finding]:

@@ -112,7 +112,7 @@ def test_rerunning_conformance_replaces_its_findings():
     first = a.conform([intended_path("loan_saga")])
     from choreoscope.analysis import conformance
 
-    conformance.run(a.con, [intended_path("loan_saga")])
+    a.conform([intended_path("loan_saga")])
     again = [f for f in a.findings() if f.kind in conformance.CONFORMANCE_KINDS]
     assert sorted(f.key for f in again) == sorted(f.key for f in first)
 

@@ -61,7 +61,7 @@ def test_overview_lists_workflows_with_patterns_and_finding_counts(ro):
     spans = ro.execute("SELECT count(*) FROM spans").fetchall()[0][0]
     assert f"{spans:,}" in [m.value for m in at.metric]
     wf = at.dataframe[0].value
-    names = ro.execute("SELECT name, pattern FROM workflows").fetchall()
+    names = ro.execute("SELECT name, pattern FROM workflows JOIN workflow_patterns USING (workflow_id)").fetchall()
     assert sorted(wf["name"]) == sorted(n for n, _ in names)
     assert dict(zip(wf["name"], wf["pattern"])) == dict(names)
     n_findings = ro.execute("SELECT count(*) FROM findings").fetchall()[0][0]

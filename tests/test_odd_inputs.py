@@ -155,7 +155,7 @@ def test_thousands_of_workflow_types_are_all_written_with_their_pattern(tmp_path
     assert {wf["pattern"] for wf in report["workflows"]} == {"orchestration"}
     con = store.connect(db, read_only=True)
     try:
-        assert store.scalar(con, "SELECT count(*) FROM workflows WHERE pattern IS NULL") == 0
+        assert store.scalar(con, "SELECT count(*) FROM workflows LEFT JOIN workflow_patterns USING (workflow_id) WHERE pattern IS NULL") == 0
         assert store.scalar(con, "SELECT count(DISTINCT name) FROM workflows") == n
     finally:
         con.close()

@@ -16,15 +16,13 @@ duration of the calls.
 
 from __future__ import annotations
 
-from choreoscope.analysis.detectors.query_helpers import HANDLED_CTE, ratio, rows
+from choreoscope.analysis.detectors.query_helpers import ratio, rows
 from choreoscope.analysis.findings import Finding
 
-SQL = f"""
-WITH RECURSIVE {HANDLED_CTE},
-producer_of AS (   -- the service that produced each consumed message
-    SELECT e.dst_trace_id AS trace_id, e.dst_span_id AS span_id, any_value(p.service) AS producer
-    FROM causal_edges e JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
-    WHERE e.via = 'event' AND p.role = 'producer'
+SQL = """
+WITH producer_of AS (   -- the service that produced each consumed message
+    SELECT dst_trace_id AS trace_id, dst_span_id AS span_id, any_value(src_service) AS producer
+    FROM span_edges WHERE via = 'event' AND src_role = 'producer'
     GROUP BY ALL
 ),
 handlers AS (
@@ -33,13 +31,12 @@ handlers AS (
     WHERE c.role = 'consumer'
 ),
 callbacks AS (
-    SELECT h.handler_span_id, h.trace_id, srv.service AS called, srv.operation,
-           (srv.end_adj - srv.start_adj) / 1e6 AS call_ms
-    FROM handled h
-    JOIN span_steps cl ON cl.trace_id = h.trace_id AND cl.span_id = h.span_id AND cl.role = 'client'
-    JOIN causal_edges e ON e.src_trace_id = cl.trace_id AND e.src_span_id = cl.span_id AND e.via = 'call'
-    JOIN span_steps srv ON srv.trace_id = e.dst_trace_id AND srv.span_id = e.dst_span_id
-    WHERE srv.service <> h.service
+    SELECT h.handler_span_id, h.trace_id, e.dst_service AS called, e.dst_operation AS operation,
+           (e.dst_end_adj - e.dst_start_adj) / 1e6 AS call_ms
+    FROM handled_spans h
+    JOIN span_edges e ON e.src_trace_id = h.trace_id AND e.src_span_id = h.span_id
+                     AND e.src_role = 'client' AND e.via = 'call'
+    WHERE e.dst_service <> h.service
 )
 SELECT hd.consumer, hd.event, hd.producer,
        count(DISTINCT hd.instance_id) AS handled,

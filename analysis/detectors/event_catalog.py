@@ -25,13 +25,9 @@ import itertools
 
 from choreoscope.analysis.detectors.query_helpers import rows
 from choreoscope.analysis.findings import Finding
+from choreoscope.collector.semconv import CONVENTION_PREFIXES
 
 # Attribute namespaces of the semantic conventions (and SDK internals): not the event's payload schema.
-CONVENTION_PREFIXES = (
-    "messaging.", "server.", "network.", "net.", "otel.", "peer.", "http.", "url.", "db.", "rpc.",
-    "thread.", "code.", "exception.", "error.", "user_agent.", "client.", "destination.", "source.",
-    "telemetry.", "service.", "cloud.", "host.", "process.", "k8s.", "container.", "span.",
-)
 SCHEMA_SHARE = 0.5
 
 DEAD_SQL = """

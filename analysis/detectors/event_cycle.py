@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import networkx as nx
 
-from choreoscope.analysis.detectors.query_helpers import RELAYS_SQL, rows
+from choreoscope.analysis.detectors.query_helpers import rows
 from choreoscope.analysis.findings import Finding
 
 MAX_CYCLES = 200
@@ -28,13 +28,13 @@ MAX_CYCLES = 200
 SQL = """
 SELECT event_in, event_out, service, count(*) AS relays, count(DISTINCT instance_id) AS instances,
        list(DISTINCT trace_id ORDER BY trace_id)[1:5] AS trace_ids
-FROM _relays GROUP BY ALL
+FROM event_relays GROUP BY ALL
 """
 
 # Instances in which every hop of one cycle occurred (hops given as a VALUES list).
 CLOSED_SQL = """
 SELECT count(*) AS n, list(instance_id ORDER BY instance_id)[1:3] AS examples FROM (
-    SELECT r.instance_id FROM _relays r JOIN (VALUES {values}) h(event_in, event_out, service)
+    SELECT r.instance_id FROM event_relays r JOIN (VALUES {values}) h(event_in, event_out, service)
       ON r.event_in = h.event_in AND r.event_out = h.event_out AND r.service = h.service
     GROUP BY r.instance_id HAVING count(DISTINCT (r.event_in, r.event_out)) = {hops})
 """
@@ -69,11 +69,7 @@ def _closed_in(con, hops: list[tuple[str, str, str]]) -> int:
 
 
 def detect(con) -> list[Finding]:
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _relays AS {RELAYS_SQL}")
-    try:
-        return _cycles(con, relay_graph(rows(con, SQL)))
-    finally:
-        con.execute("DROP TABLE IF EXISTS _relays")
+    return _cycles(con, relay_graph(rows(con, SQL)))
 
 
 def _cycles(con, graph: nx.MultiDiGraph) -> list[Finding]:

@@ -17,7 +17,7 @@ consumer steps and relaying consumer steps, relays per instance, example traces.
 
 from __future__ import annotations
 
-from choreoscope.analysis.detectors.query_helpers import RELAYS_SQL, ratio, rows, workflow_entries
+from choreoscope.analysis.detectors.query_helpers import ratio, rows, workflow_entries
 from choreoscope.analysis.findings import Finding
 
 MIN_UPSTREAM = 2
@@ -34,11 +34,11 @@ def detect(con) -> list[Finding]:
         FROM workflow_edges
         WHERE via = 'event' AND src_service <> dst_service AND NOT ('unanswered' = ANY(evidence))"""):
         handoffs.setdefault(r["workflow_id"], []).append(r)
-    relays = rows(con, f"""
+    relays = rows(con, """
         SELECT workflow_id, service, consumer_step, list(DISTINCT event_out ORDER BY event_out) AS emits,
                count(*) AS relayed, count(DISTINCT instance_id) AS instances,
                list(DISTINCT trace_id ORDER BY trace_id)[1:5] AS trace_ids
-        FROM ({RELAYS_SQL}) GROUP BY ALL""")
+        FROM event_relays GROUP BY ALL""")
     relaying: dict[tuple[str, str], dict[str, dict]] = {}
     for r in relays:
         relaying.setdefault((r["workflow_id"], r["service"]), {})[r["consumer_step"]] = r

@@ -33,13 +33,13 @@ ACTIONS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _saga_actions AS
 WITH actions AS (
     SELECT s.workflow_id, s.instance_id, s.service AS coordinator,
-           coalesce(callee.operation, s.operation, '') AS operation,
-           coalesce(callee.service, s.peer, s.messaging_destination, 'unknown peer') AS target,
-           s.is_error OR coalesce(callee.is_error, false) AS failed, s.start_adj, s.end_adj
+           coalesce(CASE WHEN callee THEN e.dst_operation END, s.operation, '') AS operation,
+           coalesce(CASE WHEN callee THEN e.dst_service END, s.peer, s.messaging_destination, 'unknown peer')
+               AS target,
+           s.is_error OR coalesce(CASE WHEN callee THEN e.dst_is_error END, false) AS failed, s.start_adj, s.end_adj
     FROM span_steps s
-    LEFT JOIN causal_edges e ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id AND e.via = 'call'
-    LEFT JOIN span_steps callee ON callee.trace_id = e.dst_trace_id AND callee.span_id = e.dst_span_id
-                               AND callee.service <> s.service
+    LEFT JOIN (SELECT *, dst_service <> src_service AS callee FROM span_edges WHERE via = 'call') e
+           ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id
     WHERE (s.role = 'client' AND s.db_system IS NULL) OR s.role = 'producer'
 )
 SELECT workflow_id, coordinator, target, operation, instance_id, {_COMPENSATING} AS compensating,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from choreoscope.analysis.pipeline import AnalysisError, run_pipeline
+from choreoscope.analysis.pipeline import AnalysisError, run_pipeline_atomically
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
 from choreoscope.dashboard.context_registry import DashboardContext, register
@@ -56,11 +56,8 @@ def load_and_analyse(ctx: DashboardContext, dumps: list[str], intended: list[str
         else:
             cur = target.cursor()
             try:
-                cur.execute("BEGIN TRANSACTION")
-                run_pipeline(cur, target.intended_paths)
-                cur.execute("COMMIT")
+                run_pipeline_atomically(cur, target.intended_paths)
             except AnalysisError as exc:
-                cur.execute("ROLLBACK")
                 messages.append(str(exc))
             finally:
                 cur.close()
