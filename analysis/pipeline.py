@@ -123,6 +123,15 @@ STAGES: list[Stage] = [
 ]
 
 
+def stage_table() -> str:
+    """The Markdown table of STAGES that docs/architecture.md holds (a test keeps them equal)."""
+    lines = ["| stage | reads | writes | what it assumes |", "|---|---|---|---|"]
+    for stage in STAGES:
+        lines.append(f"| {stage.name} | {', '.join(f'`{t}`' for t in stage.reads)} | "
+                     f"{', '.join(f'`{t}`' for t in stage.writes)} | {stage.assumes} |")
+    return "\n".join(lines) + "\n"
+
+
 class AnalysisError(RuntimeError):
     """A stage failed; the message lists which and why."""
 

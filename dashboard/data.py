@@ -12,9 +12,11 @@ import json
 import duckdb
 import pandas as pd
 
+from choreoscope.analysis.findings import SEVERITIES as SEVERITIES_LOW_FIRST
+
 ANALYSIS_TABLES = ("workflows", "workflow_steps", "workflow_edges", "workflow_variants", "instances",
                    "span_steps", "causal_edges", "clock_offsets", "findings")
-SEVERITIES = ("critical", "warning", "info")
+SEVERITIES = tuple(reversed(SEVERITIES_LOW_FIRST))  # most severe first, for display
 
 
 def frame(cur: duckdb.DuckDBPyConnection, sql: str, params: list | None = None) -> pd.DataFrame:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-from pathlib import Path
 
 from choreoscope.analysis.analyze_cmd import analyze
 from choreoscope.sample_traces.generate import DUMPS_DIR, scenario_dir

@@ -1,0 +1,99 @@
+"""Each analysis stage on a small real store (tests/stage_stores.py), asserting the table it owns."""
+
+from __future__ import annotations
+
+from tests.stage_stores import order_flow_store, rows
+
+
+def test_steps_labels_each_span_with_its_role_and_operation(tmp_path):
+    con = order_flow_store(tmp_path, "steps")
+    labels = set(rows(con, "SELECT service, role, operation FROM span_labels"))
+    assert labels == {
+        ("api", "server", "POST /orders"), ("api", "producer", "orders.placed"),
+        ("stock", "consumer", "orders.placed"), ("stock", "client", "INSERT reservations"),
+        ("ship", "consumer", "orders.placed"), ("ship", "client", "SELECT reservations"),
+        ("mail", "consumer", "orders.placed"), ("audit", "consumer", "orders.placed"),
+    }
+    assert rows(con, "SELECT count(*), count(DISTINCT step_id) FROM span_labels") == [(24, 8)]
+    assert rows(con, "SELECT DISTINCT step_id FROM span_labels WHERE service = 'api' AND role = 'server'") == [
+        ("api server POST /orders",)]
+
+
+def test_parent_edges_are_calls_except_producer_to_consumer(tmp_path):
+    con = order_flow_store(tmp_path, "parent edges")
+    edges = rows(con, """
+        SELECT p.service || ' ' || p.role, c.service || ' ' || c.role, e.via, count(*)
+        FROM parent_edges e
+        JOIN span_labels p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+        JOIN span_labels c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+        GROUP BY ALL ORDER BY ALL""")
+    assert edges == [
+        ("api producer", "ship consumer", "event", 3), ("api producer", "stock consumer", "event", 3),
+        ("api server", "api producer", "call", 3),
+        ("ship consumer", "ship client", "call", 3), ("stock consumer", "stock client", "call", 3),
+    ]
+
+
+def test_causal_edges_add_the_link_and_the_message_id_hop(tmp_path):
+    con = order_flow_store(tmp_path, "causal edges")
+    by_evidence = dict(rows(con, "SELECT evidence, count(*) FROM causal_edges GROUP BY ALL"))
+    assert by_evidence == {"parent": 15, "link": 3, "message_id": 3}
+    inferred = rows(con, """
+        SELECT DISTINCT c.service, e.via, e.inferred, e.confidence FROM causal_edges e
+        JOIN span_labels c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+        WHERE e.evidence <> 'parent' ORDER BY 1""")
+    assert inferred == [("audit", "event", True, 0.9), ("mail", "event", False, 1.0)]
+
+
+def test_instances_stitch_the_linked_and_inferred_traces_to_their_producer(tmp_path):
+    con = order_flow_store(tmp_path, "instances")
+    assert rows(con, "SELECT count(*), count(DISTINCT instance_id) FROM trace_instances") == [(9, 3)]
+    assert rows(con, "SELECT DISTINCT workflow_id, spans, traces, services, errors FROM instances") == [
+        ("api server POST /orders", 8, 3, 5, 0)]
+    assert rows(con, "SELECT count(*) FROM instances i JOIN trace_instances t ON t.trace_id = i.entry_trace_id "
+                     "AND t.instance_id = i.instance_id") == [(3,)]
+
+
+def test_span_steps_carry_corrected_times_instance_and_workflow(tmp_path):
+    con = order_flow_store(tmp_path, "span steps")
+    assert rows(con, "SELECT count(*), count(DISTINCT instance_id), count(DISTINCT workflow_id), "
+                     "count(*) FILTER (WHERE start_adj = start_ns AND end_adj = end_ns) FROM span_steps") == [
+        (24, 3, 1, 24)]  # one consumer per hop and no sync calls across services: no offset is estimated
+
+
+def test_workflows_model_the_steps_and_edges_of_one_workflow_type(tmp_path):
+    con = order_flow_store(tmp_path, "workflows")
+    assert rows(con, "SELECT workflow_id, name, instances, services, events FROM workflows") == [
+        ("api server POST /orders", "POST /orders (api)", 3, 5, 1)]
+    edges = rows(con, "SELECT src_step, dst_step, via, count, instances, inferred, latency_p50_ms "
+                      "FROM workflow_edges WHERE via = 'event' ORDER BY dst_step")
+    assert edges == [
+        ("api producer orders.placed", "audit consumer orders.placed", "event", 3, 3, True, 30.0),
+        ("api producer orders.placed", "mail consumer orders.placed", "event", 3, 3, False, 15.0),
+        ("api producer orders.placed", "ship consumer orders.placed", "event", 3, 3, False, 60.0),
+        ("api producer orders.placed", "stock consumer orders.placed", "event", 3, 3, False, 20.0),
+    ]
+    assert rows(con, "SELECT count, count(DISTINCT variant_id) OVER () FROM workflow_variants") == [(3, 1)]
+
+
+def test_patterns_answer_the_three_questions(tmp_path):
+    con = order_flow_store(tmp_path, "patterns")
+    ((pattern, who, state, errors),) = rows(con, "SELECT pattern, who_knows_the_workflow, where_state_lives, "
+                                                  "where_errors_are_handled FROM workflow_patterns")
+    assert pattern == "choreography"
+    assert who.startswith("nobody: 4 hand-off(s) by events from 1 service(s) (api)")
+    assert state == "databases written by stock"
+    assert errors == "no compensation or retry seen"
+
+
+def test_orderings_count_how_often_one_consumer_ended_before_its_sibling_started(tmp_path):
+    con = order_flow_store(tmp_path, "orderings")
+    ordered = rows(con, """
+        SELECT both_instances, a_before_b, b_started_early, gap_p50_ms FROM step_orderings
+        WHERE step_a = 'stock consumer orders.placed' AND step_b = 'ship consumer orders.placed'""")
+    assert ordered == [(3, 3, 0, 10.0)]
+    reverse = rows(con, "SELECT a_before_b, b_started_early FROM step_orderings "
+                        "WHERE step_a = 'ship consumer orders.placed' AND step_b = 'stock consumer orders.placed'")
+    assert reverse == [(0, 3)]
+    causal = rows(con, "SELECT count(*) FROM step_orderings WHERE step_a = 'api server POST /orders'")
+    assert causal == [(0,)]  # the entry causes every consumer: no ordering hypothesis about it
