@@ -30,12 +30,6 @@ def tables(cur: duckdb.DuckDBPyConnection) -> set[str]:
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'main'").fetchall()}
 
 
-def columns(cur: duckdb.DuckDBPyConnection, table: str) -> list[str]:
-    return [r[0] for r in cur.execute(
-        "SELECT column_name FROM information_schema.columns WHERE table_name = ? ORDER BY ordinal_position",
-        [table]).fetchall()]
-
-
 def has_analysis(cur: duckdb.DuckDBPyConnection) -> bool:
     return set(ANALYSIS_TABLES) <= tables(cur)
 
@@ -216,9 +210,6 @@ def conformance_edges(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.Da
     """The conformance verdict per edge for one recovered workflow (empty without intended docs)."""
     if not has_conformance(cur):
         return pd.DataFrame()
-    cols = columns(cur, "conformance_edges")
-    if "workflow_id" not in cols:
-        return frame(cur, "SELECT * FROM conformance_edges")
     return frame(cur, "SELECT * FROM conformance_edges WHERE workflow_id = ?", [workflow_id])
 
 
