@@ -38,7 +38,10 @@ def real_cases() -> dict[str, tuple[list[str], list[str]]]:
 
 
 def normalised(value):
-    """The report with floats at 6 significant digits (and -0.0 as 0.0)."""
+    """The report with floats at 6 significant digits (and -0.0 as 0.0), and paths inside the
+    checkout (intended documents named in evidence) relative to it, as `<repo>/...`."""
+    if isinstance(value, str):
+        return value.replace(str(REPO), "<repo>")
     if isinstance(value, float):
         return 0.0 if value == 0 else float(f"{value:.6g}")
     if isinstance(value, dict):
