@@ -122,3 +122,9 @@ CONVENTION_PREFIXES = (
     "telemetry.", "service.", "cloud.", "host.", "process.", "k8s.", "container.", "span.",
     "kafka.", "rabbit.", "retry.", "component", "lc",
 )
+
+# --- Database names read from the statement text (collector/sql_text.py, via spanbatch). ---
+# DB_QUERY_TEXT above lists the statement keys (`db.query.text` new, `db.statement` old) and
+# DB_SYSTEM accepts `db.system.name`. The namespace is no typed column (it stays in the attributes
+# JSON); spanbatch reads it to undo SQLAlchemy's `db.operation` = "<verb> <db.name>".
+DB_NAMESPACE = ("db.namespace", "db.name")

@@ -16,6 +16,7 @@ import orjson
 import pyarrow as pa
 
 from choreoscope.collector import semconv as sc
+from choreoscope.collector.sql_text import parse_statement
 from choreoscope.collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
 
 _ZERO_TRACE = "0" * 32
@@ -196,6 +197,33 @@ def _destination_override(values, attrs: dict) -> list:
     return values
 
 
+_DB_SYSTEM_COLUMN = _TYPED_ATTRIBUTES.index(sc.DB_SYSTEM)
+_DB_COLLECTION_COLUMN = _TYPED_ATTRIBUTES.index(sc.DB_COLLECTION)
+_DB_OPERATION_COLUMN = _TYPED_ATTRIBUTES.index(sc.DB_OPERATION)
+_QUERY_TEXT_OLD, _QUERY_TEXT_NEW = sc.DB_QUERY_TEXT[1], sc.DB_QUERY_TEXT[0]
+
+
+def _from_query_text(values, attrs: dict):
+    """db_collection (first table written, else first read) and db_operation from the statement
+    text, for the many instrumentations that record the table only there. One cached lookup per
+    span (collector/sql_text.py). A recorded table is kept. A recorded operation is kept, except
+    SQLAlchemy's `<verb> <db.name>` ("INSERT shop.sqlite"), which becomes the verb; a session `SET`
+    is not filled in (the analysis counts SET as a key-value write)."""
+    facts = parse_statement(sc.first(attrs, sc.DB_QUERY_TEXT), values[_DB_SYSTEM_COLUMN])
+    if facts is None:
+        return values
+    values = list(values)
+    if facts.table is not None:
+        values[_DB_COLLECTION_COLUMN] = facts.table
+    recorded = values[_DB_OPERATION_COLUMN]
+    if recorded is None:
+        if facts.operation != "SET":
+            values[_DB_OPERATION_COLUMN] = facts.operation
+    elif recorded == f"{facts.operation} {sc.first(attrs, sc.DB_NAMESPACE)}":
+        values[_DB_OPERATION_COLUMN] = facts.operation
+    return values
+
+
 @dataclass
 class Link:
     trace_id: str
@@ -276,6 +304,8 @@ class SpanBatch:
         typed = _typed_values(attrs)
         if not _DESTINATION_OVERRIDES.isdisjoint(attrs):
             typed = _destination_override(typed, attrs)
+        if typed[_DB_COLLECTION_COLUMN] is None and (_QUERY_TEXT_OLD in attrs or _QUERY_TEXT_NEW in attrs):
+            typed = _from_query_text(typed, attrs)
         res = resource_attributes or {}
         if res is not self._last_resource:
             self._last_resource = res
