@@ -1,9 +1,9 @@
-"""Stage 4, workflow instances: traces tied together by causal edges form one instance.
+"""Stage: workflow instances: traces tied together by causal edges form one instance.
 
 A consumer that starts a new trace with a link to its producer (the OpenTelemetry messaging
 default for batch consumers) belongs to its producer's instance; so does one tied only by message
-id or time window. Spans of one trace always share an instance. The union-find runs over trace
-pairs (one row per cross-trace edge), never over spans, so it stays small at millions of spans.
+id or time window. Spans of one trace always share an instance. The components are found in SQL
+over trace pairs (one row per cross-trace edge), never over spans (`connected_traces_sql`).
 An instance's entry is its earliest root span (no incoming causal edge); its step is the instance's
 workflow type (`workflow_id`).
 Reads `span_labels`, `causal_edges`, `clock_offsets`; writes `trace_instances` (trace_id ->
@@ -14,33 +14,53 @@ counts, entry trace and workflow).
 from __future__ import annotations
 
 import duckdb
-import pyarrow as pa
 
 from choreoscope.analysis.clock_skew import corrected_steps_sql
 
-
-def _find(parent: dict[str, str], x: str) -> str:
-    root = x
-    while parent[root] != root:
-        root = parent[root]
-    while parent[x] != root:
-        parent[x], x = root, parent[x]
-    return root
+MAX_ROUNDS = 64  # min-label propagation with pointer jumping halves chain distances each round:
+# 64 rounds cover components of any size that fits in memory; more means a bug, so it raises.
 
 
-def connected_traces(pairs: list[tuple[str, str]]) -> dict[str, str]:
-    """Map each trace id in `pairs` to its component's smallest trace id (union-find)."""
-    parent: dict[str, str] = {}
-    for a, b in pairs:
-        parent.setdefault(a, a)
-        parent.setdefault(b, b)
-        ra, rb = _find(parent, a), _find(parent, b)
-        if ra != rb:
-            if ra < rb:
-                parent[rb] = ra
-            else:
-                parent[ra] = rb
-    return {t: _find(parent, t) for t in parent}
+def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
+    """Build the TEMP table `_trace_labels` (trace_id, label): each trace of the pairs `pairs_sql`
+    selects (columns a, b) with the smallest trace id of its connected component; returns its name.
+
+    Iterative min-label propagation in SQL (each trace takes the smallest label among itself and
+    its neighbours), each round followed by pointer jumping (a trace takes its label's label), until
+    nothing changes: connected components as joins and aggregates only, so the same stage runs on
+    any SQL engine (no GraphFrames, no Python over pairs). A long chain of linked traces converges
+    in about log2(length) rounds.
+    """
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _trace_edges AS
+        SELECT DISTINCT a, b FROM (SELECT a, b FROM ({pairs_sql}) UNION ALL SELECT b, a FROM ({pairs_sql}))
+        WHERE a <> b
+    """)
+    con.execute("CREATE OR REPLACE TEMP TABLE _trace_labels AS SELECT DISTINCT a AS trace_id, a AS label "
+                "FROM _trace_edges")
+    for _ in range(MAX_ROUNDS):
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _trace_labels_next AS
+            WITH propagated AS (
+                SELECT l.trace_id, least(l.label, min(n.label)) AS label
+                FROM _trace_labels l
+                JOIN _trace_edges e ON e.a = l.trace_id
+                JOIN _trace_labels n ON n.trace_id = e.b
+                GROUP BY l.trace_id, l.label
+            )
+            SELECT p.trace_id, least(p.label, coalesce(j.label, p.label)) AS label
+            FROM propagated p LEFT JOIN propagated j ON j.trace_id = p.label
+        """)
+        changed = con.execute("""
+            SELECT count(*) FROM _trace_labels_next n JOIN _trace_labels l USING (trace_id)
+            WHERE n.label <> l.label
+        """).fetchone()[0]
+        con.execute("DROP TABLE _trace_labels")
+        con.execute("ALTER TABLE _trace_labels_next RENAME TO _trace_labels")
+        if not changed:
+            con.execute("DROP TABLE _trace_edges")
+            return "_trace_labels"
+    raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
 
 def build_instances(con: duckdb.DuckDBPyConnection) -> None:
@@ -50,29 +70,17 @@ def build_instances(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _build_trace_instances(con: duckdb.DuckDBPyConnection) -> None:
-    pairs = con.execute(
+    labels = connected_traces_sql(
+        con, "SELECT src_trace_id AS a, dst_trace_id AS b FROM causal_edges WHERE src_trace_id <> dst_trace_id")
+    con.execute(
+        f"""
+        CREATE OR REPLACE TABLE trace_instances AS
+        SELECT t.trace_id, coalesce(s.label, t.trace_id) AS instance_id
+        FROM (SELECT DISTINCT trace_id FROM span_labels) t
+        LEFT JOIN {labels} s ON s.trace_id = t.trace_id
         """
-        SELECT DISTINCT src_trace_id, dst_trace_id FROM causal_edges
-        WHERE src_trace_id <> dst_trace_id
-        """
-    ).fetchall()
-    mapping = connected_traces(pairs)
-    table = pa.table(
-        {"trace_id": list(mapping.keys()), "instance_id": list(mapping.values())},
-        schema=pa.schema([("trace_id", pa.string()), ("instance_id", pa.string())]),
     )
-    con.register("_stitched", table)
-    try:
-        con.execute(
-            """
-            CREATE OR REPLACE TABLE trace_instances AS
-            SELECT t.trace_id, coalesce(s.instance_id, t.trace_id) AS instance_id
-            FROM (SELECT DISTINCT trace_id FROM span_labels) t
-            LEFT JOIN _stitched s ON s.trace_id = t.trace_id
-            """
-        )
-    finally:
-        con.unregister("_stitched")
+    con.execute(f"DROP TABLE {labels}")
 
 
 def _build_instance_table(con: duckdb.DuckDBPyConnection) -> None:

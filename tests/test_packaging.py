@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -13,8 +14,13 @@ from tests.paths import REPO
 
 
 def test_the_wheel_installs_one_package_that_runs_the_demo_from_anywhere(tmp_path):
+    # Built from a copy: setuptools leaves build/ in the source tree, and stale files there would
+    # end up in a later wheel.
+    source = tmp_path / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".venv", ".git", "build", "__pycache__",
+                                                                "*.egg-info", "test-artifacts", "*.duckdb"))
     wheels = tmp_path / "wheels"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(REPO)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(wheels), str(source)],
                    check=True, capture_output=True, text=True)
     (wheel,) = wheels.glob("choreoscope-*.whl")
     names = zipfile.ZipFile(wheel).namelist()

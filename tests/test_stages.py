@@ -97,3 +97,20 @@ def test_orderings_count_how_often_one_consumer_ended_before_its_sibling_started
     assert reverse == [(0, 3)]
     causal = rows(con, "SELECT count(*) FROM step_orderings WHERE step_a = 'api server POST /orders'")
     assert causal == [(0,)]  # the entry causes every consumer: no ordering hypothesis about it
+
+
+def test_instances_connect_a_long_chain_of_linked_traces_in_few_rounds(tmp_path, monkeypatch):
+    """Connected components in SQL: 3,000 traces each tied to the next (a chain, the worst case for
+    plain label propagation) become one component labelled by the smallest trace id."""
+    import duckdb
+
+    from choreoscope.analysis import instances
+
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE pairs AS SELECT printf('%05d', i) AS a, printf('%05d', i + 1) AS b "
+                "FROM range(3000) t(i) ORDER BY random()")
+    con.execute("INSERT INTO pairs VALUES ('x1', 'x2'), ('x3', 'x2')")  # a second component
+    monkeypatch.setattr(instances, "MAX_ROUNDS", 20)  # log2(3000) < 12, with room; more raises
+    table = instances.connected_traces_sql(con, "SELECT a, b FROM pairs")
+    labels = dict(con.execute(f"SELECT label, count(*) FROM {table} GROUP BY ALL").fetchall())
+    assert labels == {"00000": 3001, "x1": 3}
