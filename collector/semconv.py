@@ -15,6 +15,17 @@ MESSAGING_DESTINATION = (
     "messaging.destination.name",
     "messaging.destination",
 )
+# RabbitMQ's routing key, new and old names. On a topic or direct exchange every event shares the
+# exchange (`messaging.destination(.name)`), and the routing key is what the bindings and the teams
+# call the event (`payment.requested` on exchange `pay`): the typed `messaging_destination` column
+# takes it before the destination names (MESSAGING_EVENT_NAME); the exchange stays in the JSON.
+MESSAGING_RABBITMQ_ROUTING_KEYS = ("messaging.rabbitmq.destination.routing_key", "messaging.rabbitmq.routing_key")
+# The names the typed `messaging_destination` column is filled from, in priority order.
+MESSAGING_EVENT_NAME = (*MESSAGING_RABBITMQ_ROUTING_KEYS, *MESSAGING_DESTINATION)
+# Where a queue URL may arrive (SQS: botocore `aws.queue_url`, boto3sqs `messaging.url`); used
+# for the destination only when no destination name is recorded.
+MESSAGING_QUEUE_URL = ("aws.queue_url", "messaging.url")
+MESSAGING_SYSTEM_SQS = "aws.sqs"
 # A destination's low-cardinality form (per-request reply queues, `user-{id}-events`): when given,
 # the typed column holds it instead of the name; temporary or anonymous destinations without one
 # become TEMPORARY_DESTINATION. The name itself stays in the attributes JSON.

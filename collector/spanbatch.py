@@ -121,7 +121,7 @@ def _json(value) -> str:
 # The typed columns filled from span attributes, in row order, each with the names it may
 # arrive under (newest first). `_typed_values` finds them in one pass over the span's keys.
 _TYPED_ATTRIBUTES = (
-    sc.MESSAGING_SYSTEM, sc.MESSAGING_DESTINATION, sc.MESSAGING_OPERATION, sc.MESSAGING_MESSAGE_ID,
+    sc.MESSAGING_SYSTEM, sc.MESSAGING_EVENT_NAME, sc.MESSAGING_OPERATION, sc.MESSAGING_MESSAGE_ID,
     sc.MESSAGING_CONSUMER_GROUP, sc.DB_SYSTEM, sc.DB_COLLECTION, sc.DB_OPERATION, sc.RPC_SYSTEM,
     sc.RPC_SERVICE, sc.RPC_METHOD, sc.HTTP_METHOD, sc.HTTP_ROUTE, sc.HTTP_STATUS_CODE,
     sc.SERVER_ADDRESS, sc.PEER_SERVICE, sc.RETRY_ATTEMPT,
@@ -180,7 +180,59 @@ def _typed_values(attrs: dict) -> tuple | list:
     return values
 
 
-_DESTINATION_COLUMN = _TYPED_ATTRIBUTES.index(sc.MESSAGING_DESTINATION)
+_DESTINATION_COLUMN = _TYPED_ATTRIBUTES.index(sc.MESSAGING_EVENT_NAME)
+_SYSTEM_COLUMN = _TYPED_ATTRIBUTES.index(sc.MESSAGING_SYSTEM)
+_ARN_NAMED_SERVICES = frozenset(("sns", "sqs"))
+
+
+def _short_destination(value: str) -> str:
+    """The name a team uses for a destination recorded as a full id: an SNS topic or SQS queue
+    ARN (`arn:aws:sns:us-east-1:123456789012:order-events`, what botocore records) becomes its
+    resource name (`order-events`), an SQS queue URL (`https://sqs.../123456789012/inventory-q`)
+    its last path segment. Anything else is returned as it is. The full id stays in the
+    attributes JSON (`aws.sns.topic.arn`, `messaging.destination(.name)`, `aws.queue_url`)."""
+    if value.startswith("arn:"):
+        parts = value.split(":", 5)
+        if len(parts) == 6 and parts[2] in _ARN_NAMED_SERVICES and parts[5]:
+            return parts[5]
+        return value
+    scheme, sep, rest = value.partition("://")
+    if sep and scheme in ("http", "https"):
+        path = rest.partition("?")[0].rstrip("/")
+        if "/" in path:
+            return path.rsplit("/", 1)[1]
+    return value
+
+
+def _destination_name(values, attrs: dict):
+    """The typed `messaging_destination` column: the name a team calls the event by.
+
+    - RabbitMQ: the routing key when one is recorded (`messaging.rabbitmq.destination.routing_key`
+      new, `messaging.rabbitmq.routing_key` old, e.g. amqplib), else the exchange or queue in
+      `messaging.destination(.name)`. On a topic or direct exchange every event shares the exchange
+      (`pay`): naming events by it would collapse `payment.requested`, `payment.succeeded` and
+      `refund.requested` into one. The exchange stays in the attributes JSON. (pika records no
+      routing key at all: its spans keep the exchange.) The routing key's priority is the order of
+      `sc.MESSAGING_EVENT_NAME`; this function only shortens ids.
+    - SNS/SQS: topic and queue ARNs and SQS queue URLs become the topic or queue name
+      (`_short_destination`); an SQS span with no destination name gets the queue's name from
+      its queue URL (`aws.queue_url`, `messaging.url`).
+    A template or temporary destination (`_destination_override`) still wins afterwards."""
+    value = values[_DESTINATION_COLUMN]
+    if value is None:
+        if values[_SYSTEM_COLUMN] != sc.MESSAGING_SYSTEM_SQS:
+            return values
+        url = _str(sc.first(attrs, sc.MESSAGING_QUEUE_URL))
+        short = _short_destination(url) if url else None
+        if short is None or short == url:
+            return values
+    else:
+        short = _short_destination(value)
+        if short is value:
+            return values
+    values = list(values)
+    values[_DESTINATION_COLUMN] = short
+    return values
 _DESTINATION_OVERRIDES = frozenset((sc.MESSAGING_DESTINATION_TEMPLATE, *sc.MESSAGING_DESTINATION_TEMPORARY))
 
 
@@ -302,6 +354,10 @@ class SpanBatch:
             return False
         attrs = attributes or {}
         typed = _typed_values(attrs)
+        destination = typed[_DESTINATION_COLUMN]
+        if (destination is None and typed[_SYSTEM_COLUMN] is not None) or (
+                destination is not None and (destination.startswith("arn:") or "://" in destination)):
+            typed = _destination_name(typed, attrs)
         if not _DESTINATION_OVERRIDES.isdisjoint(attrs):
             typed = _destination_override(typed, attrs)
         if typed[_DB_COLLECTION_COLUMN] is None and (_QUERY_TEXT_OLD in attrs or _QUERY_TEXT_NEW in attrs):

@@ -1,12 +1,16 @@
 """event_catalog: events nobody consumes, consumers nobody feeds, and event schemas that drift.
 
 Detects, per messaging destination:
-- dead_event [producer]: produced, never consumed — no consumer span for the destination and no
-  causal event edge out of its producer spans.
+- dead_event [producer]: produced, never consumed — no consumer span for the destination, no
+  event edge from one of its producer spans to a consumer of another name (an SNS topic consumed
+  through SQS queues: a link with raw delivery, an inferred `subscription` edge without), and no
+  causal event edge out of its producer spans. A publish is counted once: the outer span of a
+  nested producer pair of the same service and destination (pika) is not a send of its own.
 - orphan_event [consumer]: consumed, producer never seen — no producer span for the destination
-  anywhere, and the consumer spans have no incoming event edge (no parent producer, no link to a
-  span in the data, no message id or time-window match). Links pointing at spans that are not in
-  the data are counted as evidence.
+  anywhere, no event edge into one of its consumer spans from a producer of another name (the SQS
+  queue of an SNS subscription, inferred or linked), and the consumer spans have no incoming event
+  edge (no parent producer, no link to a span in the data, no message id, time-window or
+  subscription match). Links pointing at spans that are not in the data are counted as evidence.
 - schema_drift [producer]: the custom attributes a producer sets on its producer spans change
   between its service.versions (semantic-convention namespaces such as messaging.*, server.*,
   network.* are not part of the event's schema).
@@ -25,18 +29,42 @@ import itertools
 
 from choreoscope.analysis.detectors.query_helpers import rows
 from choreoscope.analysis.findings import Finding
+from choreoscope.analysis.span_edges import NESTED_SEND_SQL
 from choreoscope.collector.semconv import CONVENTION_PREFIXES
 
 # Attribute namespaces of the semantic conventions (and SDK internals): not the event's payload schema.
 SCHEMA_SHARE = 0.5
 
-DEAD_SQL = """
+# Producer spans that are sends: not the outer span of a nested pair (pika's double PRODUCER
+# span, `NESTED_SEND_SQL`), so one publish is counted once.
+SENDS = f"""
+    SELECT s.* FROM span_steps s
+    WHERE s.role = 'producer' AND s.messaging_destination IS NOT NULL
+      AND NOT EXISTS ({NESTED_SEND_SQL.format(outer="s")})
+"""
+
+# Destinations tied by an event edge whose two ends name them differently: the producer's
+# destination is consumed and the consumer's produced, although no span of the other side names
+# them. An SNS topic delivered to SQS queues (an inferred `subscription` edge with raw delivery off,
+# a link with it on), a pika consumer (exchange only) under a producer naming the routing key.
+EDGE_ENDS = """
+    SELECT p.messaging_destination AS produced, c.messaging_destination AS consumed
+    FROM causal_edges e
+    JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
+    JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
+    WHERE e.via = 'event' AND p.role = 'producer' AND c.role = 'consumer'
+      AND p.messaging_destination IS NOT NULL AND c.messaging_destination IS NOT NULL
+      AND p.messaging_destination <> c.messaging_destination
+"""
+
+DEAD_SQL = f"""
 WITH producers AS (
     SELECT s.messaging_destination AS event, s.service, s.trace_id, s.span_id, s.instance_id
-    FROM span_steps s WHERE s.role = 'producer' AND s.messaging_destination IS NOT NULL
+    FROM ({SENDS}) s
 ),
 consumed AS (SELECT DISTINCT messaging_destination AS event FROM span_steps
-             WHERE role = 'consumer' AND messaging_destination IS NOT NULL)
+             WHERE role = 'consumer' AND messaging_destination IS NOT NULL
+             UNION SELECT produced FROM ({EDGE_ENDS}))
 SELECT p.event, p.service, count(*) AS produced, count(DISTINCT p.instance_id) AS instances,
        list(DISTINCT p.trace_id ORDER BY p.trace_id)[1:5] AS trace_ids
 FROM producers p
@@ -46,7 +74,7 @@ WHERE p.event NOT IN (SELECT event FROM consumed)
 GROUP BY ALL ORDER BY p.event, p.service
 """
 
-ORPHAN_SQL = """
+ORPHAN_SQL = f"""
 WITH consumers AS (
     SELECT c.* FROM span_steps c
     LEFT JOIN span_steps parent ON parent.trace_id = c.trace_id AND parent.span_id = c.parent_span_id
@@ -54,7 +82,8 @@ WITH consumers AS (
       AND coalesce(parent.role, '') <> 'consumer'
 ),
 produced AS (SELECT DISTINCT messaging_destination AS event FROM span_steps
-             WHERE role = 'producer' AND messaging_destination IS NOT NULL),
+             WHERE role = 'producer' AND messaging_destination IS NOT NULL
+             UNION SELECT consumed FROM ({EDGE_ENDS})),
 dangling AS (   -- links from consumer spans to spans missing from the data
     SELECT l.trace_id, l.span_id, count(*) AS n FROM span_links l
     WHERE NOT EXISTS (SELECT 1 FROM spans t WHERE t.trace_id = l.linked_trace_id AND t.span_id = l.linked_span_id)
@@ -71,12 +100,11 @@ WHERE c.messaging_destination NOT IN (SELECT event FROM produced)
 GROUP BY ALL ORDER BY event, c.service
 """
 
-SCHEMA_SQL = """
+SCHEMA_SQL = f"""
 WITH producer_spans AS (
     SELECT s.trace_id, s.span_id, s.service, s.messaging_destination AS event,
            coalesce(sp.service_version, '(none)') AS version, s.start_adj, sp.attributes
-    FROM span_steps s JOIN spans sp USING (trace_id, span_id)
-    WHERE s.role = 'producer' AND s.messaging_destination IS NOT NULL
+    FROM ({SENDS}) s JOIN spans sp USING (trace_id, span_id)
 ),
 versions AS (
     SELECT service, event, version, count(*) AS spans, min(start_adj) AS first_seen,
