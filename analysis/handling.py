@@ -5,7 +5,10 @@
   (they start their own handling). Columns: trace_id, span_id, handler_span_id, service, depth.
 - `event_relays`: a consumer of event_in that, while handling it, produced event_out (one row per
   produced message). The building block of implicit orchestrators and event cycles; callbacks
-  (calls made while handling) start from `handled_spans`.
+  (calls made while handling) start from `handled_spans`. A produced message that is the consumed
+  message itself (same message id, same destination: Celery's `self.retry` republishing its task
+  id from inside the failing run) is a retry, not a hand-off, and is no relay; the `deliveries`
+  stage counts it as the next attempt of that message.
 Reads `span_steps`; writes `handled_spans`, `event_relays`.
 """
 
@@ -37,6 +40,9 @@ FROM handled_spans h
 JOIN span_steps c ON c.trace_id = h.trace_id AND c.span_id = h.handler_span_id
 JOIN span_steps p ON p.trace_id = h.trace_id AND p.span_id = h.span_id
 WHERE p.role = 'producer' AND p.messaging_destination IS NOT NULL AND h.depth > 0
+  -- the consumed message published again (same id, same destination) is a retry, not a hand-off
+  AND NOT (p.messaging_message_id IS NOT NULL AND p.messaging_message_id = c.messaging_message_id
+           AND p.messaging_destination = c.messaging_destination)
 """
 
 

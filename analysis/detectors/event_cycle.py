@@ -5,7 +5,9 @@ means a service, while handling E1, produced E2 — found with networkx `simple_
 small aggregated graph. A loop means a message can travel around the same services again
 (re-processing, ping-pong between two handlers) with no single place that decides when it stops.
 A request/reply pair (A sends a command, B answers with a result) is not a cycle: the result is a
-different event than the command.
+different event than the command. Nor is a retry that republishes the consumed message itself (same message
+id and destination, Celery's `self.retry`): `event_relays` leaves it out, it is a redelivery of
+the same message (`deliveries`, the retry detector's evidence).
 
 Assumption: a relay is a producer span under a consumer span of the same service and trace;
 only relays seen in real instances count, and the cycle is reported with the services in the order

@@ -1,29 +1,98 @@
 """retry_loop: a service that retries (redelivery, resends, polling) to wait for something.
 
-Detects: a consumer or client step repeated within one workflow instance, its earlier attempts
-failing and a later one succeeding, or marked with a retry attribute (`messaging.retry.attempt`,
-`http.request.resend_count`, ...) — and repeated *in a loop*: several retries per instance, not a
-single resend of a transient error. Looping until it works means the service is waiting for a
-condition nobody tells it about (often an implicit ordering).
+Detects: a message handled again by the same service after its handler gave it back, or a client
+step repeated within one workflow instance (its earlier attempts failing, a later one succeeding)
+or marked with a retry attribute (`messaging.retry.attempt`, `http.request.resend_count`, ...).
+Looping until it works means the service is waiting for a condition nobody tells it about (often
+an implicit ordering).
 
-Assumption: consumer spans are where redelivery shows, client spans where resends show; a
-server span repeated because its client resent is the client's retry. One resend per instance is
-ordinary fault tolerance and is not reported.
+Consumers, from `deliveries` (no instrumentation marks a redelivery: a message is the same message
+id, else the same parent producer span, handled again by the same service): a message is retried
+when an attempt gave up and the message came again (the attempt ended in error, in Celery's RETRY
+state, unfinished - its consumer span never exported, as boto3sqs does for a message left for
+redelivery - or it lacked work the final attempt did, as a RabbitMQ nack leaves no other mark), or
+when the instrumentation counts retries (`messaging.retry.attempt`, `celery.retries`). A redelivery
+after complete work (an at-least-once duplicate) is not a retry.
 
-Evidence: instances with the step, instances that retried, extra attempts, the largest number of
-attempts, instances that looped (three attempts or more), the errors the failed attempts gave.
+Clients, from `span_steps`: the same client step repeated in one instance with errors, or with a
+retry attribute. Receive calls that fetched a message (`SQS.ReceiveMessage`) are deliveries, not
+client retries.
+
+Assumptions and thresholds:
+- MIN_RETRIED_INSTANCES (2) retried messages (consumers) or instances (clients): one is an
+  accident, not a habit.
+- A handler that gave a message back while none of its calls failed decided itself that a
+  condition was not met yet: that is waiting, and is reported even when each message came back
+  once, if most (MIN_WAITED_SHARE, 0.5) of the retried messages are like that.
+- Otherwise (a client resend, or a handler that gave up because a call failed) the retries must
+  loop: MIN_EXTRA_PER_RETRIED (1.5) extra attempts per retried message or instance on average, or
+  MIN_LOOPED_SHARE (0.3) of them with three attempts or more. One resend of a transient error
+  (a 503 answered by one resend) is ordinary fault tolerance and is not reported.
+
+Evidence: the step, messages (or instances) with the step, how many were retried, extra attempts,
+attempts per retried message (max, p50), how many looped (three attempts or more), recovered (the
+last attempt succeeded), how the given-up attempts ended (`failed_attempts`), the work they lacked
+that the final attempt did (`missing_steps`), orphaned spans of unexported attempts (and those of
+the service no delivery could claim), the errors the failed attempts gave, example traces.
 """
 
 from __future__ import annotations
 
+from choreoscope.analysis.deliveries import receive_client
 from choreoscope.analysis.detectors.query_helpers import ratio, rows
 from choreoscope.analysis.findings import Finding
+from choreoscope.analysis.steps import templated
 
 MIN_RETRIED_INSTANCES = 2
-MIN_EXTRA_PER_RETRIED = 1.5   # mean extra attempts per retried instance ...
-MIN_LOOPED_SHARE = 0.3        # ... or share of retried instances with three attempts or more
+MIN_EXTRA_PER_RETRIED = 1.5   # mean extra attempts per retried message or instance ...
+MIN_LOOPED_SHARE = 0.3        # ... or share of retried ones with three attempts or more
+MIN_WAITED_SHARE = 0.5        # ... or, consumers only: share of retried messages given back with no failing call
 
-SQL = """
+# Consumer steps: one row per (workflow, service, step) over the messages it handled.
+DELIVERIES_SQL = """
+WITH messages AS (
+    SELECT service, message_key, any_value(step_id) AS step_id,
+           arg_min(workflow_id, attempt) AS workflow_id, arg_min(instance_id, attempt) AS instance_id,
+           arg_min(trace_id, attempt) AS trace_id, max(attempts) AS attempts,
+           count(*) FILTER (WHERE gave_up) AS gave_up,
+           count(*) FILTER (WHERE gave_up AND failed_calls > 0) AS gave_up_on_failed_call,
+           bool_or(explicit_retry) AS explicit, arg_max(ended, attempt) AS last_ended
+    FROM deliveries GROUP BY service, message_key
+),
+flagged AS (
+    SELECT *, (attempts > 1 AND gave_up > 0) OR explicit AS retried FROM messages
+)
+SELECT workflow_id, service, step_id, count(*) AS messages, count(DISTINCT instance_id) AS instances,
+       count(*) FILTER (WHERE retried) AS retried_messages,
+       count(DISTINCT instance_id) FILTER (WHERE retried) AS retried_instances,
+       sum(attempts - 1) FILTER (WHERE retried) AS extra_attempts, max(attempts) AS max_attempts,
+       median(attempts) FILTER (WHERE retried) AS p50_attempts,
+       count(*) FILTER (WHERE retried AND attempts >= 3) AS looped,
+       count(*) FILTER (WHERE retried AND last_ended = 'done') AS recovered,
+       count(DISTINCT instance_id) FILTER (WHERE retried AND attempts >= 3) AS looped_instances,
+       count(DISTINCT instance_id) FILTER (WHERE retried AND last_ended = 'done') AS recovered_instances,
+       count(*) FILTER (WHERE retried AND gave_up_on_failed_call = 0) AS waited,
+       list(trace_id ORDER BY attempts DESC, trace_id) FILTER (WHERE retried)[1:5] AS trace_ids
+FROM flagged GROUP BY ALL
+HAVING count(*) FILTER (WHERE retried) >= ?
+ORDER BY service, retried_messages DESC, step_id
+"""
+
+# How the attempts that gave up ended, what they lacked, and their orphaned spans, for one step.
+GAVE_UP_SQL = """
+SELECT ended, count(*) AS n, sum(orphaned_spans) AS orphaned_spans,
+       list_sort(list_distinct(flatten(list(missing_steps)))) AS missing_steps
+FROM deliveries WHERE gave_up AND step_id = ? AND service = ?
+GROUP BY ended ORDER BY n DESC, ended
+"""
+
+# Spans of the service whose parent was never exported and that no delivery could claim.
+UNATTRIBUTED_SQL = """
+SELECT sum(spans) AS spans FROM delivery_orphans WHERE service = ? AND delivery_span_id IS NULL
+"""
+
+# Client steps: one row per (workflow, service, step) over the instances where it ran.
+CLIENT_SQL = f"""
 WITH attempts AS (
     SELECT s.workflow_id, s.instance_id, s.service, s.step_id, count(*) AS attempts,
            count(*) FILTER (WHERE s.is_error) AS errors,
@@ -31,7 +100,7 @@ WITH attempts AS (
            max(coalesce(s.retry_attempt, 0)) AS max_retry_attr,
            any_value(i.entry_trace_id) AS trace_id
     FROM span_steps s JOIN instances i USING (instance_id)
-    WHERE s.role IN ('consumer', 'client')
+    WHERE s.role = 'client' AND NOT {receive_client("s")}
     GROUP BY s.workflow_id, s.instance_id, s.service, s.step_id
 ),
 per_step AS (
@@ -39,6 +108,9 @@ per_step AS (
            count(*) FILTER (WHERE retried) AS retried_instances,
            sum(attempts - 1) FILTER (WHERE retried) AS extra_attempts,
            max(attempts) AS max_attempts,
+           median(attempts) FILTER (WHERE retried) AS p50_attempts,
+           count(*) FILTER (WHERE retried AND attempts >= 3) AS looped,
+           count(*) FILTER (WHERE retried AND NOT last_failed) AS recovered,
            count(*) FILTER (WHERE retried AND attempts >= 3) AS looped_instances,
            count(*) FILTER (WHERE retried AND NOT last_failed) AS recovered_instances,
            list(trace_id ORDER BY attempts DESC, trace_id) FILTER (WHERE retried)[1:5] AS trace_ids
@@ -49,43 +121,82 @@ per_step AS (
 SELECT * FROM per_step WHERE retried_instances >= ? ORDER BY service, retried_instances DESC, step_id
 """
 
-ERRORS_SQL = """
-SELECT coalesce(nullif(sp.status_message, ''), 'error') AS message, count(*) AS n
+# Status messages with ids templated away, so one cause is one entry.
+ERRORS_SQL = f"""
+SELECT coalesce(nullif({templated("sp.status_message")}, ''), 'error') AS message, count(*) AS n
 FROM span_steps s JOIN spans sp USING (trace_id, span_id)
 WHERE s.step_id = ? AND s.workflow_id = ? AND s.is_error
 GROUP BY ALL ORDER BY n DESC, message LIMIT 3
 """
 
+_ENDED = {"error": "error status", "retry": "RETRY state", "unfinished": "consumer span never exported",
+          "redelivered": "stopped short of the final attempt's work"}
+
+
+def _loops(extra: float, looped: float) -> bool:
+    return extra >= MIN_EXTRA_PER_RETRIED or looped >= MIN_LOOPED_SHARE
+
 
 def detect(con) -> list[Finding]:
     best: dict[str, Finding] = {}
-    for r in rows(con, SQL, [MIN_RETRIED_INSTANCES]):
+
+    def keep(finding: Finding) -> None:
+        service = finding.services[0]
+        if service not in best or best[service].confidence < finding.confidence:
+            best[service] = finding
+
+    for r in rows(con, DELIVERIES_SQL, [MIN_RETRIED_INSTANCES]):
+        retried = r["retried_messages"]
+        extra, looped = ratio(r["extra_attempts"] or 0, retried), ratio(r["looped"], retried)
+        waited = ratio(r["waited"], retried)
+        if not _loops(extra, looped) and waited < MIN_WAITED_SHARE:
+            continue
+        gave_up = rows(con, GAVE_UP_SQL, [r["step_id"], r["service"]])
+        failed = {_ENDED.get(g["ended"], g["ended"]): g["n"] for g in gave_up}
+        missing = sorted({m for g in gave_up for m in (g["missing_steps"] or [])})
+        orphaned = int(sum(g["orphaned_spans"] or 0 for g in gave_up))
+        unattributed = rows(con, UNATTRIBUTED_SQL, [r["service"]])[0]["spans"]
+        errors = {e["message"]: e["n"] for e in rows(con, ERRORS_SQL, [r["step_id"], r["workflow_id"]])}
+        keep(_finding(r, retried, extra, looped, errors, extra_evidence={
+            "messages": r["messages"], "retried_messages": retried, "looped_messages": r["looped"],
+            "recovered_messages": r["recovered"], "waited_messages": r["waited"],
+            "failed_attempts": failed, "missing_steps": missing, "orphaned_spans": orphaned,
+            "unattributed_orphaned_spans": int(unattributed or 0)},
+            loops=_loops(extra, looped), how=(
+            f"{retried} of {r['messages']} messages were handled again after an attempt gave up"
+            + (f" ({', '.join(f'{n} {k}' for k, n in failed.items())})" if failed else "")
+            + f", {extra:.1f} extra attempts per retried message on average (up to {r['max_attempts']} attempts)")))
+
+    for r in rows(con, CLIENT_SQL, [MIN_RETRIED_INSTANCES]):
         retried = r["retried_instances"]
-        extra = ratio(r["extra_attempts"] or 0, retried)
-        looped = ratio(r["looped_instances"], retried)
-        if extra < MIN_EXTRA_PER_RETRIED and looped < MIN_LOOPED_SHARE:
+        extra, looped = ratio(r["extra_attempts"] or 0, retried), ratio(r["looped"], retried)
+        if not _loops(extra, looped):
             continue
         errors = {e["message"]: e["n"] for e in rows(con, ERRORS_SQL, [r["step_id"], r["workflow_id"]])}
-        confidence = 0.5 + 0.25 * min(1.0, looped / 0.5) + 0.2 * ratio(r["recovered_instances"], retried)
-        service = r["service"]
-        if service in best and best[service].confidence >= confidence:
-            continue
-        waits = f" (failed with: {', '.join(errors)})" if errors else ""
-        best[service] = Finding(
-            kind="retry_loop", services=[service], workflow=r["workflow_id"], confidence=confidence,
-            severity="warning",
-            summary=(f"{service} retries '{r['step_id'].split(' ', 2)[2]}' in a loop: {retried} of "
-                     f"{r['instances']} instances needed {extra:.1f} extra attempts on average (up to "
-                     f"{r['max_attempts']} attempts){waits}, so it is waiting for something it is not told about."),
-            recommendation=(
-                f"Find what {service} waits for (often another service's step finishing) and make it an"
-                f" explicit trigger: an event that says the condition holds, or an orchestrator that calls"
-                f" {service} once it does. Retries should absorb transient faults, not sequence a workflow."
-            ),
-            evidence={"step": r["step_id"], "instances": r["instances"], "retried_instances": retried,
-                      "extra_attempts": int(r["extra_attempts"] or 0), "max_attempts": r["max_attempts"],
-                      "looped_instances": r["looped_instances"],
-                      "recovered_instances": r["recovered_instances"], "errors": errors},
-            trace_ids=list(r["trace_ids"] or []),
-        )
+        keep(_finding(r, retried, extra, looped, errors, extra_evidence={}, loops=True,
+                      how=(f"{retried} of {r['instances']} instances needed {extra:.1f} extra attempts on average"
+                           f" (up to {r['max_attempts']} attempts)")))
     return list(best.values())
+
+
+def _finding(r: dict, retried: int, extra: float, looped: float, errors: dict, extra_evidence: dict,
+             loops: bool, how: str) -> Finding:
+    service = r["service"]
+    confidence = 0.5 + 0.25 * min(1.0, looped / 0.5) + 0.2 * ratio(r["recovered"], retried)
+    waits = f" (failed with: {', '.join(errors)})" if errors else ""
+    return Finding(
+        kind="retry_loop", services=[service], workflow=r["workflow_id"], confidence=confidence,
+        severity="warning",
+        summary=(f"{service} retries '{r['step_id'].split(' ', 2)[2]}'{' in a loop' if loops else ''}: {how}{waits},"
+                 f" so it is waiting for something it is not told about."),
+        recommendation=(
+            f"Find what {service} waits for (often another service's step finishing) and make it an"
+            f" explicit trigger: an event that says the condition holds, or an orchestrator that calls"
+            f" {service} once it does. Retries should absorb transient faults, not sequence a workflow."
+        ),
+        evidence={"step": r["step_id"], "instances": r["instances"], "retried_instances": r["retried_instances"],
+                  "extra_attempts": int(r["extra_attempts"] or 0), "max_attempts": r["max_attempts"],
+                  "p50_attempts": float(r["p50_attempts"] or 0), "looped_instances": r["looped_instances"],
+                  "recovered_instances": r["recovered_instances"], "errors": errors, **extra_evidence},
+        trace_ids=list(r["trace_ids"] or []),
+    )
