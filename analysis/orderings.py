@@ -3,12 +3,31 @@
 For every ordered pair (A, B) of handler steps (consumer or server spans: where a service starts
 work) of one workflow, with no causal path between them in the workflow's step graph and not
 sequenced by a synchronous caller (some step calls A, waits, and also causes B), over the
-instances where both occur:
-how often A ended before B's final attempt started, how tightly B's start follows A's end (gap
-quantiles) and whether it moves with it (correlation of both, relative to the instance start), and
-what happened when the order did not hold (B's first attempt started before A ended: B erred,
-B retried). Each row is the hypothesis "A happens before B", which traces can refute
-(The Mystery Machine, Chow et al., OSDI 2014). Times are clock-skew corrected.
+instances where both occur. Each row is the hypothesis "A happens before B", which traces can
+refute (The Mystery Machine, Chow et al., OSDI 2014). Times are clock-skew corrected.
+
+Where the order is judged, per instance:
+- on a shared table, when A writes a table (or collection) B reads in that instance: B's first read
+  against A's first write's end. A consumer span wraps its whole handler (a callback, work, then
+  the read), so two siblings overlap almost always; what B depends on is the row, not A's span.
+  A read after the write ended but before A's handler did may not see an uncommitted row: such an
+  instance is uncertain, left out of both the broken and the ordered counts;
+- otherwise on the handler spans: B's first attempt's start against A's last end.
+A database span belongs to the nearest handler span of its own service above it (up to three
+parents up); an orphan (its parent never exported, e.g. boto3sqs's unfinished process span)
+belongs to its service's handler step when that service has only one in the instance.
+
+What happened when the order broke (B went first): B erred, was retried or redelivered (a second
+attempt of the same step in the instance: same message redelivered, or a task republished; a span
+wrapping one of its own step and an empty long poll are no attempts), or read
+the table again after A's write (a re-read: the only trace of a failed attempt whose own span was
+never exported). The same counts over the instances where the order held are the baseline: a B that
+fails as often when it came second is not hurt by the order.
+
+And where each step sits: hops (handler steps entered on the way, an event or a call into another
+service each count one) from the workflow entry and from the common cause (the nearest step that
+causes both). B many hops further down than A from their common cause is always late by its own
+chain's latency, with or without A.
 Writes `step_orderings`.
 """
 
@@ -17,6 +36,10 @@ from __future__ import annotations
 import duckdb
 import networkx as nx
 import pyarrow as pa
+
+from choreoscope.analysis.data_access import WRITE_VERBS
+
+HANDLER_ROLES = ("consumer", "server")
 
 
 def synchronously_sequenced(graph: nx.DiGraph) -> set[tuple[str, str]]:
@@ -48,10 +71,10 @@ def step_graphs(con: duckdb.DuckDBPyConnection) -> dict[str, nx.DiGraph]:
     return graphs
 
 
-def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
+def _excluded_pairs(graphs: dict[str, nx.DiGraph]) -> pa.Table:
     """Pairs (workflow, a, b) explained causally: a path either way, or sequenced by a caller."""
     rows: set[tuple[str, str, str]] = set()
-    for wf, graph in step_graphs(con).items():
+    for wf, graph in graphs.items():
         for node in graph:
             for reached in nx.descendants(graph, node):
                 rows.add((wf, node, reached))
@@ -62,57 +85,225 @@ def _excluded_pairs(con: duckdb.DuckDBPyConnection) -> pa.Table:
                     schema=pa.schema([("workflow_id", pa.string()), ("a", pa.string()), ("b", pa.string())]))
 
 
+def ancestor_hops(graphs: dict[str, nx.DiGraph], handlers: set[str]) -> pa.Table:
+    """(workflow, step, ancestor, hops, edges) for every step and every step that causes it (itself
+    at 0): hops = handler steps entered on the shortest way down (the ancestor not counted), edges =
+    step-graph edges on it. One Dijkstra per step over the (small) workflow step graph."""
+    out: dict[str, list] = {"workflow_id": [], "step": [], "ancestor": [], "hops": [], "edges": []}
+    for wf, graph in graphs.items():
+        up = graph.reverse(copy=False)
+
+        def weight(u, _v, _d):  # going up from u: entering u counted one hop if u is a handler
+            return 1 if u in handlers else 0
+
+        for node in graph:
+            edges = nx.single_source_shortest_path_length(up, node)
+            for anc, hops in nx.single_source_dijkstra_path_length(up, node, weight=weight).items():
+                for key, value in (("workflow_id", wf), ("step", node), ("ancestor", anc),
+                                   ("hops", int(hops)), ("edges", int(edges.get(anc, 0)))):
+                    out[key].append(value)
+    return pa.table(out, schema=pa.schema([("workflow_id", pa.string()), ("step", pa.string()),
+                                           ("ancestor", pa.string()), ("hops", pa.int32()),
+                                           ("edges", pa.int32())]))
+
+
+HANDLER_SQL = "s.role IN ('consumer', 'server')"
+
+# One row per (instance, handler step): its attempts. A span wrapping a span of its own step (a
+# boto3sqs `receive` around its `process`) is one delivery, not two; a consumer span without a
+# message id where the step's others carry one handled nothing (an empty long poll).
+OCC_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _ord_occ AS
+WITH h AS (
+    SELECT s.*, EXISTS (SELECT 1 FROM span_steps c WHERE c.trace_id = s.trace_id
+                        AND c.parent_span_id = s.span_id AND c.step_id = s.step_id) AS wrapper,
+           s.role = 'consumer' AND s.messaging_message_id IS NULL
+           AND count(s.messaging_message_id) OVER (PARTITION BY s.instance_id, s.step_id) > 0 AS poll
+    FROM span_steps s WHERE {HANDLER_SQL}
+)
+SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
+       any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
+       min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
+       max(s.end_adj) AS last_end, count(*) AS attempts, bool_or(s.is_error) AS any_error,
+       any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
+FROM h s JOIN instances i USING (instance_id)
+WHERE NOT s.wrapper AND NOT s.poll
+GROUP BY s.workflow_id, s.instance_id, s.step_id
+"""
+
+# Database spans attributed to the handler step that ran them (see the module docstring).
+_H = "role IN ('consumer', 'server')"
+ACCESS_SQL = f"""
+CREATE OR REPLACE TEMP TABLE _ord_access AS
+WITH db AS (
+    SELECT trace_id, span_id, parent_span_id, service, instance_id, workflow_id, db_system,
+           db_collection AS resource, upper(coalesce(db_operation, '')) IN {WRITE_VERBS} AS writes,
+           start_adj, end_adj
+    FROM span_steps WHERE db_system IS NOT NULL AND db_collection IS NOT NULL
+),
+up AS (
+    SELECT db.*,
+           CASE WHEN p1.{_H} THEN (CASE WHEN p1.service = db.service THEN p1.step_id END)
+                WHEN p2.{_H} THEN (CASE WHEN p2.service = db.service THEN p2.step_id END)
+                WHEN p3.{_H} THEN (CASE WHEN p3.service = db.service THEN p3.step_id END)
+           END AS handler_step,
+           CASE WHEN p1.{_H} THEN p1.end_adj WHEN p2.{_H} THEN p2.end_adj WHEN p3.{_H} THEN p3.end_adj
+           END AS handler_end,
+           p1.span_id IS NULL AS orphan
+    FROM db
+    LEFT JOIN span_steps p1 ON p1.trace_id = db.trace_id AND p1.span_id = db.parent_span_id
+    LEFT JOIN span_steps p2 ON p2.trace_id = p1.trace_id AND p2.span_id = p1.parent_span_id
+    LEFT JOIN span_steps p3 ON p3.trace_id = p2.trace_id AND p3.span_id = p2.parent_span_id
+),
+only_step AS (
+    SELECT instance_id, service, min(step_id) AS step_id FROM _ord_occ
+    GROUP BY instance_id, service HAVING count(*) = 1
+)
+SELECT up.instance_id, up.db_system, up.resource,
+       coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) AS step_id,
+       min(up.end_adj) FILTER (WHERE up.writes) AS first_write_end,
+       min(greatest(up.end_adj, coalesce(up.handler_end, up.end_adj))) FILTER (WHERE up.writes) AS write_settled,
+       min(up.start_adj) FILTER (WHERE NOT up.writes) AS first_read,
+       max(up.start_adj) FILTER (WHERE NOT up.writes) AS last_read,
+       count(*) FILTER (WHERE NOT up.writes) AS reads
+FROM up LEFT JOIN only_step o ON o.instance_id = up.instance_id AND o.service = up.service
+WHERE coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) IS NOT NULL
+GROUP BY ALL
+"""
+
+PAIRS_SQL = """
+CREATE OR REPLACE TEMP TABLE _ord_pairs AS
+WITH data AS (   -- A writes a table B reads, in the same instance
+    SELECT w.instance_id, w.step_id AS step_a, r.step_id AS step_b,
+           list(DISTINCT w.resource ORDER BY w.resource) AS tables,
+           bool_or(r.first_read < w.first_write_end) AS read_before_write,
+           bool_or(r.first_read >= w.first_write_end AND r.first_read < w.write_settled) AS read_uncommitted,
+           bool_and(r.last_read >= w.first_write_end) AS final_read_after,
+           bool_or(r.reads > 1 AND r.first_read < w.first_write_end AND r.last_read >= w.first_write_end) AS reread
+    FROM _ord_access w JOIN _ord_access r
+      ON r.instance_id = w.instance_id AND r.db_system = w.db_system AND r.resource = w.resource
+     AND r.step_id <> w.step_id
+    WHERE w.first_write_end IS NOT NULL AND r.first_read IS NOT NULL
+    GROUP BY ALL
+)
+SELECT a.workflow_id, a.instance_id, a.step_id AS step_a, b.step_id AS step_b,
+       a.service AS service_a, b.service AS service_b, a.event AS event_a, b.event AS event_b,
+       a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
+       b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start, a.entry_trace_id,
+       d.instance_id IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
+       coalesce(d.reread, false) AS reread,
+       coalesce(d.read_uncommitted AND NOT d.read_before_write, false) AS uncertain,
+       CASE WHEN d.instance_id IS NOT NULL THEN d.read_before_write ELSE b.first_start < a.last_end END AS broken,
+       CASE WHEN d.instance_id IS NOT NULL THEN d.final_read_after ELSE a.last_end <= b.final_start END AS final_ok
+FROM _ord_occ a JOIN _ord_occ b
+  ON a.instance_id = b.instance_id AND a.workflow_id = b.workflow_id AND a.step_id <> b.step_id
+LEFT JOIN data d ON d.instance_id = a.instance_id AND d.step_a = a.step_id AND d.step_b = b.step_id
+WHERE NOT EXISTS (SELECT 1 FROM _explained_pairs x
+                  WHERE x.workflow_id = a.workflow_id AND x.a = a.step_id AND x.b = b.step_id)
+"""
+
+# The common cause of (A, B): of the steps causing both, the one fewest hops (then edges) above them.
+CAUSE_SQL = """
+CREATE OR REPLACE TEMP TABLE _ord_cause AS
+WITH p AS (SELECT DISTINCT workflow_id, step_a, step_b FROM _ord_pairs),
+c AS (
+    SELECT p.workflow_id, p.step_a, p.step_b, ha.ancestor AS common_cause, ha.hops AS hops_a, hb.hops AS hops_b,
+           row_number() OVER (PARTITION BY p.workflow_id, p.step_a, p.step_b
+                              ORDER BY ha.hops + hb.hops, ha.edges + hb.edges, ha.ancestor) AS rank
+    FROM p
+    JOIN _ancestor_hops ha ON ha.workflow_id = p.workflow_id AND ha.step = p.step_a
+    JOIN _ancestor_hops hb ON hb.workflow_id = p.workflow_id AND hb.step = p.step_b AND hb.ancestor = ha.ancestor
+)
+SELECT p.workflow_id, p.step_a, p.step_b, c.common_cause, c.hops_a, c.hops_b,
+       da.hops AS depth_a, db.hops AS depth_b
+FROM p
+LEFT JOIN c ON c.workflow_id = p.workflow_id AND c.step_a = p.step_a AND c.step_b = p.step_b AND c.rank = 1
+LEFT JOIN _ancestor_hops da ON da.workflow_id = p.workflow_id AND da.step = p.step_a AND da.ancestor = p.workflow_id
+LEFT JOIN _ancestor_hops db ON db.workflow_id = p.workflow_id AND db.step = p.step_b AND db.ancestor = p.workflow_id
+"""
+
+# The event of a common cause that is a publish (both steps consume the message it sent).
+CAUSE_EVENT_SQL = """
+CREATE OR REPLACE TEMP TABLE _ord_cause AS
+SELECT c.*, e.event AS cause_event
+FROM _ord_cause c
+LEFT JOIN (SELECT step_id, any_value(operation) AS event FROM span_steps WHERE role = 'producer' GROUP BY step_id) e
+  ON e.step_id = c.common_cause
+"""
+
+ORDERINGS_SQL = """
+CREATE OR REPLACE TABLE step_orderings AS
+WITH cause_time AS (   -- when the common cause happened in each instance (its first span's start)
+    SELECT s.instance_id, s.step_id, min(s.start_adj) AS cause_start
+    FROM span_steps s WHERE s.step_id IN (SELECT common_cause FROM _ord_cause)
+    GROUP BY ALL
+),
+p AS (
+    SELECT p.*, c.common_cause, c.cause_event, c.hops_a, c.hops_b, c.depth_a, c.depth_b,
+           coalesce(ct.cause_start, p.inst_start) AS cause_start,
+           b_attempts > 1 AS b_retry,
+           (b_attempts > 1 OR b_error OR reread) AS harmed
+    FROM _ord_pairs p
+    JOIN _ord_cause c USING (workflow_id, step_a, step_b)
+    LEFT JOIN cause_time ct ON ct.instance_id = p.instance_id AND ct.step_id = c.common_cause
+)
+SELECT workflow_id, step_a, step_b, any_value(service_a) AS service_a,
+       any_value(service_b) AS service_b, any_value(event_a) AS event_a,
+       any_value(event_b) AS event_b,
+       count(*) AS both_instances,
+       count(*) FILTER (WHERE a_end <= b_final) AS a_before_b,
+       count(*) FILTER (WHERE b_first < a_end) AS b_started_early,
+       count(*) FILTER (WHERE b_first < a_end AND b_error) AS b_early_errors,
+       count(*) FILTER (WHERE b_first < a_end AND b_attempts > 1) AS b_early_retries,
+       count(*) FILTER (WHERE b_first >= a_end AND b_error) AS b_errors_when_ordered,
+       count(*) FILTER (WHERE b_attempts > 1) AS b_retried,
+       -- the order judged on the shared table where there is one, else on the handler spans
+       count(*) FILTER (WHERE data_seen) AS data_instances,
+       list_sort(list_distinct(flatten(list(tables) FILTER (WHERE data_seen)))) AS shared_tables,
+       count(*) FILTER (WHERE read_before_write) AS reads_before_write,
+       count(*) FILTER (WHERE final_ok) AS final_ordered,
+       count(*) FILTER (WHERE broken) AS broken_instances,
+       count(*) FILTER (WHERE broken AND harmed) AS broken_harmed,
+       count(*) FILTER (WHERE broken AND b_error) AS broken_errors,
+       count(*) FILTER (WHERE broken AND b_retry) AS broken_retries,
+       count(*) FILTER (WHERE broken AND reread) AS broken_rereads,
+       count(*) FILTER (WHERE uncertain) AS uncertain_instances,
+       count(*) FILTER (WHERE NOT broken AND NOT uncertain AND harmed) AS ordered_harmed,
+       any_value(common_cause) AS common_cause, any_value(cause_event) AS cause_event, any_value(hops_a) AS hops_a, any_value(hops_b) AS hops_b,
+       any_value(depth_a) AS depth_a, any_value(depth_b) AS depth_b,
+       quantile_cont((b_final - a_end) / 1e6, 0.5) FILTER (WHERE a_end <= b_final) AS gap_p50_ms,
+       quantile_cont((b_final - a_end) / 1e6, 0.9) FILTER (WHERE a_end <= b_final) AS gap_p90_ms,
+       quantile_cont((b_first - inst_start) / 1e6, 0.5) AS b_start_p50_ms,
+       quantile_cont((a_end - inst_start) / 1e6, 0.5) AS a_end_p50_ms,
+       stddev_samp((a_end - inst_start) / 1e6) AS a_end_stddev_ms,
+       corr((b_final - inst_start) / 1e6, (a_end - inst_start) / 1e6)
+           FILTER (WHERE a_end <= b_final) AS follow_corr,
+       regr_slope((b_final - inst_start) / 1e6, (a_end - inst_start) / 1e6)
+           FILTER (WHERE a_end <= b_final) AS follow_slope,
+       -- the same, measured from the common cause: variation both inherit from above is taken out
+       stddev_samp((a_end - cause_start) / 1e6) AS cause_a_end_stddev_ms,
+       corr((b_final - cause_start) / 1e6, (a_end - cause_start) / 1e6)
+           FILTER (WHERE a_end <= b_final) AS cause_follow_corr,
+       regr_slope((b_final - cause_start) / 1e6, (a_end - cause_start) / 1e6)
+           FILTER (WHERE a_end <= b_final) AS cause_follow_slope,
+       list(entry_trace_id ORDER BY entry_trace_id)[1:5] AS example_trace_ids,
+       list(entry_trace_id ORDER BY entry_trace_id) FILTER (WHERE broken)[1:5] AS broken_example_trace_ids
+FROM p
+GROUP BY workflow_id, step_a, step_b
+"""
+
+
 def build_orderings(con: duckdb.DuckDBPyConnection) -> None:
-    con.register("_explained_pairs", _excluded_pairs(con))
+    graphs = step_graphs(con)
+    handlers = {s for (s,) in con.execute(
+        "SELECT DISTINCT step_id FROM span_steps WHERE role IN ('consumer', 'server')").fetchall()}
+    con.register("_explained_pairs", _excluded_pairs(graphs))
+    con.register("_ancestor_hops", ancestor_hops(graphs, handlers))
     try:
-        con.execute(
-            """
-            CREATE OR REPLACE TABLE step_orderings AS
-            WITH occ AS (
-                SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
-                       any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
-                       min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
-                       max(s.end_adj) AS last_end, count(*) AS attempts, bool_or(s.is_error) AS any_error,
-                       any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
-                FROM span_steps s JOIN instances i USING (instance_id)
-                WHERE s.role IN ('consumer', 'server')
-                GROUP BY s.workflow_id, s.instance_id, s.step_id
-            ),
-            pairs AS (
-                SELECT a.workflow_id, a.instance_id, a.step_id AS step_a, b.step_id AS step_b,
-                       a.service AS service_a, b.service AS service_b, a.event AS event_a, b.event AS event_b,
-                       a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
-                       b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start, a.entry_trace_id
-                FROM occ a JOIN occ b
-                  ON a.instance_id = b.instance_id AND a.workflow_id = b.workflow_id AND a.step_id <> b.step_id
-                WHERE NOT EXISTS (SELECT 1 FROM _explained_pairs x
-                                  WHERE x.workflow_id = a.workflow_id AND x.a = a.step_id AND x.b = b.step_id)
-            )
-            SELECT workflow_id, step_a, step_b, any_value(service_a) AS service_a,
-                   any_value(service_b) AS service_b, any_value(event_a) AS event_a,
-                   any_value(event_b) AS event_b,
-                   count(*) AS both_instances,
-                   count(*) FILTER (WHERE a_end <= b_final) AS a_before_b,
-                   count(*) FILTER (WHERE b_first < a_end) AS b_started_early,
-                   count(*) FILTER (WHERE b_first < a_end AND b_error) AS b_early_errors,
-                   count(*) FILTER (WHERE b_first < a_end AND b_attempts > 1) AS b_early_retries,
-                   count(*) FILTER (WHERE b_first >= a_end AND b_error) AS b_errors_when_ordered,
-                   count(*) FILTER (WHERE b_attempts > 1) AS b_retried,
-                   quantile_cont((b_final - a_end) / 1e6, 0.5) FILTER (WHERE a_end <= b_final) AS gap_p50_ms,
-                   quantile_cont((b_final - a_end) / 1e6, 0.9) FILTER (WHERE a_end <= b_final) AS gap_p90_ms,
-                   quantile_cont((b_first - inst_start) / 1e6, 0.5) AS b_start_p50_ms,
-                   quantile_cont((a_end - inst_start) / 1e6, 0.5) AS a_end_p50_ms,
-                   stddev_samp((a_end - inst_start) / 1e6) AS a_end_stddev_ms,
-                   corr((b_final - inst_start) / 1e6, (a_end - inst_start) / 1e6)
-                       FILTER (WHERE a_end <= b_final) AS follow_corr,
-                   regr_slope((b_final - inst_start) / 1e6, (a_end - inst_start) / 1e6)
-                       FILTER (WHERE a_end <= b_final) AS follow_slope,
-                   list(entry_trace_id ORDER BY entry_trace_id)[1:5] AS example_trace_ids,
-                   list(entry_trace_id ORDER BY entry_trace_id) FILTER (WHERE b_first < a_end)[1:5]
-                       AS broken_example_trace_ids
-            FROM pairs
-            GROUP BY workflow_id, step_a, step_b
-            """
-        )
+        for sql in (OCC_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
+            con.execute(sql)
     finally:
         con.unregister("_explained_pairs")
+        con.unregister("_ancestor_hops")
+        for scratch in ("_ord_occ", "_ord_access", "_ord_pairs", "_ord_cause"):
+            con.execute(f"DROP TABLE IF EXISTS {scratch}")
