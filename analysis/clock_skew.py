@@ -134,7 +134,13 @@ def _place_components_by_async_bounds(
                 best = (comp, lo, hi)
                 break
         if best is None:
-            break  # the rest has no async tie to what is placed: keep offsets relative to own root
+            # Nothing left is tied by an event to what is placed: the rest is another system (one
+            # store can hold several). Its largest component becomes an anchor of its own (offsets
+            # relative to its root), so the components tied to it are still corrected.
+            anchor = min(remaining)  # components are numbered largest first
+            placed.add(anchor)
+            remaining.discard(anchor)
+            continue
         comp, lo, hi = best
         if lo > hi:  # contradictory evidence: split the difference
             shift = (lo + hi) / 2

@@ -59,3 +59,13 @@ def test_event_latency_is_never_negative_when_clocks_agree(tmp_path):
         "AND NOT ('unanswered' = ANY(evidence))"
     ).fetchall()[0]
     assert lowest[1] > 0 and lowest[0] >= 0
+
+
+def test_a_second_system_in_the_same_store_is_corrected_as_if_alone():
+    """Two unrelated systems in one store (the demo loads five): the second system's consumer,
+    seen starting 20 ms before its producer, is still corrected, relative to its own root."""
+    alone = solve_offsets([], [("c", "d", -20e6, 10)], {"c": 8, "d": 4})
+    together = solve_offsets([("a", "b", 1e6, 50)], [("c", "d", -20e6, 10)], {"a": 10, "b": 9, "c": 8, "d": 4})
+    assert alone["d"] - alone["c"] == pytest.approx(-20e6)
+    assert together["d"] - together["c"] == pytest.approx(-20e6)
+    assert together["b"] - together["a"] == pytest.approx(1e6)
