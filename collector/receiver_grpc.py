@@ -3,7 +3,9 @@
 The method is registered with raw bytes in and out, so an undecodable body gets INVALID_ARGUMENT
 with a message (grpc's own deserializer would answer a bare INTERNAL). grpc handles gzip and
 enforces the maximum message size (RESOURCE_EXHAUSTED). A full ingest queue answers
-RESOURCE_EXHAUSTED with RetryInfo, which the OTLP spec makes retryable.
+RESOURCE_EXHAUSTED with RetryInfo, which the OTLP spec makes retryable. With `--tls-cert` the
+port speaks TLS only (mTLS with `--tls-client-ca`); with `--bearer-token-file` an interceptor
+answers UNAUTHENTICATED (not retryable) before the body is decoded when the token is missing or wrong.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 
 from choreoscope.collector.export_decode import PROTOBUF, BadRequest, DecodePool
 from choreoscope.collector.ingest import Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.tls_auth import ServerSecurity
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
 SOURCE = "otlp-grpc"
@@ -29,6 +32,27 @@ def _retry_details(code: int, message: str, retry_after_s: int) -> tuple[tuple[s
     status = status_pb2.Status(code=code, message=message)
     status.details.add().Pack(info)
     return (("grpc-status-details-bin", status.SerializeToString()),)
+
+
+class BearerTokenInterceptor(grpc.ServerInterceptor):
+    """Every call must carry `authorization: Bearer <token>` metadata, else UNAUTHENTICATED."""
+
+    def __init__(self, security: ServerSecurity):
+        self.security = security
+
+    def intercept_service(self, continuation, handler_call_details):
+        authorization = next((value for key, value in handler_call_details.invocation_metadata or ()
+                              if key == "authorization"), None)
+        if isinstance(authorization, bytes):
+            authorization = authorization.decode("latin-1")
+        problem = self.security.auth_error(authorization)
+        if problem is None:
+            return continuation(handler_call_details)
+
+        def refuse(_request: bytes, context: grpc.ServicerContext) -> None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, f"{problem}; nothing was stored")
+
+        return grpc.unary_unary_rpc_method_handler(refuse)
 
 
 class TraceServiceHandler:
@@ -72,8 +96,11 @@ class TraceServiceHandler:
 
 
 def start_grpc_server(ingester: Ingester, decoder: DecodePool, host: str, port: int,
-                      max_request_bytes: int, workers: int = 32) -> tuple[grpc.Server, int]:
-    """Start the OTLP/gRPC server; returns it and the port actually bound (port 0 picks one)."""
+                      max_request_bytes: int, workers: int = 32,
+                      security: ServerSecurity | None = None) -> tuple[grpc.Server, int]:
+    """Start the OTLP/gRPC server; returns it and the port actually bound (port 0 picks one).
+    `security` adds TLS (a TLS-only port) and the bearer-token check when it has them."""
+    security = security or ServerSecurity()
     handler = TraceServiceHandler(ingester, decoder, max_request_bytes)
     generic = grpc.method_handlers_generic_handler(
         SERVICE_NAME, {"Export": grpc.unary_unary_rpc_method_handler(handler.export)}
@@ -81,6 +108,7 @@ def start_grpc_server(ingester: Ingester, decoder: DecodePool, host: str, port: 
     server = grpc.server(
         ThreadPoolExecutor(max_workers=workers, thread_name_prefix="otlp-grpc"),
         handlers=[generic],
+        interceptors=[BearerTokenInterceptor(security)] if security.token is not None else None,
         options=[
             ("grpc.max_receive_message_length", int(max_request_bytes)),
             ("grpc.so_reuseport", 0),
@@ -88,7 +116,8 @@ def start_grpc_server(ingester: Ingester, decoder: DecodePool, host: str, port: 
     )
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        bound = (server.add_secure_port(address, security.grpc_credentials()) if security.tls
+                 else server.add_insecure_port(address))
     except RuntimeError:
         bound = 0
     if bound == 0:

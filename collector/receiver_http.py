@@ -4,6 +4,10 @@ Tornado runs on its own IOLoop thread; decoding is handed to a small thread pool
 decode processes when there are some) so the loop keeps accepting while a large body is parsed. The response uses the request's content type, as the
 OTLP spec asks. Bodies are capped at --max-request-bytes before AND after gzip decompression
 (a small gzip body can inflate to gigabytes). Errors carry a google.rpc.Status body.
+With `--tls-cert` the port speaks HTTPS only (client certificates required with
+`--tls-client-ca`); with `--bearer-token-file` a request without the token gets 401 with
+`WWW-Authenticate: Bearer`, which OTLP/HTTP exporters do not retry. Its body is read and dropped
+(not decoded), so the exporter sees the 401 rather than a reset connection.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from tornado.ioloop import IOLoop
 
 from choreoscope.collector.export_decode import JSON, PROTOBUF, BadRequest, DecodePool, TooLarge
 from choreoscope.collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.tls_auth import ServerSecurity
 
 TRACES_PATH = "/v1/traces"
 SOURCE = "otlp-http"
@@ -36,20 +41,37 @@ class TracesHandler(tornado.web.RequestHandler):
         self.receiver = receiver
         self._chunks: list[bytes] = []
         self._size = 0
+        self._auth_error: str | None = None
 
     async def prepare(self) -> None:
+        self._auth_error = self.receiver.security.auth_error(self.request.headers.get("Authorization"))
+        if self._auth_error is not None and self.request.method != "POST":
+            self._content_type = self._request_type() or JSON
+            self._unauthorized()
+            await self.finish()
+            return
         length = self.request.headers.get("Content-Length")
         if self.request.method == "POST" and length and length.isdigit() \
                 and int(length) > self.receiver.hard_body_limit:
             # Too big even to read and discard: answer now and drop the connection.
             self._content_type = self._request_type() or JSON
-            self._fail(413, code_pb2.RESOURCE_EXHAUSTED, self._too_large_message())
+            if self._auth_error is not None:
+                self._unauthorized()
+            else:
+                self._fail(413, code_pb2.RESOURCE_EXHAUSTED, self._too_large_message())
             await self.finish()
             self.request.connection.close()
 
+    def _unauthorized(self) -> None:
+        challenge = 'Bearer realm="choreoscope"'
+        if self.request.headers.get("Authorization"):
+            challenge += ', error="invalid_token"'
+        self.set_header("WWW-Authenticate", challenge)
+        self._fail(401, code_pb2.UNAUTHENTICATED, f"{self._auth_error}; nothing was stored")
+
     def data_received(self, chunk: bytes) -> None:
         self._size += len(chunk)
-        if self._size <= self.receiver.max_request_bytes:
+        if self._auth_error is None and self._size <= self.receiver.max_request_bytes:
             self._chunks.append(chunk)
         else:
             self._chunks = []  # keep reading (so the client sees our 413), keep nothing
@@ -84,6 +106,9 @@ class TracesHandler(tornado.web.RequestHandler):
     async def _export(self) -> None:
         ctype = self._request_type()
         self._content_type = ctype or JSON
+        if self._auth_error is not None:
+            self._unauthorized()
+            return
         if ctype is None:
             got = self.request.headers.get("Content-Type", "(none)")
             self._fail(415, code_pb2.INVALID_ARGUMENT,
@@ -149,8 +174,9 @@ class HttpReceiver:
     """A tornado server on its own IOLoop thread. `port` is the port actually bound."""
 
     def __init__(self, ingester: Ingester, decoder: DecodePool, max_request_bytes: int,
-                 commit_timeout_s: float = 30.0):
+                 commit_timeout_s: float = 30.0, security: ServerSecurity | None = None):
         self.ingester = ingester
+        self.security = security or ServerSecurity()
         self.decode_pool = decoder
         self.max_request_bytes = int(max_request_bytes)
         # Bodies up to this size are read and discarded to answer 413 cleanly; larger ones cut off.
@@ -171,6 +197,7 @@ class HttpReceiver:
     def start(self, host: str, port: int) -> int:
         started = threading.Event()
         failure: list[BaseException] = []
+        ssl_options = self.security.ssl_context() if self.security.tls else None  # raises on a bad PEM
 
         def serve() -> None:
             asyncio.set_event_loop(asyncio.new_event_loop())
@@ -180,7 +207,7 @@ class HttpReceiver:
                 default_handler_class=NotFoundHandler,
             )
             try:
-                self._server = HTTPServer(app, max_body_size=self.hard_body_limit)
+                self._server = HTTPServer(app, max_body_size=self.hard_body_limit, ssl_options=ssl_options)
                 sockets = tornado.netutil.bind_sockets(port, address=host)
                 self._server.add_sockets(sockets)
                 self.port = sockets[0].getsockname()[1]

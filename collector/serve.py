@@ -3,6 +3,7 @@
 DuckDB lets one process hold the file, so the receiver, the dashboard and the periodic analysis
 share one database instance; the receiver only needs a connection (its writer uses a cursor).
 On SIGINT/SIGTERM it stops accepting, commits everything it accepted, and exits 0.
+TLS and the bearer token (collector/tls_auth.py) apply to both receivers alike.
 """
 
 from __future__ import annotations
@@ -22,6 +23,12 @@ from choreoscope.collector.export_decode import DecodePool
 from choreoscope.collector.ingest import Ingester, IngestStats
 from choreoscope.collector.receiver_grpc import start_grpc_server
 from choreoscope.collector.receiver_http import TRACES_PATH, HttpReceiver
+from choreoscope.collector.tls_auth import (
+    SecurityConfigError,
+    ServerSecurity,
+    exposure_warning,
+    security_from_args,
+)
 
 DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 DEFAULT_QUEUE_SPANS = 200_000
@@ -33,13 +40,16 @@ class Receiver:
 
     Ports given as 0 pick free ones; `grpc_port` / `http_port` hold the bound ports after `start`.
     `decode_workers` processes decode requests off the GIL (0: decode in the request threads).
+    `security` (tls_auth.load_security) turns on TLS / mTLS and the bearer token on both.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, host: str = "127.0.0.1",
                  grpc_port: int = 4317, http_port: int = 4318,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
-                 queue_spans: int = DEFAULT_QUEUE_SPANS, decode_workers: int = 0):
+                 queue_spans: int = DEFAULT_QUEUE_SPANS, decode_workers: int = 0,
+                 security: ServerSecurity | None = None):
         self.con = con
+        self.security = security or ServerSecurity()
         self.host = host
         self.grpc_port = grpc_port
         self.http_port = http_port
@@ -56,15 +66,18 @@ class Receiver:
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.host}:{self.http_port}{TRACES_PATH}"
+        scheme = "https" if self.security.tls else "http"
+        return f"{scheme}://{self.host}:{self.http_port}{TRACES_PATH}"
 
     def start(self) -> Receiver:
         self.ingester.start()
         try:
             self._decoder = DecodePool(self.decode_workers)
             self._grpc, self.grpc_port = start_grpc_server(
-                self.ingester, self._decoder, self.host, self.grpc_port, self.max_request_bytes)
-            self._http = HttpReceiver(self.ingester, self._decoder, self.max_request_bytes)
+                self.ingester, self._decoder, self.host, self.grpc_port, self.max_request_bytes,
+                security=self.security)
+            self._http = HttpReceiver(self.ingester, self._decoder, self.max_request_bytes,
+                                      security=self.security)
             self.http_port = self._http.start(self.host, self.http_port)
         except BaseException:
             self.stop()
@@ -98,6 +111,14 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     `on_started(receiver)` once it listens, `on_stopping()` when a stop begins.
     """
     try:
+        security = security_from_args(args)
+    except SecurityConfigError as exc:
+        print(f"choreoscope serve: {exc}", file=sys.stderr)
+        return 2
+    warning = exposure_warning(args.host, security, dashboard=not getattr(args, "no_dashboard", False))
+    if warning:
+        print(f"choreoscope serve: {warning}", file=sys.stderr, flush=True)
+    try:
         con = store.connect(args.db)
     except store.StoreError as exc:
         print(f"choreoscope serve: {exc}", file=sys.stderr)
@@ -114,7 +135,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     receiver = Receiver(
         con, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         max_request_bytes=args.max_request_bytes, queue_spans=args.queue_spans,
-        decode_workers=decode_workers,
+        decode_workers=decode_workers, security=security,
     )
     try:
         receiver.start()
@@ -130,8 +151,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    print(f"OTLP/gRPC listening on {receiver.grpc_address}", flush=True)
-    print(f"OTLP/HTTP listening on {receiver.http_url}", flush=True)
+    print(f"OTLP/gRPC listening on {receiver.grpc_address} ({security.describe()})", flush=True)
+    print(f"OTLP/HTTP listening on {receiver.http_url} ({security.describe()})", flush=True)
     print(f"storing spans in {args.db}", flush=True)
 
     stop_dashboard = None

@@ -12,6 +12,7 @@ import sys
 import threading
 
 from choreoscope.collector import store
+from choreoscope.collector.tls_auth import is_loopback
 from choreoscope.dashboard.context_registry import DashboardContext, register
 from choreoscope.dashboard.server import DashboardServer, DashboardStartError
 
@@ -99,6 +100,7 @@ def run(args) -> int:
 
 def run_in_process(receiver, con, args):
     """Called by `choreoscope serve`: start the live analysis loop and the dashboard over `con`.
+    Off loopback with a bearer token, the dashboard asks for the token; with --tls-cert it is HTTPS.
 
     Returns a callable that stops both (the caller then stops the receiver and closes `con`).
     """
@@ -108,13 +110,17 @@ def run_in_process(receiver, con, args):
     loop.start()
     register(DashboardContext(con=con, db_path=str(args.db), read_only=False, receiver=receiver, loop=loop,
                               intended_paths=list(getattr(args, "intended", []) or [])))
+    security = getattr(receiver, "security", None)
+    token = security.token if security is not None and not is_loopback(args.host) else None
     try:
-        server = DashboardServer(args.host, getattr(args, "dashboard_port", 8501)).start()
+        server = DashboardServer(args.host, getattr(args, "dashboard_port", 8501), token=token,
+                                 tls_cert=getattr(args, "tls_cert", None),
+                                 tls_key=getattr(args, "tls_key", None)).start()
     except DashboardStartError as exc:
         print(f"choreoscope serve: {exc}; serving OTLP without the dashboard", file=sys.stderr, flush=True)
         server = None
     else:
-        print(f"dashboard on {server.url}", flush=True)
+        print(f"dashboard on {server.url}" + (" (asks for the bearer token)" if token else ""), flush=True)
 
     def stop() -> None:
         if server is not None:

@@ -4,6 +4,10 @@
 needs the main thread for the receiver's shutdown and the one DuckDB connection shared with the
 dashboard, so this module starts Streamlit's server (uvicorn under Streamlit >= 1.50) on an
 asyncio loop in a daemon thread: headless, no usage statistics, no file watcher.
+
+Given a `token` (serve's --bearer-token-file, when the dashboard is not on loopback), Streamlit
+runs dashboard/token_gate.py instead of app.py: a password field that must match before app.py
+runs in that browser session. Given `tls_cert`/`tls_key`, Streamlit serves HTTPS with them.
 """
 
 from __future__ import annotations
@@ -13,6 +17,14 @@ import threading
 from pathlib import Path
 
 APP_SCRIPT = str(Path(__file__).resolve().parent / "app.py")
+GATE_SCRIPT = str(Path(__file__).resolve().parent / "token_gate.py")
+
+_required_token: str | None = None  # one dashboard per process, like context_registry's context
+
+
+def required_token() -> str | None:
+    """The token the gate script asks for (None: no gate)."""
+    return _required_token
 
 
 class DashboardStartError(RuntimeError):
@@ -22,10 +34,14 @@ class DashboardStartError(RuntimeError):
 class DashboardServer:
     """One in-process Streamlit server. `port` 0 picks a free port; `port` holds the bound one."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 8501, script: str = APP_SCRIPT) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 8501, script: str = APP_SCRIPT,
+                 token: str | None = None, tls_cert: str | None = None, tls_key: str | None = None) -> None:
+        global _required_token
         self.host = host
         self.port = port
-        self.script = script
+        _required_token = token
+        self.script = GATE_SCRIPT if token is not None and script == APP_SCRIPT else script
+        self.tls = (tls_cert, tls_key) if tls_cert and tls_key else None
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -34,7 +50,7 @@ class DashboardServer:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     def start(self, timeout_s: float = 60.0) -> DashboardServer:
         self._thread.start()
@@ -73,6 +89,7 @@ class DashboardServer:
             "browser.gatherUsageStats": False,
             "client.toolbarMode": "minimal",
             "theme.base": "light",
+            **({"server.sslCertFile": self.tls[0], "server.sslKeyFile": self.tls[1]} if self.tls else {}),
         })
         bootstrap.prepare_streamlit_environment(self.script)
         server = Server(self.script, False)
