@@ -19,6 +19,7 @@ st.set_page_config(page_title="choreoscope", page_icon=":material/hub:", layout=
 
 PAGE_SPECS = [
     ("overview", "Overview", ":material/dashboard:"),
+    ("system_map", "System map", ":material/lan:"),
     ("workflow", "Workflow", ":material/account_tree:"),
     ("instance", "Instance", ":material/timeline:"),
     ("findings", "Findings", ":material/warning:"),

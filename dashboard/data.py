@@ -150,14 +150,17 @@ def instance_cross_edges(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd
 
 
 def event_catalog(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
-    """Per event (messaging destination): producers, consumers, volume and consumer lag
-    (consumer start - producer start over causal event edges, skew-corrected; as in workflow_edges)."""
+    """Per event (messaging destination): producers, consumers, volume and consumer lag: consumer
+    start - producer start over the causal event edges, on the skew-corrected clocks
+    (`span_edges.src_start_adj` / `dst_start_adj`, as `workflow_edges` latency), never the raw ones."""
     return frame(cur, """
         WITH ev AS (SELECT messaging_destination AS event, service, role FROM span_steps
                     WHERE messaging_destination IS NOT NULL AND role IN ('producer', 'consumer')),
-        lag AS (SELECT src_messaging_destination AS event, (dst_start_adj - src_start_adj) / 1e6 AS lag_ms
+        lag AS (SELECT coalesce(src_messaging_destination, event) AS event,
+                       (dst_start_adj - src_start_adj) / 1e6 AS lag_ms
                 FROM span_edges
-                WHERE via = 'event' AND src_role = 'producer' AND src_messaging_destination IS NOT NULL)
+                WHERE via = 'event' AND src_role = 'producer' AND dst_role = 'consumer'
+                  AND coalesce(src_messaging_destination, event) IS NOT NULL)
         SELECT ev.event,
                list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'producer') AS producers,
                list(DISTINCT service ORDER BY service) FILTER (WHERE role = 'consumer') AS consumers,
@@ -217,3 +220,78 @@ def conformance_workflows(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     if not has_conformance(cur):
         return pd.DataFrame()
     return frame(cur, "SELECT * FROM conformance_workflows")
+
+
+def system_map_edges(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Every hand-off between services over all workflows, aggregated: one row per (src service,
+    dst service, via, event) with its count, the workflows it occurs in and whether it was
+    inferred. Calls inside one service are left out. An event with no instrumented consumer (its
+    edge goes to the virtual step named after the destination) has `dst_virtual`; an event
+    consumed with no producer seen (a consumer step with no incoming event edge) has a NULL
+    src_service."""
+    return frame(cur, """
+        WITH v AS (SELECT DISTINCT workflow_id, step_id FROM workflow_steps WHERE virtual),
+        e AS (
+            SELECT e.src_service, e.dst_service, e.via, e.event, e.count, e.workflow_id, e.inferred,
+                   v.step_id IS NOT NULL AS dst_virtual
+            FROM workflow_edges e LEFT JOIN v ON v.workflow_id = e.workflow_id AND v.step_id = e.dst_step
+            WHERE e.src_service <> e.dst_service OR e.via = 'event'
+            UNION ALL
+            SELECT NULL, s.service, 'event', s.operation, s.count, s.workflow_id, false, false
+            FROM workflow_steps s
+            WHERE s.role = 'consumer' AND NOT s.virtual AND NOT EXISTS (
+                SELECT 1 FROM workflow_edges x
+                WHERE x.workflow_id = s.workflow_id AND x.dst_step = s.step_id AND x.via = 'event'))
+        SELECT src_service, dst_service, via, event, sum(count)::BIGINT AS count,
+               list(DISTINCT workflow_id ORDER BY workflow_id) AS workflows, bool_or(inferred) AS inferred,
+               bool_and(dst_virtual) AS dst_virtual
+        FROM e GROUP BY ALL
+        ORDER BY count DESC, src_service NULLS FIRST, dst_service, via, event NULLS FIRST""")
+
+
+def system_map_services(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Per service (and uninstrumented peer): its `service.namespace` (the most common one on its
+    spans), span and error counts, whether it is virtual, the workflows it takes part in."""
+    ns = ("SELECT service_name AS service, mode(service_namespace) AS namespace FROM spans "
+          "WHERE service_namespace IS NOT NULL GROUP BY ALL") if "spans" in tables(cur) else \
+        "SELECT NULL::VARCHAR AS service, NULL::VARCHAR AS namespace WHERE false"
+    return frame(cur, f"""
+        WITH ns AS ({ns})
+        SELECT s.service, bool_and(s.virtual) AS virtual,
+               coalesce(sum(s.count) FILTER (WHERE NOT s.virtual), 0)::BIGINT AS spans,
+               coalesce(sum(s.errors) FILTER (WHERE NOT s.virtual), 0)::BIGINT AS errors,
+               list(DISTINCT s.workflow_id ORDER BY s.workflow_id) AS workflows,
+               any_value(ns.namespace) AS namespace
+        FROM workflow_steps s LEFT JOIN ns USING (service)
+        GROUP BY s.service ORDER BY spans DESC, s.service""")
+
+
+def step_pair_gaps(cur: duckdb.DuckDBPyConnection, workflow_id: str, step_a: str, step_b: str) -> pd.DataFrame:
+    """Per instance of `workflow_id` where both steps occur: when A last ended and when B first and
+    last started (corrected clocks), the gap of B's first attempt (first start - A's end; negative:
+    B started before A had finished) and of its final one, and B's attempts and errors."""
+    return frame(cur, """
+        WITH s AS (SELECT instance_id, step_id, start_adj, end_adj, is_error FROM span_steps
+                   WHERE workflow_id = ? AND step_id IN (?, ?)),
+        a AS (SELECT instance_id, max(end_adj) AS a_end FROM s WHERE step_id = ? GROUP BY ALL),
+        b AS (SELECT instance_id, min(start_adj) AS b_first, max(start_adj) AS b_final, count(*) AS b_attempts,
+                     count(*) FILTER (WHERE is_error) AS b_errors FROM s WHERE step_id = ? GROUP BY ALL)
+        SELECT a.instance_id, i.entry_trace_id, (b.b_first - a.a_end) / 1e6 AS first_gap_ms,
+               (b.b_final - a.a_end) / 1e6 AS final_gap_ms, b.b_attempts, b.b_errors,
+               b.b_first < a.a_end AS started_early
+        FROM a JOIN b USING (instance_id) JOIN instances i USING (instance_id)
+        ORDER BY first_gap_ms, a.instance_id""", [workflow_id, step_a, step_b, step_a, step_b])
+
+
+def step_attempts(cur: duckdb.DuckDBPyConnection, workflow_id: str | None, step_id: str) -> pd.DataFrame:
+    """Per instance, how many spans (attempts) of `step_id` it ran and how many failed."""
+    return frame(cur, """
+        SELECT instance_id, count(*) AS attempts, count(*) FILTER (WHERE is_error) AS errors
+        FROM span_steps WHERE step_id = ? AND (? IS NULL OR workflow_id = ?)
+        GROUP BY ALL ORDER BY attempts DESC, instance_id""", [step_id, workflow_id, workflow_id])
+
+
+def clock_corrections(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """The services whose clock the analysis corrected (a non-zero offset), in ms."""
+    return frame(cur, "SELECT service, offset_ns / 1e6 AS offset_ms FROM clock_offsets WHERE offset_ns <> 0 "
+                      "ORDER BY abs(offset_ns) DESC, service")

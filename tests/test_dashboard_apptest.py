@@ -3,6 +3,7 @@ dumps and analysed by the real pipeline (with the scenarios' intended workflows)
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -223,3 +224,152 @@ def test_offline_dashboard_sees_when_the_stores_analysis_is_stale(tmp_path):
     result = load_paths(con, [str(DUMPS_DIR / "notification_fanout.otlp.jsonl")])
     con.close()
     assert _needs_analysis(str(db)) == f"+{result.spans_loaded} spans since the last analysis"
+
+
+def _graph(at: AppTest) -> str:
+    charts = at.get("graphviz_chart")
+    assert charts, "no graph drawn"
+    return charts[0].proto.spec
+
+
+def _labels(dot: str) -> list[str]:
+    return re.findall(r'^\s+n\d+ \[label="([^"]+)"', dot, flags=re.MULTILINE)
+
+
+def test_system_map_draws_every_service_and_event_coloured_by_findings(ro):
+    from choreoscope.dashboard.system_map import SEVERITY_COLORS
+
+    at = page("system_map")
+    assert at.title[0].value == "System map"
+    dot = _graph(at)
+    names = {label.split("\\n")[0] for label in _labels(dot)}
+    services = {s for (s,) in ro.execute("SELECT DISTINCT service FROM workflow_steps WHERE NOT virtual").fetchall()}
+    events = {e for (e,) in ro.execute(
+        "SELECT DISTINCT event FROM workflow_edges WHERE via = 'event' AND event IS NOT NULL").fetchall()}
+    assert services <= names and events <= names
+    # Uninstrumented peers are marked; a dead event says it has no consumer.
+    assert any("psp.example.net\\n(uninstrumented)" == label for label in _labels(dot))
+    assert "inventory.low\\n(no consumer)" in _labels(dot)
+    assert "prices.updated\\n(no producer seen)" in _labels(dot)
+    # The implicit ordering's services and the god coordinator's edge carry their severity colour.
+    rank = {"info": 1, "warning": 2, "critical": 3}
+    named = [sev for sev, services in ro.execute("SELECT severity, services FROM findings").fetchall()
+             if "loan-orchestrator" in services]
+    line = next(line for line in dot.splitlines() if 'label="loan-orchestrator\\n' in line)
+    assert SEVERITY_COLORS[max(named, key=rank.get)] in line  # the worst finding naming it
+    sev = dict(ro.execute("SELECT kind, severity FROM findings WHERE kind IN ('god_coordinator')").fetchall())
+    n_id = {label.split("\\n")[0]: nid for nid, label in
+            re.findall(r'^\s+(n\d+) \[label="([^"]+)"', dot, flags=re.MULTILINE)}
+    edge = next(line for line in dot.splitlines()
+                if line.strip().startswith(f"{n_id['loan-orchestrator']} -> {n_id['credit-service']} "))
+    assert SEVERITY_COLORS[sev["god_coordinator"]] in edge
+    assert len([line for line in dot.splitlines() if " -> " in line]) > 30
+    # Clicking a node opens its workflow (one) or selects it on the map (several: listed below it).
+    storefront = next(line for line in dot.splitlines() if 'label="storefront\\n' in line)
+    assert 'URL="workflow?workflow=storefront+server+POST+%2Forders"' in storefront
+    hub = next(line for line in dot.splitlines() if 'label="notification-hub\\n' in line)
+    assert 'URL="system_map?node=svc%3Anotification-hub"' in hub
+
+
+def test_system_map_threshold_search_grouping_and_node_links(ro):
+    at = page("system_map")
+    all_edges = len([line for line in _graph(at).splitlines() if " -> " in line])
+    at.slider(key="map_min_count").set_value(45).run()
+    kept = [line for line in _graph(at).splitlines() if " -> " in line]
+    assert 0 < len(kept) < all_edges
+    assert "hidden" in texts(at)
+    at.slider(key="map_min_count").set_value(1).run()
+
+    at.text_input(key="map_focus").set_value("shipping").run()
+    names = {label.split("\\n")[0] for label in _labels(_graph(at))}
+    assert {"shipping-service", "order-service", "orders.placed", "inventory-service"} <= names
+    assert "loan-orchestrator" not in names and "workflow-router" not in names
+    at.text_input(key="map_focus").set_value("").run()
+
+    at.toggle(key="map_group").set_value(True).run()
+    labels = _labels(_graph(at))
+    namespaces = {n for (n,) in ro.execute("SELECT DISTINCT service_namespace FROM spans").fetchall()}
+    assert {label.split("\\n")[0] for label in labels} >= namespaces
+    assert any("uninstrumented peers" in label for label in labels)
+    assert len(labels) == len(namespaces) + 1
+
+    at.toggle(key="map_group").set_value(False).run()
+    at.selectbox(key="map_node").set_value("svc:shipping-service").run()
+    links = [(link.proto.label, link.proto.page) for link in at.get("page_link")]
+    assert any(label == "storefront server POST /orders" or "POST /orders" in label for label, _ in links)
+    assert any("findings" in target for _, target in links)
+
+
+def test_system_map_groups_by_namespace_when_there_are_many_services():
+    import pandas as pd
+
+    from choreoscope.dashboard.system_map import build, threshold_for
+
+    services = pd.DataFrame([{"service": f"svc-{i:03d}", "virtual": False, "spans": 10, "errors": 0,
+                              "workflows": [f"wf{i % 7}"], "namespace": f"team-{i % 12}"} for i in range(400)])
+    edges = pd.DataFrame([{"src_service": f"svc-{i % 400:03d}", "dst_service": f"svc-{(i * 7 + 3) % 400:03d}",
+                           "via": "call" if i % 3 else "event", "event": None if i % 3 else f"topic-{i % 50}",
+                           "count": 1 + i % 90, "workflows": [f"wf{i % 7}"], "inferred": False,
+                           "dst_virtual": False} for i in range(1200)])
+    m = build(services, edges, None, group=True)
+    assert {n.kind for n in m.nodes.values()} == {"namespace"} and len(m.nodes) == 12
+    assert len(m.edges) <= 12 * 11
+    t = threshold_for(edges, 150)
+    assert (edges["count"] >= t).sum() <= 150 < (edges["count"] >= t - 1).sum()
+    assert len(build(services, edges, None, min_count=t).edges) <= 150 * 2
+
+
+def _finding(ro, kind: str) -> str:
+    return ro.execute("SELECT finding_id FROM findings WHERE kind = ? ORDER BY confidence DESC LIMIT 1",
+                      [kind]).fetchall()[0][0]
+
+
+def test_implicit_ordering_evidence_is_a_gap_histogram_with_the_early_instances(ro):
+    fid = _finding(ro, "implicit_ordering")
+    evidence = json.loads(ro.execute("SELECT evidence FROM findings WHERE finding_id = ?", [fid]).fetchall()[0][0])
+    at = page("findings", finding=fid)
+    # Summary and recommendation come first, then the evidence.
+    md = [m.value for m in at.markdown]
+    summary = ro.execute("SELECT summary FROM findings WHERE finding_id = ?", [fid]).fetchall()[0][0]
+    assert md.index(f"**{summary}**") < md.index("#### Evidence")
+    charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    assert charts, "no histogram"
+    assert "first_gap_ms" in charts[0].proto.spec and '"bin"' in charts[0].proto.spec
+    assert f"{evidence['started_early']} started early" in texts(at)
+    instance_links = [link for link in at.get("page_link") if "instance" in link.proto.page]
+    assert len(instance_links) >= min(evidence["started_early"], 12)
+    assert all("started" in link.proto.label and "ms early" in link.proto.label for link in instance_links[:12])
+    code = "\n".join(c.value for c in at.code)
+    assert "choreoscope check" in code and "--fail-on implicit_ordering" in code
+
+
+def test_schema_drift_and_retry_loop_evidence(ro):
+    at = page("findings", finding=_finding(ro, "schema_drift"))
+    shown = frames_text(at)
+    assert "1.4.0" in shown and "1.5.0" in shown and "order.coupon_code" in shown
+    at = page("findings", finding=_finding(ro, "retry_loop"))
+    charts = at.get("arrow_vega_lite_chart") or at.get("vega_lite_chart")
+    assert charts and "attempts" in charts[0].proto.spec
+    assert "--fail-on retry_loop" in "\n".join(c.value for c in at.code)
+
+
+def test_findings_list_links_each_finding_to_its_page(ro):
+    at = page("findings")
+    targets = [link.proto.query_string for link in at.get("page_link") if link.proto.label
+               in ("Evidence as charts", "Open the finding")]
+    n = ro.execute("SELECT count(*) FROM findings").fetchall()[0][0]
+    assert len(targets) == n and all("finding=" in t for t in targets)
+
+
+def test_event_catalog_lag_is_on_corrected_clocks_and_names_the_corrected_services(ro):
+    at = page("events")
+    fixed = ro.execute("SELECT service, offset_ns FROM clock_offsets WHERE offset_ns <> 0").fetchall()
+    shown = texts(at)
+    assert "skew-corrected clocks" in shown
+    for service, _ in fixed:
+        assert service in shown
+    table = at.dataframe[0].value.set_index("event")
+    lag = ro.execute("""SELECT quantile_cont((dst_start_adj - src_start_adj) / 1e6, 0.5) FROM span_edges
+                        WHERE via = 'event' AND src_role = 'producer' AND dst_role = 'consumer'
+                          AND src_messaging_destination = 'orders.placed'""").fetchall()[0][0]
+    assert abs(table.loc["orders.placed", "lag_p50_ms"] - lag) < 1e-6

@@ -95,7 +95,8 @@ def test_serve_dashboard_shows_the_live_workflow_side_by_side(tmp_path):
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
             try:
-                page = browser.new_page(viewport={"width": 1500, "height": 1000})
+                # Tall: Streamlit scrolls inside its own container, so a full-page shot is the viewport.
+                page = browser.new_page(viewport={"width": 1500, "height": 1700})
                 # The analysis loop runs every second; the page fills over its websocket.
                 deadline = time.monotonic() + 90
                 while True:
@@ -118,6 +119,8 @@ def test_serve_dashboard_shows_the_live_workflow_side_by_side(tmp_path):
                 page.wait_for_timeout(1500)  # let the graphs finish scaling
                 page.screenshot(path=str(ARTIFACTS / "dashboard-workflow.png"), full_page=True)
 
+                _tour_every_page(page, serve.dashboard)
+
                 page.goto(serve.dashboard + "/")
                 page.get_by_role("button", name="Analyse now").wait_for(timeout=30_000)
                 page.get_by_text("Spans/s").wait_for(timeout=10_000)
@@ -127,6 +130,55 @@ def test_serve_dashboard_shows_the_live_workflow_side_by_side(tmp_path):
     finally:
         code = serve.stop()
     assert code == 0, (tmp_path / "serve.stderr").read_text()
+
+
+def _shot(page, name: str) -> None:
+    page.wait_for_timeout(1500)  # let charts and graphs finish drawing
+    page.screenshot(path=str(ARTIFACTS / f"dashboard-{name}.png"), full_page=True)
+
+
+def _tour_every_page(page, base: str) -> None:
+    """Every page of the app in the browser, each with what it must show, screenshot each."""
+    # System map: services and events as nodes; a node opens its workflow.
+    page.goto(base + "/system_map")
+    page.get_by_text("Open a node").wait_for(timeout=30_000)
+    for name in (*EXPECTED_SERVICES, "orders.placed"):
+        page.locator("svg text", has_text=re.compile(rf"^{re.escape(name)}$")).first.wait_for(timeout=30_000)
+    _shot(page, "system-map")
+    # Clicking a node with one workflow opens it.
+    page.locator("svg text", has_text=re.compile(r"^storefront$")).first.click()
+    page.get_by_text("Intended (declared)").wait_for(timeout=30_000)
+    page.goto(base + "/system_map?focus=shipping&node=svc%3Ashipping-service")
+    page.get_by_text("takes part in").wait_for(timeout=30_000)
+    page.locator("svg text", has_text=re.compile(r"^inventory-service$")).first.wait_for(timeout=30_000)
+    _shot(page, "system-map-search")
+    page.get_by_role("link", name="POST /orders").first.click()
+    page.get_by_text("Intended (declared)").wait_for(timeout=30_000)
+
+    page.goto(base + "/instance")
+    page.get_by_text("ms since the instance started").first.wait_for(timeout=30_000)
+    _shot(page, "instance")
+
+    page.goto(base + "/findings")
+    page.get_by_text(re.compile(r"^\d+ of \d+ findings")).wait_for(timeout=30_000)
+    page.get_by_text("Severity").first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"^.*implicit_ordering — inventory-service")).first.click()
+    _shot(page, "findings")
+    page.get_by_role("link", name="Evidence as charts").first.click()
+    page.get_by_text("started early").first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"gap \(ms, corrected clocks\)")).first.wait_for(timeout=30_000)
+    page.get_by_text(re.compile(r"--fail-on implicit_ordering")).first.wait_for(timeout=10_000)
+    _shot(page, "finding-implicit-ordering")
+
+    page.goto(base + "/events")
+    page.get_by_text("skew-corrected clocks", exact=False).first.wait_for(timeout=30_000)
+    _shot(page, "events")
+    page.goto(base + "/services")
+    page.get_by_text("Service details").wait_for(timeout=30_000)
+    _shot(page, "services")
+    page.goto(base + "/load")
+    page.get_by_role("heading", name="Load").wait_for(timeout=30_000)
+    _shot(page, "load")
 
 
 def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only(tmp_path):

@@ -34,23 +34,64 @@ def finding_title(row) -> str:
     return f"{SEVERITY_ICON.get(row['severity'], '')} {row['kind']} — {where}{extra} ({row['confidence']:.2f})"
 
 
-def show_finding(row, key: str) -> None:
-    """A finding as an expander: summary, recommendation, evidence, example instances."""
+def _meta(row) -> str:
+    meta = {k: row[k] for k in ("kind", "severity", "confidence", "event", "resource", "workflow_id")
+            if row.get(k) is not None and not (isinstance(row[k], float) and pd.isna(row[k]))}
+    return " · ".join(f"{k}: {v}" for k, v in meta.items())
+
+
+def _examples(row, limit: int = 5) -> None:
     from choreoscope.dashboard import nav
     from choreoscope.dashboard.store_access import query
+
+    if not row["trace_ids"]:
+        return
+    inst = query("instances_of_traces", list(row["trace_ids"]))
+    st.markdown(f"**Example instances** ({len(inst)}):")
+    for r in inst.head(limit).itertuples():
+        nav.link("instance", f"instance {r.instance_id[:12]} · {r.spans} spans · "
+                 f"{r.errors} errors · {r.duration_ms:.0f} ms", instance=r.instance_id)
+
+
+def show_finding(row, key: str) -> None:
+    """A finding as an expander: summary and recommendation first, then the evidence, the example
+    instances (one click to the Instance page), the `choreoscope check` line; the full view with
+    the evidence as pictures is one click away on the Findings page."""
+    from choreoscope.dashboard import evidence, nav
 
     with st.expander(finding_title(row)):
         st.markdown(f"**{row['summary']}**")
         if row.get("recommendation"):
             st.markdown(f"*Recommendation:* {row['recommendation']}")
-        meta = {k: row[k] for k in ("kind", "severity", "confidence", "event", "resource", "workflow_id")
-                if row.get(k) is not None and not (isinstance(row[k], float) and pd.isna(row[k]))}
-        st.caption(" · ".join(f"{k}: {v}" for k, v in meta.items()))
+        st.caption(_meta(row))
+        if row["kind"] in evidence.PICTURED:
+            nav.link("findings", "Evidence as charts", finding=row["finding_id"])
+        else:
+            nav.link("findings", "Open the finding", finding=row["finding_id"])
         if row["evidence"]:
+            st.caption("Evidence as recorded:")
             st.json(row["evidence"], expanded=False)
-        if row["trace_ids"]:
-            inst = query("instances_of_traces", list(row["trace_ids"]))
-            st.markdown(f"Example instances ({len(inst)}):")
-            for r in inst.head(5).itertuples():
-                nav.link("instance", f"instance {r.instance_id[:12]} · {r.spans} spans · "
-                         f"{r.errors} errors · {r.duration_ms:.0f} ms", instance=r.instance_id)
+        _examples(row)
+        st.code(evidence.check_command(row["kind"]), language="bash", wrap_lines=True)
+
+
+def show_finding_page(row) -> None:
+    """One finding in full: summary and recommendation, its evidence as pictures, example
+    instances, the line that gates CI on its kind, the raw evidence."""
+    from choreoscope.dashboard import evidence
+
+    st.subheader(finding_title(row))
+    st.markdown(f"**{row['summary']}**")
+    if row.get("recommendation"):
+        st.markdown(f"*Recommendation:* {row['recommendation']}")
+    st.caption(_meta(row))
+    st.markdown("#### Evidence")
+    if not evidence.show(row) and not row["evidence"]:
+        st.caption("No evidence recorded.")
+    if row["evidence"]:
+        with st.expander("Evidence as recorded (JSON)", expanded=row["kind"] not in evidence.PICTURED):
+            st.json(row["evidence"])
+    _examples(row, limit=10)
+    st.markdown("**Fail CI when this kind of finding appears** (add `--baseline report.json` to fail "
+                "only on new ones):")
+    st.code(evidence.check_command(row["kind"]), language="bash", wrap_lines=True)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from choreoscope.dashboard.app_pages.common import show_finding
+from choreoscope.dashboard import nav
+from choreoscope.dashboard.app_pages.common import show_finding, show_finding_page
 from choreoscope.dashboard.store_access import query
 
 
@@ -13,6 +14,15 @@ def render() -> None:
     f = query("findings")
     if f.empty:
         st.success("No findings: nothing the detectors flag in these traces.")
+        return
+    wanted = st.query_params.get("finding")
+    if wanted:
+        one = f[f["finding_id"] == wanted]
+        nav.link("findings", f"← all {len(f)} findings")
+        if one.empty:
+            st.warning("That finding is not in the latest analysis (it may have been resolved).")
+        else:
+            show_finding_page(one.iloc[0].to_dict())
         return
     wfs = query("workflows")
     names = dict(zip(wfs["workflow_id"], wfs["name"]))
