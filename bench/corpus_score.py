@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for tests.corpus
 
-from choreoscope.analysis.analyze_cmd import analyze  # noqa: E402
-from tests.corpus import corpus, score, table  # noqa: E402
+from choreoscope.analysis.analyze_cmd import analyze
+from tests.corpus import corpus, score, table
 
 
 def main() -> None:

@@ -45,6 +45,12 @@ def _run_check(args) -> int:
     return check_cmd.run(args)
 
 
+def _run_compare(args) -> int:
+    from choreoscope.analysis import compare_cmd
+
+    return compare_cmd.run(args)
+
+
 def _run_export(args) -> int:
     from choreoscope.analysis import export_cmd
 
@@ -99,12 +105,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
                    help="re-run the analysis on new spans this often (default: 30; 0 = only on request)")
+    p.add_argument("--tls-cert", metavar="FILE", help="serve both receivers over TLS with this PEM certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    p.add_argument("--tls-client-ca", metavar="FILE",
+                   help="mutual TLS: require client certificates signed by this PEM CA")
+    p.add_argument("--bearer-token-file", metavar="FILE",
+                   help="require `Authorization: Bearer <token>` (the file's content) on every export; "
+                        "the dashboard asks for it too when not on loopback")
     p.set_defaults(run=_run_serve)
 
     p = sub.add_parser("load", help="load trace dumps into the store")
     p.add_argument("files", nargs="+", metavar="FILE")
     _add_db(p)
-    p.add_argument("--format", default="auto", choices=["auto", "otlp-json", "otlp-proto", "jaeger", "zipkin"],
+    p.add_argument("--format", default="auto",
+                   choices=["auto", "otlp-json", "otlp-proto", "jaeger", "zipkin", "parquet"],
                    help="dump format (default: detected from content)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=_run_load)
@@ -132,11 +146,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML")
     p.set_defaults(run=_run_check)
 
-    p = sub.add_parser("export", help="write declarations from observed traffic")
-    p.add_argument("what", choices=["asyncapi"])
+    p = sub.add_parser("compare", help="what changed between two runs: workflows, steps, edges, findings")
+    p.add_argument("inputs", nargs="*", metavar="INPUT",
+                   help="BEFORE AFTER: each a JSON report, trace dumps or a .duckdb store; one INPUT with --split")
+    _add_db(p)
+    p.add_argument("--split", metavar="KEY=A..B|time=ISO",
+                   help="compare one input with itself: instances with spans at KEY=A (e.g. service.version=1.4.0) "
+                        "against those at KEY=B, or instances started before the instant against those after")
+    p.add_argument("--format", default="md", choices=["json", "md"], help="output format (default: md)")
+    p.add_argument("--out", metavar="FILE", help="write the comparison here (default: standard output)")
+    p.add_argument("--fail-on", nargs="+", metavar="KIND|SEVERITY",
+                   help="exit 1 when a new finding has one of these kinds or severities (a severity: that or worse)")
+    p.set_defaults(run=_run_compare)
+
+    p = sub.add_parser("export", help="write declarations (asyncapi), an event log (ocel) "
+                                      "or the spans as Parquet (parquet)")
+    p.add_argument("what", choices=["asyncapi", "ocel", "parquet"])
     p.add_argument("inputs", nargs="*", metavar="INPUT", help="trace dumps or a .duckdb store (default: --db)")
     _add_db(p)
-    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--out", required=True, metavar="DIR|FILE",
+                   help="asyncapi: the directory of the documents; ocel: the OCEL 2.0 JSON file; "
+                        "parquet: the directory of spans/ and span_links/")
     p.set_defaults(run=_run_export)
 
     p = sub.add_parser("dashboard", help="open the dashboard over a store, offline")

@@ -1,4 +1,4 @@
-"""Trace-dump loaders: read OTLP JSON/protobuf, Jaeger JSON and Zipkin v2 JSON files into the store.
+"""Trace-dump loaders: read OTLP JSON/protobuf, Jaeger JSON, Zipkin v2 JSON and Parquet files into the store.
 
 `load_paths` is the one entry point (the `load`, `analyze`, `check` and `demo` commands and the
 dashboard's upload page call it). The format is detected from the content, not the extension,
@@ -21,12 +21,13 @@ from typing import BinaryIO
 
 import duckdb
 
-from choreoscope.collector.loaders import jaeger, otlp_json, otlp_proto, zipkin
+from choreoscope.collector.loaders import jaeger, otlp_json, otlp_proto, parquet, zipkin
 from choreoscope.collector.loaders.sink import CHUNK_SPANS, FileResult, FileSink
 
-FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin")
+FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin", "parquet")
 TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP protobuf (TracesData, "
-         "length-prefixed), Jaeger JSON ({\"data\": [traces]}), Zipkin v2 JSON (a list of spans)")
+         "length-prefixed), Jaeger JSON ({\"data\": [traces]}), Zipkin v2 JSON (a list of spans), Parquet "
+         "(choreoscope export, otel_traces)")
 GZIP_MAGIC = b"\x1f\x8b"
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
 
@@ -131,6 +132,9 @@ def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
     compressed = raw.peek(2)[:2] == GZIP_MAGIC if hasattr(raw, "peek") else False
     stream: BinaryIO = io.BufferedReader(gzip.GzipFile(fileobj=raw)) if compressed else raw
     head = stream.peek(64)[:64]
+    if head[:4] == parquet.MAGIC or fmt == "parquet":
+        _load_parquet(stream, sink, fmt, head, compressed)
+        return
     stripped = head.lstrip(b"\xef\xbb\xbf \t\r\n")
     if not head:
         sink.error("", "the file is empty" + (" after decompression" if compressed else "")
@@ -161,6 +165,19 @@ def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
     wanted = f"not {fmt}" if fmt != "auto" else "unknown format"
     sink.error("", f"{wanted}: tried {TRIED if fmt == 'auto' else fmt}; "
                    f"the file starts with {head[:16]!r}. Pass --format if detection is wrong")
+
+
+def _load_parquet(stream: BinaryIO, sink: FileSink, fmt: str, head: bytes, compressed: bool) -> None:
+    if head[:4] != parquet.MAGIC:
+        sink.result.format = "unknown"
+        sink.error("", f"not parquet: the file starts with {head[:16]!r}, not PAR1. Use --format auto")
+        return
+    if fmt not in ("auto", "parquet"):
+        sink.result.format = "parquet"
+        sink.error("", f"this is parquet, not {fmt} as requested; skipped. Use --format auto")
+        return
+    # Parquet is read from its footer: a gzipped file is decompressed into memory first.
+    parquet.load(io.BytesIO(stream.read()) if compressed else stream, sink)
 
 
 def _looks_like_text(head: bytes) -> bool:
