@@ -20,14 +20,17 @@ from choreoscope.analysis.detectors.query_helpers import ratio, rows
 from choreoscope.analysis.findings import Finding
 
 SQL = """
-WITH producer_of AS (   -- the service that produced each consumed message
-    SELECT dst_trace_id AS trace_id, dst_span_id AS span_id, any_value(src_service) AS producer
+WITH producer_of AS (   -- the service (and event) that produced each consumed message
+    SELECT dst_trace_id AS trace_id, dst_span_id AS span_id, any_value(src_service) AS producer,
+           any_value(event) AS event
     FROM span_edges WHERE via = 'event' AND src_role = 'producer'
     GROUP BY ALL
 ),
-handlers AS (
-    SELECT c.trace_id, c.span_id, c.instance_id, c.service AS consumer, c.operation AS event, po.producer
+handlers AS (   -- keyed by the handling's root: a `process` span handled under its `receive` span
+    SELECT c.trace_id, hh.handler_span_id AS span_id, c.instance_id, c.service AS consumer,
+           coalesce(po.event, c.operation) AS event, po.producer
     FROM span_steps c JOIN producer_of po USING (trace_id, span_id)
+    JOIN handled_spans hh ON hh.trace_id = c.trace_id AND hh.span_id = c.span_id
     WHERE c.role = 'consumer'
 ),
 callbacks AS (
