@@ -213,3 +213,58 @@ def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only
     con = store.connect(db, read_only=True)
     assert con.execute("SELECT count(*) FROM workflows").fetchall()[0][0] >= 1
     con.close()
+
+
+def test_every_page_on_a_store_of_the_real_dumps(tmp_path):
+    """`choreoscope dashboard` over a store built from every dump in ../shared/real_traces (traces
+    nobody here wrote): every page renders what it must, screenshots in test-artifacts/real-*.png."""
+    from dashboard_fixtures import free_port
+
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
+    from tests.paths import REAL_TRACES
+
+    dumps = sorted(str(p) for p in REAL_TRACES.rglob("*.json") if not p.name.endswith(".manifest.json"))
+    if not dumps:
+        pytest.skip(f"{REAL_TRACES} is absent")
+    chromium = _browser_or_skip()
+    from playwright.sync_api import sync_playwright
+
+    db = tmp_path / "real.duckdb"
+    con = store.connect(db)
+    assert load_paths(con, dumps).spans_loaded > 0
+    con.close()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "choreoscope.cli", "dashboard", str(db), "--port", str(port)],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    base = f"http://127.0.0.1:{port}"
+    try:
+        lines = []
+        while not any(line.startswith("dashboard on") for line in lines):
+            line = proc.stdout.readline()
+            assert line, "".join(lines)
+            lines.append(line)
+        ARTIFACTS.mkdir(exist_ok=True)
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1500, "height": 1700})
+                # (path, text the page must show once filled)
+                for path, expected in (("/", re.compile(r"\d+ findings")), ("/workflow", "Recovered"),
+                                       ("/system_map", "Open a node"), ("/instance", "ms since the instance started"),
+                                       ("/findings", "Severity"), ("/events", "skew-corrected clocks"),
+                                       ("/services", "Service details"), ("/load", "Load")):
+                    page.goto(base + path)
+                    page.get_by_text(expected).first.wait_for(timeout=60_000)
+                    page.wait_for_timeout(1500)
+                    name = path.strip("/") or "overview"
+                    page.screenshot(path=str(ARTIFACTS / f"real-{name}.png"), full_page=True)
+                page.goto(base + "/system_map")
+                for service in ("frontend", "customer", "checkoutservice"):
+                    page.locator("svg text", has_text=re.compile(rf"^{service}$")).first.wait_for(timeout=60_000)
+            finally:
+                browser.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
