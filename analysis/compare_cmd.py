@@ -230,6 +230,34 @@ def _change(before, after) -> dict:
     return {"before": before, "after": after, "change": delta}
 
 
+# A critical-path entry worth comparing: on the path of a quarter of the instances (or a wait, the
+# cost of an implicit ordering, however rare); changed when its median moved by a tenth and at least
+# a millisecond, or its share of instances by a tenth.
+PATH_SHARE, PATH_P50_RATIO, PATH_P50_MS, PATH_SHARE_DELTA = 0.25, 0.10, 1.0, 0.10
+
+
+def _critical_path_changes(a: dict, b: dict) -> list[dict]:
+    """Entries of the typical critical path that appeared, disappeared or moved; nothing when either
+    report predates the field."""
+    if "critical_path" not in a or "critical_path" not in b:
+        return []
+    keep = lambda w: {(p["step"], p["kind"]): p for p in w["critical_path"]
+                      if p["share"] >= PATH_SHARE or p["kind"] == "wait"}
+    pa, pb = keep(a), keep(b)
+    out = []
+    for key in sorted(pa.keys() | pb.keys()):
+        ea, eb = pa.get(key), pb.get(key)
+        if ea and eb:
+            p50a, p50b = ea["p50_ms"] or 0.0, eb["p50_ms"] or 0.0
+            moved = abs(p50b - p50a) >= max(PATH_P50_MS, PATH_P50_RATIO * max(p50a, p50b))
+            if not moved and abs(eb["share"] - ea["share"]) < PATH_SHARE_DELTA:
+                continue
+        out.append({"step": key[0], "kind": key[1],
+                    "share": _change(ea and ea["share"], eb and eb["share"]),
+                    "p50_ms": _change(ea and ea["p50_ms"], eb and eb["p50_ms"])})
+    return out
+
+
 def _compare_workflow(a: dict, b: dict) -> dict | None:
     steps_a = {s["id"]: s for s in a["steps"]}
     steps_b = {s["id"]: s for s in b["steps"]}
@@ -253,9 +281,11 @@ def _compare_workflow(a: dict, b: dict) -> dict | None:
         "edges_removed": [_edge_ref(edges_a[k]) for k in sorted(edges_a.keys() - edges_b.keys(), key=str)],
         "edges_changed": changed,
         "pattern": _change(a.get("pattern"), b.get("pattern")) if a.get("pattern") != b.get("pattern") else None,
+        "critical_path_changed": _critical_path_changes(a, b),
     }
     if a["instances"] == b["instances"] and diff["pattern"] is None and not any(
-            diff[k] for k in ("steps_added", "steps_removed", "edges_added", "edges_removed", "edges_changed")):
+            diff[k] for k in ("steps_added", "steps_removed", "edges_added", "edges_removed", "edges_changed",
+                              "critical_path_changed")):
         return None
     return diff
 
@@ -341,6 +371,11 @@ def compare_markdown(diff: dict, before: Side, after: Side, failing: list[dict] 
             out += ([] if out[-1] == "" else [""]) + ["| edge | count | p50 ms | p95 ms |", "|---|---|---|---|"]
             out += [f"| {_edge_md(e)} | {_delta(e['count'])} | {_delta(e['latency_p50_ms'])} | "
                     f"{_delta(e['latency_p95_ms'])} |" for e in w["edges_changed"]]
+        if w.get("critical_path_changed"):
+            out += ([] if out[-1] == "" else [""]) + ["Critical path:", "", "| step | kind | on path | p50 ms |",
+                                                       "|---|---|---|---|"]
+            out += [f"| `{_one_line(c['step'])}` | {c['kind']} | {_delta(c['share'])} | {_delta(c['p50_ms'])} |"
+                    for c in w["critical_path_changed"]]
         out.append("")
     for title, key in (("New findings", "findings_new"), ("Resolved findings", "findings_resolved")):
         if diff[key]:

@@ -20,6 +20,7 @@ import duckdb
 from choreoscope.analysis import (
     clock_skew,
     conformance,
+    critical_path,
     data_access,
     deliveries,
     detectors,
@@ -124,6 +125,11 @@ STAGES: list[Stage] = [
     Stage("findings", lambda con, ctx: findings.merge_findings(con),
           reads=("detector_findings", "conformance_findings", "declared_orderings"), writes=("findings",),
           assumes="an ordering the team declared is not implicit"),
+    Stage("critical path", lambda con, ctx: critical_path.build_critical_path(con),
+          reads=("span_steps", "span_edges", "instances", "detector_findings"),
+          writes=("critical_path_segments", "critical_path_steps"),
+          assumes="an instance ends at its last end outside link-started side sinks; a consumer waits on the "
+                  "sibling its implicit ordering names"),
 ]
 
 

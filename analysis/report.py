@@ -10,6 +10,7 @@ from importlib import resources
 import duckdb
 
 from choreoscope.analysis.findings import load_findings
+from choreoscope.analysis.verdicts import build_verdicts
 
 SCHEMA_VERSION = 1
 
@@ -72,6 +73,16 @@ def build_report(con: duckdb.DuckDBPyConnection) -> dict:
         "SELECT workflow_id, list(DISTINCT service ORDER BY service) FROM workflow_steps "
         "WHERE NOT virtual GROUP BY ALL"
     ))
+    path_by_wf: dict[str, list] = {}
+    for wf, step, svc, kind, p50, share, waits_on in q(
+        "SELECT workflow_id, step_id, service, kind, p50_ms, share, waits_on FROM critical_path_steps "
+        "ORDER BY workflow_id, at_p50_ms, step_id, kind"
+    ):
+        item = {"step": step, "service": svc, "kind": kind, "p50_ms": _round(p50), "share": _round(share)}
+        if waits_on is not None:
+            item["waits_on"] = waits_on
+        path_by_wf.setdefault(wf, []).append(item)
+    verdicts_by_wf = build_verdicts(con)
     workflows = []
     for row in q(
         "SELECT workflow_id, name, entry_service, entry_operation, pattern, who_knows_the_workflow, "
@@ -89,6 +100,8 @@ def build_report(con: duckdb.DuckDBPyConnection) -> dict:
             "variants": variants_by_wf.get(wf, []),
             "metrics": {"services": int(row[9]), "events": int(row[10]), "max_depth": int(row[11]),
                         "cycles": int(row[12]), "fan_out_max": int(row[13])},
+            "critical_path": path_by_wf.get(wf, []),
+            "verdicts": _finite(verdicts_by_wf.get(wf, [])),
         })
     findings = sorted(
         load_findings(con),

@@ -45,6 +45,7 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
                    + ", ".join(f"{k} {v:+.1f} ms" for k, v in sorted(skewed.items())) + ".")
         out.append("")
     findings = report["findings"]
+    out += _verdicts_section(report)
     out += [f"## Findings ({len(findings)})", ""]
     if not findings:
         out += ["Nothing to report: no undeclared coordination was found.", ""]
@@ -53,6 +54,8 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
         extra = "".join(f" · {label} {_code(f[k])}" for k, label in (("event", "event"), ("resource", "resource"))
                         if f.get(k))
         out += [
+            f'<a id="finding-{f["id"]}"></a>' if f.get("id") else "",
+            "",
             f"### {SEVERITY_MARK.get(f['severity'], f['severity'])} · {f['kind']} · {where}{extra}",
             "",
             _inline(f["summary"]),
@@ -89,6 +92,7 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
              f"variants: {len(wf['variants'])}"),
             "",
         ]
+        out += _critical_path_lines(wf)
         service_of = {st["id"]: st["service"] for st in wf["steps"]}
         cross = [e for e in wf["edges"] if service_of.get(e["source"]) != service_of.get(e["target"])]
         if cross:
@@ -108,3 +112,34 @@ def report_markdown(report: dict, max_workflows: int = 25) -> str:
     if len(report["workflows"]) > max_workflows:
         out.append(f"… and {len(report['workflows']) - max_workflows} more workflow types (see the JSON report).")
     return "\n".join(out) + "\n"
+
+
+def _verdicts_section(report: dict) -> list[str]:
+    """Plain words per workflow with signs that its pattern should be reconsidered, each sign linked
+    to the findings it rests on; nothing for the workflows with none."""
+    judged = [wf for wf in report["workflows"] if wf.get("verdicts")]
+    if not judged:
+        return []
+    out = ["## Verdicts", ""]
+    for wf in judged:
+        for v in wf["verdicts"]:
+            out += [f"### {_inline(wf['name'])}: {_inline(v['verdict'])}", "", _inline(v["summary"]), ""]
+            for sign in v["signs"]:
+                links = ", ".join(f"[finding {i}](#finding-{i})" for i in sign["finding_ids"])
+                out.append(f"- {_inline(sign['sign'])}: {_inline(sign['text'])}" + (f" ({links})" if links else ""))
+            out += ["", f"**What to do:** {_inline(v['recommendation'])}", ""]
+    return out
+
+
+def _critical_path_lines(wf: dict, min_share: float = 0.25) -> list[str]:
+    """The typical critical path in path order: the steps on it in at least `min_share` of the
+    instances, and every wait (the cost of an implicit ordering, however rare)."""
+    path = [p for p in wf.get("critical_path", []) if p["share"] >= min_share or p["kind"] == "wait"]
+    if not path:
+        return []
+    out = ["Typical critical path (what sets the end-to-end time), in path order:", ""]
+    for i, p in enumerate(path, 1):
+        kind = p["kind"] + (f" on {_code(p['waits_on'])}" if p.get("waits_on") else "")
+        out.append(f"{i}. {_code(p['step'])}: {kind}, on the path in {p['share']:.0%} of the instances, "
+                   f"p50 {_ms(p['p50_ms'])} ms")
+    return out + [""]

@@ -295,3 +295,37 @@ def clock_corrections(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """The services whose clock the analysis corrected (a non-zero offset), in ms."""
     return frame(cur, "SELECT service, offset_ns / 1e6 AS offset_ms FROM clock_offsets WHERE offset_ns <> 0 "
                       "ORDER BY abs(offset_ns) DESC, service")
+
+
+def critical_path_steps(cur: duckdb.DuckDBPyConnection, workflow_id: str) -> pd.DataFrame:
+    """The workflow's typical critical path in path order (empty for a store analysed before the
+    critical path stage existed)."""
+    if "critical_path_steps" not in tables(cur):
+        return pd.DataFrame(columns=["step_id", "service", "kind", "share", "p50_ms", "instances", "waits_on",
+                                     "total_share"])
+    return frame(cur, """
+        SELECT step_id, service, kind, share, p50_ms, instances, waits_on, total_share
+        FROM critical_path_steps WHERE workflow_id = ? ORDER BY at_p50_ms, step_id, kind""", [workflow_id])
+
+
+def instance_critical_path(cur: duckdb.DuckDBPyConnection, instance_id: str) -> pd.DataFrame:
+    """The instance's critical path segments in time order, in ms from the instance start (the same
+    origin as `instance_spans`)."""
+    if "critical_path_segments" not in tables(cur):
+        return pd.DataFrame(columns=["span_id", "trace_id", "step_id", "service", "kind", "waits_on",
+                                     "start_ms", "end_ms", "duration_ms"])
+    return frame(cur, """
+        WITH t0 AS (SELECT min(start_adj) AS t0 FROM span_steps WHERE instance_id = ?)
+        SELECT g.span_id, g.trace_id, g.step_id, g.service, g.kind, g.waits_on,
+               (g.start_adj - t0) / 1e6 AS start_ms, (g.end_adj - t0) / 1e6 AS end_ms, g.duration_ms
+        FROM critical_path_segments g CROSS JOIN t0 WHERE g.instance_id = ?
+        ORDER BY g.seq DESC""", [instance_id, instance_id])
+
+
+def verdicts(cur: duckdb.DuckDBPyConnection) -> dict[str, list[dict]]:
+    """Workflow id -> its verdicts (analysis/verdicts.py), as in the JSON report."""
+    if not {"critical_path_steps", "findings", "event_relays", "deliveries"} <= tables(cur):
+        return {}
+    from choreoscope.analysis.verdicts import build_verdicts
+
+    return build_verdicts(cur)

@@ -57,7 +57,7 @@ def render() -> None:
         set(hops["src_span_id"]))
     shown["status"] = shown["is_error"].map({True: "error", False: "ok"})
     base = alt.Chart(shown).encode(
-        y=alt.Y("row:N", sort=None, title=None, axis=alt.Axis(labelLimit=360, labelOverlap=False, labelExpr="substring(datum.value, 4)")),
+        y=alt.Y("row:N", sort=list(shown["row"]), title=None, axis=alt.Axis(labelLimit=360, labelOverlap=False, labelExpr="substring(datum.value, 4)")),
         tooltip=["service", "operation", "name", "trace_id", "span_id", "status", "status_message",
                  alt.Tooltip("duration_ms:Q", format=",.1f"), alt.Tooltip(f"{start}:Q", format=",.1f"),
                  alt.Tooltip("clock_offset_ms:Q", format=",.1f"), "retry_attempt"],
@@ -73,11 +73,29 @@ def render() -> None:
                                                                 fontSize=13).encode(x=f"{end}:Q")
     links = base.transform_filter("datum.linked").mark_point(shape="diamond", filled=True, color="#6a1b9a",
                                                               size=60).encode(x=f"{start}:Q")
-    chart = (bars + errors + links).properties(height=max(160, 22 * len(shown)))
+    path = query("instance_critical_path", iid)
+    row_of = dict(zip(shown["span_id"], shown["row"]))
+    on_path = path[path["span_id"].isin(row_of)].assign(row=lambda d: d["span_id"].map(row_of)) if corrected \
+        else path.iloc[0:0].assign(row=[])
+    layers = bars + errors + links
+    if not on_path.empty:
+        layers += alt.Chart(on_path).mark_bar(height=4, color="#111").encode(
+            y=alt.Y("row:N", sort=list(shown["row"])), x="start_ms:Q", x2="end_ms:Q",
+            tooltip=["kind", "service", "step_id", "waits_on", alt.Tooltip("duration_ms:Q", format=",.1f")])
+    chart = layers.properties(height=max(160, 22 * len(shown)))
     st.altair_chart(chart, width="stretch")
     st.caption("Bars: spans coloured by service (`[abcd]` = trace id prefix), red outline and ✕ = error, purple diamond = start of a cross-trace hop (span link, "
                "message id or time-window inference). Traces in this instance: "
                + ", ".join(sorted(shown["trace"].unique())))
+    if not path.empty:
+        st.caption("Black line: the instance's critical path (the chain that set its end-to-end time), on "
+                   "the span whose time it is; a queue or wait sits before its consumer's bar. Shown on "
+                   "corrected times.")
+        st.subheader("Critical path")
+        totals = path.groupby("kind")["duration_ms"].sum()
+        st.markdown(" · ".join(f"**{k}** {v:,.1f} ms" for k, v in totals.items()))
+        st.dataframe(path[["kind", "service", "step_id", "waits_on", "start_ms", "duration_ms"]],
+                     hide_index=True, width="stretch")
     if not hops.empty:
         st.subheader(f"Hops between traces ({len(hops)})")
         st.dataframe(hops[["src_service", "dst_service", "via", "evidence", "inferred", "confidence",

@@ -80,12 +80,33 @@ def render() -> None:
         nav.go("workflow", workflow=wfs.iloc[rows[0]]["workflow_id"])
     patterns = wfs["pattern"].value_counts()
     st.caption("Patterns: " + " · ".join(f"{k}: {v}" for k, v in patterns.items()))
+    _verdicts(wfs)
     top = f[(f["severity"] != "info") & (f["confidence"] >= 0.5)].head(6)
     if not top.empty:
         st.subheader("Top findings")
         for i, row in enumerate(top.to_dict("records")):
             show_finding(row, key=f"ov{i}")
         nav.link("findings", f"all {len(f)} findings")
+
+
+def _verdicts(wfs: pd.DataFrame) -> None:
+    """Plain words per workflow whose pattern should be reconsidered, each sign linked to its findings."""
+    verdicts = query("verdicts")
+    if not verdicts:
+        return
+    names = dict(zip(wfs["workflow_id"], wfs["name"]))
+    st.subheader("Verdicts")
+    for wf_id, items in verdicts.items():
+        for i, v in enumerate(items):
+            with st.container(border=True):
+                st.markdown(f"**{names.get(wf_id, wf_id)}: {v['verdict']}**")
+                st.markdown(v["summary"])
+                for j, sign in enumerate(v["signs"]):
+                    st.markdown(f"- *{sign['sign']}*: {sign['text']}")
+                    for fid in sign["finding_ids"]:
+                        nav.link("findings", f"finding {fid}", finding=fid)
+                st.caption(f"What to do: {v['recommendation']}")
+                nav.link("workflow", "open the workflow", workflow=wf_id)
 
 
 if __name__ == "__main__":  # Streamlit runs each page file as a script

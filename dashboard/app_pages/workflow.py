@@ -127,11 +127,31 @@ def render() -> None:
         st.caption("Solid: call · dashed: event · dotted: inferred (message id / time window) · grey: "
                    "uninstrumented peer. Node labels: service, operation ×spans.")
 
+    _critical_path(wf_id)
     _findings(wf_id)
     _variants_and_instances(wf_id)
     with st.expander("Steps and edges"):
         st.dataframe(steps, hide_index=True, width="stretch")
         st.dataframe(edges.drop(columns=["src_service", "dst_service"]), hide_index=True, width="stretch")
+
+
+def _critical_path(wf_id: str) -> None:
+    """The typical critical path: the steps that set the instances' end-to-end time, in path order."""
+    path = query("critical_path_steps", wf_id)
+    if path.empty:
+        return
+    st.subheader("Typical critical path")
+    st.caption("Per step and kind of segment: on the path of how many instances, and its median time "
+               "there. work: a span's own time · queue: from the send's start to the consumer's start · "
+               "wait: a consumer waiting on a sibling its implicit ordering names · network: client span "
+               "minus server span. Open an instance to see its own path.")
+    shown = path.assign(share=(100 * path["share"]).round(0), waits_on=path["waits_on"].fillna(""))
+    st.dataframe(shown[["step_id", "kind", "waits_on", "share", "p50_ms", "instances"]], hide_index=True,
+                 width="stretch", column_config={
+                     "step_id": st.column_config.TextColumn("Step", width="large"), "kind": "Kind",
+                     "waits_on": "Waits on", "share": st.column_config.NumberColumn("On path %", format="%d%%"),
+                     "p50_ms": st.column_config.NumberColumn("p50 ms", format="%.1f"),
+                     "instances": "Instances"})
 
 
 def _findings(wf_id: str) -> None:

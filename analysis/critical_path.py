@@ -1,0 +1,208 @@
+"""Stage: the critical path of every stitched workflow instance, across traces, and per workflow the
+typical one.
+
+The walk (Jaeger's last-finishing-child walk, extended to event edges across traces), over
+clock-corrected times (`span_steps.start_adj`/`end_adj`) and the causal edges with both ends as
+steps (`span_edges`). The walk's choices are made once for every span in SQL (a window over each
+parent's child ends), then one recursive CTE follows them from every instance's end at once:
+- it starts at the instance's last end: the span ending last (ties: the outermost, earliest start),
+  leaving out side-sink traces (below), with `t` = its end;
+- at a span, the child ending last inside it before `t` (any edge: calls, database spans, and
+  consumers of its sends that finished inside it) is on the path: the span's own time from that
+  child's end to `t` is a segment, and the walk goes down into the child with `t` = its end;
+- a span with no such child contributes its time from its start to `t`, and the walk goes up to its
+  cause (the span's incoming edge: parent first, then link, message id, subscription, time window,
+  the most confident) with `t` = its start. Going up an event edge is a `queue` segment: from the
+  send's start to the consumer's start on the same message (the broker, the poll, redeliveries);
+- unless the consumer waited on a sibling: when an implicit ordering (the implicit_ordering
+  detector's step pairs, A before B; a declared ordering is still a wait) has this consumer's step
+  as B and a handler span of A in the instance ended after the send started and before this span
+  started, the gap from A's end to this span's start is a `wait` segment of B (where the implicit
+  ordering costs time), and the walk continues in A with `t` = A's end: A's chain set when B could
+  run;
+- a client span's own time around a call into an instrumented server is `network` (client span
+  minus server span); every other span's own time is `work` (a client span with no instrumented
+  peer — a database, an external API — is that peer's work seen by the client).
+Side-sink traces: a trace other than the entry trace joined to the instance only by span links
+(OTel consumers start a new trace with a link when their processing is not a continuation of the
+producer's: batch and poll consumers) and with no edge out to another trace or service. Its end
+does not end the instance's path (an analytics poller's own fixed delay would otherwise hide every
+other chain); the walk still goes through such a trace when it is on the path.
+
+Writes:
+- `critical_path_segments`: one row per segment of an instance's path: workflow_id, instance_id,
+  seq (0 = the last segment, counting back), kind (work/queue/wait/network), trace_id, span_id,
+  step_id, service, waits_on (the step A of a wait), start_adj, end_adj, duration_ms;
+- `critical_path_steps`: per (workflow, step, kind): service, instances (on the path), share (of the
+  workflow's instances), p50_ms (median of the step's summed segments per instance on the path),
+  total_share (its part of the summed path time of all instances), waits_on, at_p50_ms (median
+  start of its first segment, from the instance start: the path's order).
+Reads `span_steps`, `span_edges`, `detector_findings`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import duckdb
+
+MAX_STEPS = 100_000  # moves of one walk: a guard, a walk only goes back in time
+
+_CAUSE_RANK = "CASE evidence WHEN 'parent' THEN 0 WHEN 'link' THEN 1 WHEN 'message_id' THEN 2 " \
+              "WHEN 'subscription' THEN 3 ELSE 4 END"
+
+
+def _orderings(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
+    pairs = set()
+    for wf, evidence in con.execute(
+        "SELECT workflow_id, evidence FROM detector_findings WHERE kind = 'implicit_ordering'"
+    ).fetchall():
+        ev = json.loads(evidence or "{}")
+        for pair in ev.get("step_pairs") or []:
+            if len(pair) == 2:
+                pairs.add((wf or ev.get("workflow"), pair[0], pair[1]))
+    return sorted(p for p in pairs if p[0])
+
+
+def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_spans AS
+        SELECT trace_id, span_id, instance_id, workflow_id, step_id, service, role, start_adj, end_adj
+        FROM span_steps""")
+    con.execute("CREATE OR REPLACE TEMP TABLE _cp_orderings (workflow_id VARCHAR, step_a VARCHAR, step_b VARCHAR)")
+    pairs = _orderings(con)
+    if pairs:
+        con.executemany("INSERT INTO _cp_orderings VALUES (?, ?, ?)", pairs)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cp_cause AS
+        SELECT dst_trace_id AS trace_id, dst_span_id AS span_id, src_trace_id, src_span_id, via,
+               src_start_adj AS p_start
+        FROM span_edges
+        QUALIFY row_number() OVER (PARTITION BY dst_trace_id, dst_span_id
+                                   ORDER BY {_CAUSE_RANK}, confidence DESC, src_trace_id, src_span_id) = 1""")
+    # Client spans calling an instrumented server: their own time is the network's.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_network AS
+        SELECT DISTINCT src_trace_id AS trace_id, src_span_id AS span_id FROM span_edges
+        WHERE via = 'call' AND src_role = 'client' AND dst_role = 'server'""")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_side AS
+        SELECT s.trace_id FROM (SELECT DISTINCT trace_id, instance_id FROM span_steps) s
+        JOIN instances i USING (instance_id)
+        WHERE s.trace_id <> i.entry_trace_id
+          AND EXISTS (SELECT 1 FROM span_edges e WHERE e.dst_trace_id = s.trace_id AND e.src_trace_id <> s.trace_id)
+          AND NOT EXISTS (SELECT 1 FROM span_edges e WHERE e.dst_trace_id = s.trace_id
+                          AND e.src_trace_id <> s.trace_id AND e.evidence <> 'link')
+          AND NOT EXISTS (SELECT 1 FROM span_edges e WHERE e.src_trace_id = s.trace_id
+                          AND (e.dst_trace_id <> s.trace_id OR e.dst_service <> e.src_service))""")
+    # The walk's choices, made once for every span: entering span `p` at its end, the child ending
+    # last inside it (`first`); leaving child `c` of `p` at its start, the child of `p` ending last
+    # before it (`prev`). One window over each parent's child ends and the times asked about.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_choice AS
+        WITH kids AS (
+            SELECT src_trace_id AS p_trace, src_span_id AS p_span, dst_trace_id AS c_trace, dst_span_id AS c_span,
+                   dst_start_adj AS c_start, dst_end_adj AS c_end
+            FROM span_edges WHERE dst_end_adj > dst_start_adj),
+        marks AS (
+            SELECT p_trace, p_span, c_end AS t_at, 0 AS is_ask, c_start, c_trace, c_span, NULL AS ask_trace,
+                   NULL AS ask_span FROM kids
+            UNION ALL
+            SELECT p_trace, p_span, c_start, 1, NULL, NULL, NULL, c_trace, c_span FROM kids
+            UNION ALL
+            SELECT trace_id, span_id, end_adj, 1, NULL, NULL, NULL, NULL, NULL FROM _cp_spans),
+        asked AS (
+            SELECT *, last_value(CASE WHEN is_ask = 0 THEN struct_pack(tr := c_trace, sp := c_span, e := t_at) END
+                                 IGNORE NULLS)
+                      OVER (PARTITION BY p_trace, p_span ORDER BY t_at, is_ask, c_start DESC, c_span DESC
+                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS best
+            FROM marks)
+        SELECT p_trace, p_span, ask_trace, ask_span, best.tr AS b_trace, best.sp AS b_span, best.e AS b_end
+        FROM asked WHERE is_ask = 1 AND best IS NOT NULL""")
+    # A consumer's wait: the last-ending span of the step its implicit ordering puts first, ended
+    # after the send started and before the consumer did.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_wait AS
+        SELECT c.trace_id, c.span_id, a.trace_id AS a_trace, a.span_id AS a_span, a.end_adj AS a_end, o.step_a
+        FROM _cp_spans c JOIN _cp_cause k USING (trace_id, span_id)
+        JOIN _cp_orderings o ON o.workflow_id = c.workflow_id AND o.step_b = c.step_id
+        JOIN _cp_spans a ON a.instance_id = c.instance_id AND a.step_id = o.step_a
+        WHERE k.via = 'event' AND a.end_adj <= c.start_adj AND a.end_adj > k.p_start
+        QUALIFY row_number() OVER (PARTITION BY c.trace_id, c.span_id ORDER BY a.end_adj DESC, a.span_id) = 1""")
+    # Every state's one move: entering a span (`E`, at its end) or leaving it (`L`, at its start),
+    # with the segment the move covers.
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _cp_move AS
+        WITH own AS (
+            SELECT s.*, CASE WHEN n.span_id IS NOT NULL THEN 'network' ELSE 'work' END AS own_kind
+            FROM _cp_spans s LEFT JOIN _cp_network n USING (trace_id, span_id))
+        SELECT 'E' AS state, s.trace_id, s.span_id, s.own_kind AS kind, s.trace_id AS seg_trace,
+               s.span_id AS seg_span, NULL AS waits_on, CASE WHEN f.b_end > s.start_adj THEN f.b_end ELSE s.start_adj END
+               AS seg_start, s.end_adj AS seg_end,
+               CASE WHEN f.b_end > s.start_adj THEN 'E' ELSE 'L' END AS next_state,
+               CASE WHEN f.b_end > s.start_adj THEN f.b_trace ELSE s.trace_id END AS next_trace,
+               CASE WHEN f.b_end > s.start_adj THEN f.b_span ELSE s.span_id END AS next_span
+        FROM own s LEFT JOIN _cp_choice f ON f.p_trace = s.trace_id AND f.p_span = s.span_id AND f.ask_span IS NULL
+        UNION ALL
+        SELECT 'L', c.trace_id, c.span_id,
+               CASE WHEN k.via = 'event' AND w.a_span IS NOT NULL THEN 'wait' WHEN k.via = 'event' THEN 'queue'
+                    ELSE p.own_kind END,
+               CASE WHEN k.via = 'event' THEN c.trace_id ELSE p.trace_id END,
+               CASE WHEN k.via = 'event' THEN c.span_id ELSE p.span_id END,
+               CASE WHEN k.via = 'event' THEN w.step_a END,
+               CASE WHEN k.via = 'event' AND w.a_span IS NOT NULL THEN w.a_end WHEN k.via = 'event' THEN p.start_adj
+                    WHEN b.b_end > p.start_adj THEN b.b_end ELSE p.start_adj END,
+               c.start_adj,
+               CASE WHEN k.via = 'event' AND w.a_span IS NOT NULL THEN 'E' WHEN k.via = 'event' THEN 'L'
+                    WHEN b.b_end > p.start_adj THEN 'E' ELSE 'L' END,
+               CASE WHEN k.via = 'event' AND w.a_span IS NOT NULL THEN w.a_trace WHEN k.via = 'event' THEN p.trace_id
+                    WHEN b.b_end > p.start_adj THEN b.b_trace ELSE p.trace_id END,
+               CASE WHEN k.via = 'event' AND w.a_span IS NOT NULL THEN w.a_span WHEN k.via = 'event' THEN p.span_id
+                    WHEN b.b_end > p.start_adj THEN b.b_span ELSE p.span_id END
+        FROM _cp_spans c JOIN _cp_cause k USING (trace_id, span_id)
+        JOIN own p ON p.trace_id = k.src_trace_id AND p.span_id = k.src_span_id
+        LEFT JOIN _cp_wait w ON w.trace_id = c.trace_id AND w.span_id = c.span_id
+        LEFT JOIN _cp_choice b ON b.p_trace = p.trace_id AND b.p_span = p.span_id
+                              AND b.ask_trace = c.trace_id AND b.ask_span = c.span_id""")
+    # The walk: from each instance's last end, one move at a time (a recursive CTE: pointer chasing).
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _cp_seg AS
+        WITH RECURSIVE walk(instance_id, state, trace_id, span_id, seq) AS (
+            SELECT instance_id, 'E', trace_id, span_id, 0 FROM (
+                SELECT instance_id, trace_id, span_id FROM _cp_spans
+                WHERE trace_id NOT IN (SELECT trace_id FROM _cp_side)
+                QUALIFY row_number() OVER (PARTITION BY instance_id ORDER BY end_adj DESC, start_adj, span_id) = 1)
+            UNION ALL
+            SELECT w.instance_id, m.next_state, m.next_trace, m.next_span, w.seq + 1
+            FROM walk w JOIN _cp_move m USING (state, trace_id, span_id)
+            WHERE w.seq < {MAX_STEPS})
+        SELECT w.instance_id, w.seq, m.kind, m.seg_trace AS trace_id, m.seg_span AS span_id, m.waits_on,
+               m.seg_start AS start_adj, m.seg_end AS end_adj
+        FROM walk w JOIN _cp_move m USING (state, trace_id, span_id)""")
+    con.execute("""
+        CREATE OR REPLACE TABLE critical_path_segments AS
+        SELECT s.workflow_id, g.instance_id, g.seq, g.kind, g.trace_id, g.span_id, s.step_id, s.service,
+               g.waits_on, g.start_adj, g.end_adj, (g.end_adj - g.start_adj) / 1e6 AS duration_ms
+        FROM _cp_seg g JOIN _cp_spans s USING (trace_id, span_id)
+        WHERE g.end_adj > g.start_adj
+        ORDER BY s.workflow_id, g.instance_id, g.seq DESC""")
+    con.execute("""
+        CREATE OR REPLACE TABLE critical_path_steps AS
+        WITH per_instance AS (
+            SELECT workflow_id, instance_id, step_id, kind, any_value(service) AS service,
+                   any_value(waits_on) AS waits_on, sum(duration_ms) AS ms,
+                   (min(g.start_adj) - any_value(i.start_adj)) / 1e6 AS at_ms
+            FROM critical_path_segments g JOIN instances i USING (instance_id, workflow_id) GROUP BY ALL),
+        wf AS (SELECT workflow_id, count(*) AS n FROM instances GROUP BY ALL),
+        total AS (SELECT workflow_id, sum(duration_ms) AS ms FROM critical_path_segments GROUP BY ALL)
+        SELECT p.workflow_id, p.step_id, any_value(p.service) AS service, p.kind,
+               count(*) AS instances, count(*) / any_value(wf.n) AS share,
+               quantile_cont(p.ms, 0.5) AS p50_ms, sum(p.ms) / any_value(total.ms) AS total_share,
+               any_value(p.waits_on) AS waits_on, quantile_cont(p.at_ms, 0.5) AS at_p50_ms
+        FROM per_instance p JOIN wf USING (workflow_id) JOIN total USING (workflow_id)
+        GROUP BY p.workflow_id, p.step_id, p.kind
+        ORDER BY p.workflow_id, total_share DESC, p.step_id, p.kind""")
+    for t in ("_cp_spans", "_cp_orderings", "_cp_cause", "_cp_network", "_cp_side", "_cp_choice", "_cp_wait",
+              "_cp_move", "_cp_seg"):
+        con.execute(f"DROP TABLE IF EXISTS {t}")
+
