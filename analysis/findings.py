@@ -15,6 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 import duckdb
+import pyarrow as pa
 
 KINDS = (
     "implicit_ordering", "implicit_orchestrator", "god_coordinator", "shared_data_coupling",
@@ -65,15 +66,27 @@ CREATE OR REPLACE TABLE {table} (
 
 def store_findings(con: duckdb.DuckDBPyConnection, findings: list[Finding], table: str = "findings") -> None:
     con.execute(FINDINGS_DDL.format(table=table))
-    if findings:
-        con.executemany(  # one row per finding: tens, not spans
-            f"INSERT INTO {table} VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-            [
-                (f.key, f.kind, f.services, f.event, f.resource, f.workflow, f.confidence, f.severity,
-                 f.summary, f.recommendation, json.dumps(f.evidence, default=str), f.trace_ids)
-                for f in findings
-            ],
-        )
+    if findings:  # usually tens, but a large store can have thousands: Arrow, not executemany
+        strings = pa.string()
+        rows = pa.table({
+            "finding_id": pa.array([f.key for f in findings], strings),
+            "kind": pa.array([f.kind for f in findings], strings),
+            "services": pa.array([list(f.services) for f in findings], pa.list_(strings)),
+            "event": pa.array([f.event for f in findings], strings),
+            "resource": pa.array([f.resource for f in findings], strings),
+            "workflow_id": pa.array([f.workflow for f in findings], strings),
+            "confidence": pa.array([f.confidence for f in findings], pa.float64()),
+            "severity": pa.array([f.severity for f in findings], strings),
+            "summary": pa.array([f.summary for f in findings], strings),
+            "recommendation": pa.array([f.recommendation for f in findings], strings),
+            "evidence": pa.array([json.dumps(f.evidence, default=str) for f in findings], strings),
+            "trace_ids": pa.array([list(f.trace_ids) for f in findings], pa.list_(strings)),
+        })
+        con.register("_finding_rows", rows)
+        try:
+            con.execute(f"INSERT INTO {table} SELECT * FROM _finding_rows")
+        finally:
+            con.unregister("_finding_rows")
 
 
 def load_findings(con: duckdb.DuckDBPyConnection, table: str = "findings", order: str = "finding_id") -> list[Finding]:

@@ -42,17 +42,22 @@ from choreoscope.analysis.data_access import WRITE_VERBS
 HANDLER_ROLES = ("consumer", "server")
 
 
-def synchronously_sequenced(graph: nx.DiGraph) -> set[tuple[str, str]]:
+def synchronously_sequenced(graph: nx.DiGraph, only: set[str] | None = None) -> set[tuple[str, str]]:
     """Pairs (a, b), both ways, where some step C reaches a through synchronous calls only and also
     causes b: C waits for a before going on, so their order is explicit (an orchestrator calling
-    one service after another, or calling one and then publishing)."""
+    one service after another, or calling one and then publishing). With `only`, just the pairs
+    with both ends in it."""
     calls = nx.DiGraph([(u, v) for u, v, via in graph.edges(data="via") if via == "call"])
     out: set[tuple[str, str]] = set()
     for c in calls:
         called = nx.descendants(calls, c)
+        if only is not None:
+            called &= only
         if not called:
             continue
         caused = nx.descendants(graph, c)
+        if only is not None:
+            caused &= only
         for a in called:
             for b in caused:
                 if a != b:
@@ -71,24 +76,27 @@ def step_graphs(con: duckdb.DuckDBPyConnection) -> dict[str, nx.DiGraph]:
     return graphs
 
 
-def _excluded_pairs(graphs: dict[str, nx.DiGraph]) -> pa.Table:
-    """Pairs (workflow, a, b) explained causally: a path either way, or sequenced by a caller."""
+def _excluded_pairs(graphs: dict[str, nx.DiGraph], handlers: set[str]) -> pa.Table:
+    """Pairs (workflow, a, b) of handler steps explained causally: a path either way, or sequenced
+    by a caller. Only handler steps are ever paired, so only they are closed over: handlers x
+    handlers per workflow, not steps x steps."""
     rows: set[tuple[str, str, str]] = set()
     for wf, graph in graphs.items():
-        for node in graph:
-            for reached in nx.descendants(graph, node):
+        for node in handlers.intersection(graph):
+            for reached in nx.descendants(graph, node) & handlers:
                 rows.add((wf, node, reached))
                 rows.add((wf, reached, node))
-        rows.update((wf, a, b) for a, b in synchronously_sequenced(graph))
+        rows.update((wf, a, b) for a, b in synchronously_sequenced(graph, handlers))
     cols = list(zip(*rows)) if rows else [[], [], []]
     return pa.table({"workflow_id": list(cols[0]), "a": list(cols[1]), "b": list(cols[2])},
                     schema=pa.schema([("workflow_id", pa.string()), ("a", pa.string()), ("b", pa.string())]))
 
 
 def ancestor_hops(graphs: dict[str, nx.DiGraph], handlers: set[str]) -> pa.Table:
-    """(workflow, step, ancestor, hops, edges) for every step and every step that causes it (itself
-    at 0): hops = handler steps entered on the shortest way down (the ancestor not counted), edges =
-    step-graph edges on it. One Dijkstra per step over the (small) workflow step graph."""
+    """(workflow, step, ancestor, hops, edges) for every handler step (the only steps paired) and
+    every step that causes it (itself at 0): hops = handler steps entered on the shortest way down
+    (the ancestor not counted), edges = step-graph edges on it. One Dijkstra per handler step over
+    the (small) workflow step graph."""
     out: dict[str, list] = {"workflow_id": [], "step": [], "ancestor": [], "hops": [], "edges": []}
     for wf, graph in graphs.items():
         up = graph.reverse(copy=False)
@@ -97,6 +105,8 @@ def ancestor_hops(graphs: dict[str, nx.DiGraph], handlers: set[str]) -> pa.Table
             return 1 if u in handlers else 0
 
         for node in graph:
+            if node not in handlers:
+                continue
             edges = nx.single_source_shortest_path_length(up, node)
             for anc, hops in nx.single_source_dijkstra_path_length(up, node, weight=weight).items():
                 for key, value in (("workflow_id", wf), ("step", node), ("ancestor", anc),
@@ -286,8 +296,9 @@ SELECT workflow_id, step_a, step_b, any_value(service_a) AS service_a,
            FILTER (WHERE a_end <= b_final) AS cause_follow_corr,
        regr_slope((b_final - cause_start) / 1e6, (a_end - cause_start) / 1e6)
            FILTER (WHERE a_end <= b_final) AS cause_follow_slope,
-       list(entry_trace_id ORDER BY entry_trace_id)[1:5] AS example_trace_ids,
-       list(entry_trace_id ORDER BY entry_trace_id) FILTER (WHERE broken)[1:5] AS broken_example_trace_ids
+       -- the five smallest, without sorting every instance's id into a list first
+       min(entry_trace_id, 5) AS example_trace_ids,
+       min(entry_trace_id, 5) FILTER (WHERE broken) AS broken_example_trace_ids
 FROM p
 GROUP BY workflow_id, step_a, step_b
 """
@@ -297,7 +308,7 @@ def build_orderings(con: duckdb.DuckDBPyConnection) -> None:
     graphs = step_graphs(con)
     handlers = {s for (s,) in con.execute(
         "SELECT DISTINCT step_id FROM span_steps WHERE role IN ('consumer', 'server')").fetchall()}
-    con.register("_explained_pairs", _excluded_pairs(graphs))
+    con.register("_explained_pairs", _excluded_pairs(graphs, handlers))
     con.register("_ancestor_hops", ancestor_hops(graphs, handlers))
     try:
         for sql in (OCC_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):

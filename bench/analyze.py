@@ -1,17 +1,28 @@
-"""Benchmark the analysis pipeline: synthetic stores of 100k and 1M spans, time and peak memory.
+"""Benchmark the analysis: end to end from a dump (default), or the pipeline on a synthetic store.
 
-    python bench/analyze.py [--sizes 100000 1000000] [--keep DIR]
+    python bench/analyze.py [--sizes 100000 1000000] [--keep DIR] [--store] [--pm4py-python PY]
 
-Each size runs in its own subprocess (so peak RSS is that size's alone). Spans are synthesised in
-SQL from 10 workflow templates of about 50 spans each (calls, events continuing the trace, batch
-consumers starting a new trace with a span link, message ids), so the store looks like what the
-receiver writes. Prints per stage seconds, total seconds, spans/s and peak RSS.
+Default (`dump` mode): for each size, `bench/gen_dump.py` writes an OTLP/JSON-lines dump (random
+W3C ids, consumers in new traces with links, message-id-only hops, fan-outs of 1-50, mixed
+conventions), then one subprocess (so peak RSS is that size's alone) does what `choreoscope
+analyze dump.jsonl` does: load into a new store, run the pipeline, build and validate the report.
+Prints seconds per stage (load, analysis, report), spans/s loaded, peak RSS, and the growth of the
+total time against the smallest size (linear growth is the size ratio). PM4Py, when installed (in
+this interpreter, or in the one `--pm4py-python` names; it is never a dependency: AGPL), is run on
+the smallest dump in the same run as the reference: read the dump, build its event log (case =
+trace, activity = span name) and discover a DFG and an inductive-miner Petri net.
+
+`--store`: the older benchmark of the pipeline alone, on stores synthesised in SQL from 10
+workflow templates of about 50 spans each (calls, events continuing the trace, batch consumers
+starting a new trace with a span link, message ids). Prints per stage seconds, total, spans/s and
+peak RSS.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import subprocess
@@ -134,19 +145,141 @@ def run_one(n_spans: int, workdir: Path) -> dict:
     return out
 
 
+def run_dump(dump: Path, workdir: Path) -> dict:
+    """`choreoscope analyze DUMP`, stage by stage: load, pipeline, report."""
+    from choreoscope.analysis.pipeline import run_pipeline
+    from choreoscope.analysis.report import build_report, validate_report
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
+
+    path = workdir / f"{dump.stem}.duckdb"
+    path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    con = store.connect(path)
+    loaded = load_paths(con, [dump])
+    load_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    ctx = run_pipeline(con)
+    analysis_s = time.perf_counter() - t1
+    t2 = time.perf_counter()
+    report = build_report(con)
+    validate_report(report)
+    text = json.dumps(report, indent=2, default=str)
+    report_s = time.perf_counter() - t2
+    out = {
+        "spans": loaded.spans_loaded, "errors": len(loaded.errors),
+        "instances": store.scalar(con, "SELECT count(*) FROM instances"),
+        "workflows": store.scalar(con, "SELECT count(*) FROM workflows"),
+        "report_kb": len(text) // 1024,
+        "load_s": round(load_s, 2), "analysis_s": round(analysis_s, 2), "report_s": round(report_s, 2),
+        "total_s": round(load_s + analysis_s + report_s, 2),
+        "load_spans_per_s": round(loaded.spans_loaded / load_s),
+        "stages_s": {k: round(v, 2) for k, v in ctx.timings.items()},
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+    }
+    con.close()
+    return out
+
+
+PM4PY_REFERENCE = r"""
+import json, sys, time
+t0 = time.perf_counter()
+import pandas as pd
+import pm4py
+rows = []
+with open(sys.argv[1], encoding="utf-8") as fh:
+    for line in fh:
+        for rs in json.loads(line).get("resourceSpans", []):
+            for ss in rs.get("scopeSpans", []):
+                for sp in ss.get("spans", []):
+                    rows.append((sp["traceId"], sp["name"], int(sp["startTimeUnixNano"])))
+df = pd.DataFrame(rows, columns=["case", "activity", "ns"])
+df["timestamp"] = pd.to_datetime(df["ns"], unit="ns", utc=True)
+df = pm4py.format_dataframe(df, case_id="case", activity_key="activity", timestamp_key="timestamp")
+pm4py.discover_dfg(df)
+pm4py.discover_petri_net_inductive(df)
+print(json.dumps({"pm4py_s": round(time.perf_counter() - t0, 2), "events": len(df)}))
+"""
+
+
+def pm4py_python(given: str | None) -> str | None:
+    """The interpreter to run the PM4Py reference in, or None when PM4Py is not installed."""
+    for py in ([given] if given else []) + [sys.executable]:
+        probe = subprocess.run([py, "-c", "import pm4py"], capture_output=True, check=False)
+        if probe.returncode == 0:
+            return py
+    return None
+
+
+def main_dump(args, workdir: Path) -> int:
+    from bench.gen_dump import generate
+
+    load = os.getloadavg()
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(f"{'spans':>9} {'dump MB':>7} {'load s':>6} {'spans/s':>8} {'analysis s':>10} {'report s':>8} "
+          f"{'total s':>7} {'growth':>6} {'peak RSS MB':>11}  stages (s)")
+    first = None
+    dumps = {}
+    for size in args.sizes:
+        dump = workdir / f"dump-{size}.jsonl"
+        if not dump.exists():
+            generate(str(dump), size)
+        dumps[size] = dump
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one-dump", str(dump), "--workdir", str(workdir)],
+            capture_output=True, text=True, check=False,
+        )
+        if proc.returncode != 0:
+            print(proc.stderr, file=sys.stderr)
+            return 1
+        r = json.loads(proc.stdout.strip().splitlines()[-1])
+        if first is None:
+            first = r
+        growth = (r["total_s"] / first["total_s"]) / (r["spans"] / first["spans"])
+        stages = ", ".join(f"{k} {v}" for k, v in r["stages_s"].items())
+        print(f"{r['spans']:>9} {dump.stat().st_size // 2**20:>7} {r['load_s']:>6} {r['load_spans_per_s']:>8} "
+              f"{r['analysis_s']:>10} {r['report_s']:>8} {r['total_s']:>7} {growth:>6.2f} "
+              f"{r['peak_rss_mb']:>11}  {stages}")
+    print("growth: total time per span against the smallest size (1.00 = linear)")
+    py = pm4py_python(args.pm4py_python)
+    if py is None:
+        print("PM4Py is not installed: no reference run (pip install pm4py in a throwaway venv and pass "
+              "--pm4py-python; it is never a dependency: AGPL)")
+        return 0
+    smallest = min(args.sizes)
+    proc = subprocess.run([py, "-c", PM4PY_REFERENCE, str(dumps[smallest])],
+                          capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(f"PM4Py reference failed: {proc.stderr[-800:]}", file=sys.stderr)
+        return 1
+    ref = json.loads(proc.stdout.strip().splitlines()[-1])
+    ours = first["total_s"]
+    print(f"PM4Py on {smallest} spans (read dump, event log, DFG + inductive miner): {ref['pm4py_s']} s; "
+          f"choreoscope end to end {ours} s = {ours / ref['pm4py_s']:.2f}x PM4Py")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
-    parser.add_argument("--keep", type=Path, help="keep the stores in this directory")
+    parser.add_argument("--keep", type=Path, help="keep the dumps and stores in this directory")
+    parser.add_argument("--store", action="store_true", help="benchmark the pipeline on synthetic stores")
+    parser.add_argument("--pm4py-python", help="an interpreter with pm4py installed, for the reference run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
+    parser.add_argument("--one-dump", type=Path, help=argparse.SUPPRESS)  # child mode
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         print(json.dumps(run_one(args.one, args.workdir)))
         return 0
+    if args.one_dump:
+        print(json.dumps(run_dump(args.one_dump, args.workdir)))
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
+        if not args.store:
+            return main_dump(args, workdir)
         print(f"{'spans':>9} {'instances':>9} {'analysis s':>10} {'spans/s':>9} {'peak RSS MB':>11}  stages (s)")
         for size in args.sizes:
             proc = subprocess.run(

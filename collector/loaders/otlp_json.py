@@ -109,7 +109,14 @@ def _any_value(value: dict):
 
 
 def _key_values(kvs) -> dict:
-    return {kv["key"]: _any_value(kv.get("value")) for kv in kvs or ()}
+    out = {}
+    for kv in kvs or ():
+        key = kv["key"]
+        value = kv.get("value")
+        # Most values are strings: read them inline (`_any_value` gives the same for them).
+        text = value.get("stringValue") if value else None
+        out[key] = text if text is not None else _any_value(value)
+    return out
 
 
 def _enum(value, names: dict, table: tuple) -> str:

@@ -12,11 +12,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import duckdb
+import pyarrow as pa
+import pyarrow.ipc  # registers pa.ipc
 
-from choreoscope.collector.spanbatch import SpanBatch
-from choreoscope.collector.store import insert_arrow
+from choreoscope.collector.spanbatch import SpanBatch, _table
+from choreoscope.collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA, insert_arrow
 
 CHUNK_SPANS = 20_000
+# What converting a row the loader filled with an unexpected value can raise.
+_CONVERSION_ERRORS = (pa.ArrowException, TypeError, ValueError, OverflowError)
 
 
 @dataclass
@@ -52,6 +56,7 @@ class FileSink:
         self.on_flush = on_flush
         self.batch = SpanBatch(source=result.path)
         self._rejected_seen = 0
+        self.workers = 0  # parse processes for a JSON-lines file (set by load_file)
 
     def _drain_rejected(self) -> None:
         """Move the batch's rejections into the errors, so errors stay in file order."""
@@ -74,19 +79,83 @@ class FileSink:
         batch, self.batch = self.batch, SpanBatch(source=self.result.path)
         self._rejected_seen = 0
         if len(batch):
-            spans, links = batch.to_arrow()
-            # Our own transaction per chunk: do not call a loader inside an open transaction.
-            self.con.execute("BEGIN TRANSACTION")
-            try:
-                added = insert_arrow(self.con, spans, links)
-                self.con.execute("COMMIT")
-            except duckdb.Error as exc:
-                self.con.execute("ROLLBACK")
-                self.result.spans_rejected += len(batch)
-                self.error("", f"could not store a chunk of {len(batch)} spans ({exc}); nothing of that "
-                               "chunk was stored, earlier chunks were")
-            else:
-                self.result.spans_loaded += added
-                self.result.duplicates_skipped += len(batch) - added
+            spans, links = self._to_arrow(batch)
+            self.store_arrow(spans, links)
         if self.on_flush is not None:
             self.on_flush(self.result)
+
+    def _to_arrow(self, batch: SpanBatch) -> tuple[pa.Table, pa.Table]:
+        """The chunk's tables. SpanBatch.add does not check every field's type, so a span with,
+        say, an infinite time or a lone surrogate in its name would fail the whole chunk's
+        conversion: then the rows are converted one by one and only the bad ones are refused."""
+        try:
+            return batch.to_arrow()
+        except _CONVERSION_ERRORS:
+            pass
+        good, bad_ids = [], set()
+        for row in batch.rows:
+            try:
+                _table([row], SPAN_ARROW_SCHEMA)
+            except _CONVERSION_ERRORS as exc:
+                bad_ids.add((row[0], row[1]))
+                self.result.spans_rejected += 1
+                self.error("", f"span {row[1]} ({str(row[4])[:60]!r}) has a field of the wrong type or "
+                               f"range ({type(exc).__name__}: {exc}); skipped")
+            else:
+                good.append(row)
+        links = []
+        for row in batch.link_rows:
+            if (row[0], row[1]) in bad_ids:
+                continue
+            try:
+                _table([row], LINK_ARROW_SCHEMA)
+            except _CONVERSION_ERRORS as exc:
+                self.error("", f"a link of span {row[1]} has a field of the wrong type ({exc}); link skipped")
+            else:
+                links.append(row)
+        return _table(good, SPAN_ARROW_SCHEMA), _table(links, LINK_ARROW_SCHEMA)
+
+    def store_arrow(self, spans: pa.Table, links: pa.Table) -> None:
+        """Insert one chunk of normalised rows (from this sink's batch or a parse worker's)."""
+        n = spans.num_rows
+        # Our own transaction per chunk: do not call a loader inside an open transaction.
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            added = insert_arrow(self.con, spans, links)
+            self.con.execute("COMMIT")
+        except duckdb.Error as exc:
+            self.con.execute("ROLLBACK")
+            self.result.spans_rejected += n
+            self.error("", f"could not store a chunk of {n} spans ({exc}); nothing of that "
+                           "chunk was stored, earlier chunks were")
+        else:
+            self.result.spans_loaded += added
+            self.result.duplicates_skipped += n - added
+
+
+class CollectSink(FileSink):
+    """A parse worker's sink: the same batches and messages as FileSink, but each full chunk is
+    kept as Arrow IPC buffers (cheap to send to the loading process) instead of being stored."""
+
+    def __init__(self, result: FileResult, *, chunk_spans: int = CHUNK_SPANS) -> None:
+        super().__init__(None, result, chunk_spans=chunk_spans)  # type: ignore[arg-type]
+        self.chunks: list[tuple[pa.Buffer, pa.Buffer]] = []
+
+    def flush(self) -> None:
+        self._drain_rejected()
+        batch, self.batch = self.batch, SpanBatch(source=self.result.path)
+        self._rejected_seen = 0
+        if len(batch):
+            spans, links = self._to_arrow(batch)
+            self.chunks.append((to_ipc(spans), to_ipc(links)))
+
+
+def to_ipc(table: pa.Table) -> pa.Buffer:
+    out = pa.BufferOutputStream()
+    with pa.ipc.new_stream(out, table.schema) as writer:
+        writer.write_table(table)
+    return out.getvalue()
+
+
+def from_ipc(buffer: pa.Buffer) -> pa.Table:
+    return pa.ipc.open_stream(buffer).read_all()
