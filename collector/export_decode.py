@@ -93,12 +93,14 @@ def parse_request(body: bytes, content_type: str, encoding: str, limit: int) -> 
     if content_type == PROTOBUF:
         try:
             return ExportTraceServiceRequest.FromString(body)
-        except DecodeError as exc:
+        except (DecodeError, RecursionError, SystemError) as exc:  # SystemError: upb on some malformed bodies
             raise BadRequest(f"body is not a protobuf ExportTraceServiceRequest ({exc})") from None
     try:
         obj = json.loads(body)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadRequest(f"body is not JSON ({exc})") from None
+    except RecursionError:
+        raise BadRequest("body is JSON nested too deeply to read") from None
     if not isinstance(obj, dict):
         raise BadRequest("OTLP JSON body must be an object like {\"resourceSpans\": [...]}")
     try:

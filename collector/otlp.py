@@ -123,16 +123,42 @@ def _id_to_base64(value: str) -> str:
     return value  # already base64 (some exporters), or invalid: SpanBatch rejects it later
 
 
+def _parse_dict(obj: dict, message):
+    try:
+        return json_format.ParseDict(_hex_ids_to_base64(obj), message, ignore_unknown_fields=True)
+    except RecursionError:
+        # ParseDict stops at 100 levels, but the id walk before it (and ParseDict itself when the
+        # stack is already deep) can run out first; deep nesting is the document's fault.
+        raise json_format.ParseError("nested too deeply (OTLP JSON nests a few levels; attribute "
+                                     "values at most 100)") from None
+    except (TypeError, AttributeError, OverflowError) as exc:
+        # a JSON value of an unexpected shape that ParseDict does not turn into a ParseError
+        raise json_format.ParseError(f"{type(exc).__name__}: {exc}") from None
+
+
 def traces_data_from_json(obj: dict) -> TracesData:
     """Parse an OTLP JSON document ({"resourceSpans": [...]}) into a TracesData message.
 
     Raises google.protobuf.json_format.ParseError on a document that is not OTLP JSON.
     """
-    return json_format.ParseDict(_hex_ids_to_base64(obj), TracesData(), ignore_unknown_fields=True)
+    return _parse_dict(obj, TracesData())
 
 
 def export_request_from_json(obj: dict) -> ExportTraceServiceRequest:
-    """Parse an OTLP/HTTP JSON request body into an ExportTraceServiceRequest."""
-    return json_format.ParseDict(
-        _hex_ids_to_base64(obj), ExportTraceServiceRequest(), ignore_unknown_fields=True
-    )
+    """Parse an OTLP/HTTP JSON request body into an ExportTraceServiceRequest (or ParseError)."""
+    return _parse_dict(obj, ExportTraceServiceRequest())
+
+
+# What decoding a hostile body can raise besides BadRequest/TooLarge: the standard library's JSON
+# parser raises RecursionError on deep nesting, and protobuf's upb raises SystemError when the
+# Python stack runs out inside it. The receivers answer these 400 / INVALID_ARGUMENT: the body
+# caused them. (RuntimeError itself is not here: a lost decode worker or a closed pool is ours.)
+UNDECODABLE = (RecursionError, SystemError, UnicodeError, OverflowError, TypeError, KeyError,
+               IndexError, ValueError)
+
+
+def undecodable_message(exc: BaseException) -> str:
+    """The 400 message for one of UNDECODABLE."""
+    if isinstance(exc, RecursionError | SystemError):
+        return "body is nested too deeply to decode (OTLP nests a few levels)"
+    return f"body is not a valid OTLP export request ({type(exc).__name__}: {exc})"

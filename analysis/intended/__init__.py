@@ -76,20 +76,30 @@ def load_intended(paths: list[str] | str) -> IntendedModel:
     decls = []
     seen_services: dict[str, str] = {}
     for doc in docs:
-        model.files.append(doc.path)
-        if is_asyncapi(doc.data):
-            decl = parse_asyncapi(doc, mapping)
-            if decl.service in seen_services:
-                raise IntendedError(f"{doc.path}: describes service {decl.service!r} which "
-                                    f"{seen_services[decl.service]} already describes; one AsyncAPI "
-                                    "document per service (rename with a choreoscope-mapping.yaml)")
-            seen_services[decl.service] = doc.path
-            decls.append(decl)
-        else:
-            load_native(doc, model)
+        try:
+            _add_document(doc, model, mapping, decls, seen_services)
+        except RecursionError:
+            # a YAML alias that contains itself (`&a [*a]`) makes a cyclic value
+            raise IntendedError(f"{doc.path}: refers to itself (a YAML alias inside its own anchor) or "
+                                "is nested too deeply; write the value out") from None
     add_declarations(model, decls)
     names = [w.name for w in model.workflows]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise IntendedError(f"workflow name(s) declared in more than one document: {', '.join(dupes)}")
     return model
+
+
+def _add_document(doc, model: IntendedModel, mapping: dict[str, str], decls: list,
+                  seen_services: dict[str, str]) -> None:
+    model.files.append(doc.path)
+    if is_asyncapi(doc.data):
+        decl = parse_asyncapi(doc, mapping)
+        if decl.service in seen_services:
+            raise IntendedError(f"{doc.path}: describes service {decl.service!r} which "
+                                f"{seen_services[decl.service]} already describes; one AsyncAPI "
+                                "document per service (rename with a choreoscope-mapping.yaml)")
+        seen_services[decl.service] = doc.path
+        decls.append(decl)
+    else:
+        load_native(doc, model)

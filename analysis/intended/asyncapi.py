@@ -43,8 +43,8 @@ def is_asyncapi(data: object) -> bool:
 
 
 def _merge(target: dict, address: str, names: set[str] | None) -> None:
-    if address in target and (target[address] is ANY or names is ANY):
-        target[address] = ANY
+    if names is ANY or (address in target and target[address] is ANY):
+        target[address] = ANY  # (also when first seen: `set() | ANY` would raise TypeError)
     else:
         target[address] = (target.get(address) or set()) | names
 
@@ -147,6 +147,8 @@ def _message_names(r: _Resolver, messages: list, path: list) -> set[str] | None:
         name = _message_name(msg)
         if name is None:
             return ANY
+        if not isinstance(name, str):
+            raise r.doc.error(path + [i, "name"], f"expected the message name as a string, got {name!r}")
         names.add(name)
     return names
 

@@ -66,4 +66,8 @@ def read_document(path: str | Path) -> Document:
         mark = getattr(exc, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else path
         raise IntendedError(f"{where}: not valid YAML/JSON: {getattr(exc, 'problem', exc)}") from exc
+    except RecursionError:
+        # PyYAML's scanner, parser and composer recurse once per nesting level
+        raise IntendedError(f"{path}: nested too deeply to read (hundreds of levels of lists or "
+                            "mappings); an intended-workflow document needs a few") from None
     return Document(path, data, root)

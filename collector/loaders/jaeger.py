@@ -71,11 +71,15 @@ def load_traces(traces: list, sink: FileSink, where: str) -> None:
     for ti, trace in enumerate(traces):
         processes = trace.get("processes") or {}
         spans = trace.get("spans") or []
+        if not isinstance(spans, list):
+            sink.error(f"{where}trace {ti}", f"not a Jaeger trace (`spans` is {type(spans).__name__}, "
+                                            "not a list); skipped")
+            continue
         for si, span in enumerate(spans):
             place = f"{where}trace {ti} span {si}"
             try:
                 _add_span(span, processes, sink, place)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError) as exc:
                 sink.error(place, f"not a valid Jaeger span ({type(exc).__name__}: {exc}); skipped")
                 sink.result.spans_rejected += 1
             sink.maybe_flush()

@@ -34,6 +34,7 @@ Broker tags are mapped onto the messaging conventions, so analysis sees messagin
 from __future__ import annotations
 
 import hashlib
+import math
 from dataclasses import dataclass, field
 
 from choreoscope.collector import semconv as sc
@@ -107,23 +108,68 @@ def load_records(records: list, sink: FileSink) -> None:
             for key in ("timestamp", "duration"):
                 if rec.get(key) is not None and not isinstance(rec[key], (int, float)):
                     raise BadId(f"{key} {rec[key]!r} is not a number of microseconds")
+                if isinstance(rec.get(key), float) and not math.isfinite(rec[key]):
+                    raise BadId(f"{key} {rec[key]!r} is not a finite number of microseconds")
+            _check_shapes(rec)
         except BadId as exc:
             sink.error(place, f"span {rec.get('id')!r} ({rec.get('name')!r}): {exc}; skipped")
             sink.result.spans_rejected += 1
             continue
         valid.append((n, rec, tid, sid, pid))
 
-    parts = _assemble(valid)
-    kafka_sends = {}  # client-half id -> topic, for SmartThings' "receive <topic>" server halves
+    try:
+        parts = _assemble(valid)
+        kafka_sends = {}  # client-half id -> topic, for SmartThings' "receive <topic>" server halves
+        for part in parts:
+            lead = part.records[0][1]
+            words = str(lead.get("name") or "").split(" ", 1)
+            if part.server_half_of and len(words) == 2 and words[0] == "receive" and \
+                    sc.ZIPKIN_KAFKA_PARTITION in (lead.get("tags") or {}):
+                kafka_sends[(part.trace_id, part.server_half_of)] = words[1]
+    except _RECORD_ERRORS as exc:  # _check_shapes should have refused the record that did this
+        sink.error("", f"not valid Zipkin v2 JSON ({type(exc).__name__}: {exc}); nothing of this "
+                       "document was loaded")
+        sink.result.spans_rejected += len(valid)
+        return
     for part in parts:
-        lead = part.records[0][1]
-        words = str(lead.get("name") or "").split(" ", 1)
-        if part.server_half_of and len(words) == 2 and words[0] == "receive" and \
-                sc.ZIPKIN_KAFKA_PARTITION in (lead.get("tags") or {}):
-            kafka_sends[(part.trace_id, part.server_half_of)] = words[1]
-    for part in parts:
-        _add_part(part, sink, kafka_sends)
+        try:
+            _add_part(part, sink, kafka_sends)
+        except _RECORD_ERRORS as exc:
+            sink.error(f"record {part.records[0][0]}", f"span {part.span_id}: not a valid Zipkin span "
+                                                       f"({type(exc).__name__}: {exc}); skipped")
+            sink.result.spans_rejected += 1
         sink.maybe_flush()
+
+
+# What a record with a field of an unexpected type can raise while it is assembled and mapped.
+_RECORD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, OverflowError)
+_SCALARS = (str, int, float, bool)
+
+
+def _check_shapes(rec: dict) -> None:
+    """Refuse (BadId, as the id checks do) a record whose fields the assembly relies on have the
+    wrong JSON type: endpoints, tags and annotations must be objects/lists, their parts scalars."""
+    for key in ("localEndpoint", "remoteEndpoint", "tags"):
+        if rec.get(key) is not None and not isinstance(rec[key], dict):
+            raise BadId(f"{key} {rec[key]!r} is not an object")
+    for key in ("localEndpoint", "remoteEndpoint"):
+        for part, value in (rec.get(key) or {}).items():
+            if value is not None and not isinstance(value, _SCALARS):
+                raise BadId(f"{key}.{part} {value!r} is not a string or number")
+    for key in ("kind", "name"):
+        if rec.get(key) is not None and not isinstance(rec[key], str):
+            raise BadId(f"{key} {rec[key]!r} is not a string")
+    annotations = rec.get("annotations")
+    if annotations is not None and not isinstance(annotations, list):
+        raise BadId(f"annotations {annotations!r} is not a list")
+    for a in annotations or ():
+        if isinstance(a, dict):
+            ts, value = a.get("timestamp"), a.get("value")
+            if ts is not None and (not isinstance(ts, int | float) or isinstance(ts, bool)
+                                   or not math.isfinite(ts)):
+                raise BadId(f"annotation timestamp {ts!r} is not a number of microseconds")
+            if value is not None and not isinstance(value, _SCALARS):
+                raise BadId(f"annotation value {value!r} is not a string")
 
 
 def _assemble(valid: list[tuple[int, dict, str, str, str | None]]) -> list[_Part]:
