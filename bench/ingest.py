@@ -1,20 +1,28 @@
 """Ingest benchmark: how many spans/s `choreoscope serve` stores, end to end over OTLP/gRPC.
 
-Starts `choreoscope serve --no-dashboard` on a fresh store, has several client processes send
-pre-encoded ExportTraceServiceRequests (distinct ids, N spans of M attributes each) as fast as the
-acknowledgements come back, then stops the server and counts the spans in the DB.
-Prints stored spans/s, export latency percentiles and the server's peak RSS (VmHWM).
+As users run it: random W3C ids (os.urandom, as the SDKs make them), spans with a mix of
+attribute types (strings, ints, doubles, bools, string and int arrays), several client processes
+each with several exports in flight, backing off and retrying on RESOURCE_EXHAUSTED as exporters
+do. In one run the same load goes to
+  1. a parse-only sink: a gRPC server that decodes each request into store rows exactly as serve
+     does (choreoscope's DecodePool, same worker count) and acknowledges without storing;
+  2. `serve --no-dashboard` on a fresh store;
+  3. `serve` with the dashboard and its live analysis, on a fresh store;
+and prints for each spans/s, export latency p50/p99, peak RSS of the server and of its decode
+workers, then each serve's rate as a ratio of the sink's. Every serve run checks its store holds
+each span sent exactly once (none lost, none twice). The load average is printed with them.
 
-    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 150] [--decode-workers 2] [--spans 100] [--attrs 10]
+    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10]
+        [--decode-workers 2] [--only sink,serve,dashboard] [--store-only] [--serve-arg=--queue-spans=20000]
 """
 
 from __future__ import annotations
 
 import argparse
 import multiprocessing as mp
+import os
 import re
 import signal
-import struct
 import subprocess
 import sys
 import tempfile
@@ -26,7 +34,7 @@ EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
 def build_requests(client: int, n_requests: int, n_spans: int, n_attrs: int) -> list[bytes]:
-    """Serialized export requests with ids unique per (client, request, span)."""
+    """Serialized export requests: random ids (a trace of up to 10 spans), mixed attribute types."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     bodies = []
@@ -40,25 +48,43 @@ def build_requests(client: int, n_requests: int, n_spans: int, n_attrs: int) -> 
             kv.key, kv.value.string_value = key, value
         ss = rs.scope_spans.add()
         ss.scope.name = "bench"
-        trace_id = struct.pack(">QQ", client + 1, r + 1)
+        trace_id = root = b""
         for i in range(n_spans):
             span = ss.spans.add()
+            if i % 10 == 0:
+                trace_id, root = os.urandom(16), os.urandom(8)
+                span.span_id = root
+                span.kind = 2
+            else:
+                span.span_id = os.urandom(8)
+                span.parent_span_id = root
+                span.kind = 3
             span.trace_id = trace_id
-            span.span_id = struct.pack(">HIH", client + 1, r + 1, i + 1)
-            if i:
-                span.parent_span_id = struct.pack(">HIH", client + 1, r + 1, 1)
             span.name = f"GET /items/{i % 7}"
-            span.kind = 2 if i == 0 else 3
             span.start_time_unix_nano = now + i * 1000
             span.end_time_unix_nano = now + i * 1000 + 500
             for a in range(n_attrs):
                 kv = span.attributes.add()
-                if a == 0:
-                    kv.key, kv.value.string_value = "http.request.method", "GET"
-                elif a == 1:
-                    kv.key, kv.value.int_value = "http.response.status_code", 200
-                else:
-                    kv.key, kv.value.string_value = f"bench.attr.{a}", f"value-{a}-{i}"
+                v = kv.value
+                match a % 7:
+                    case 0:
+                        kv.key, v.string_value = "http.request.method", "GET"
+                    case 1:
+                        kv.key, v.int_value = "http.response.status_code", 200
+                    case 2:
+                        kv.key, v.double_value = f"bench.ratio.{a}", i / 7
+                    case 3:
+                        kv.key, v.bool_value = f"bench.flag.{a}", bool(i & 1)
+                    case 4:
+                        kv.key = f"bench.tags.{a}"
+                        v.array_value.values.add().string_value = "a"
+                        v.array_value.values.add().string_value = f"t{i % 5}"
+                    case 5:
+                        kv.key = f"bench.ints.{a}"
+                        for x in (1, i % 9):
+                            v.array_value.values.add().int_value = x
+                    case _:
+                        kv.key, v.string_value = f"bench.attr.{a}", f"value-{a}-{i}"
         bodies.append(req.SerializeToString())
     return bodies
 
@@ -71,6 +97,7 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
 
     bodies = build_requests(client, args.requests, args.spans, args.attrs)
     latencies: list[float] = []
+    refusals = [0]
     with grpc.insecure_channel(address) as channel:
         export = channel.unary_unary(EXPORT, request_serializer=None, response_deserializer=None)
         export(build_requests(1000 + client, 1, 1, 1)[0], timeout=30)  # connect before timing
@@ -83,6 +110,7 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
                         export(body, timeout=60)
                     except grpc.RpcError as exc:
                         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
+                            refusals[0] += 1
                             time.sleep(0.05)  # queue full: back off and retry, as exporters do
                             continue
                         raise
@@ -97,7 +125,7 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
             t.start()
         for t in threads:
             t.join()
-    results.put((client, time.perf_counter(), latencies))
+    results.put((client, time.perf_counter(), latencies, refusals[0]))
 
 
 def cpu_seconds(pid: int) -> float:
@@ -136,23 +164,48 @@ def peak_rss_mb(pid: int) -> float:
     return int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clients", type=int, default=4, help="concurrent client processes")
-    parser.add_argument("--streams", type=int, default=4, help="exports in flight per client process")
-    parser.add_argument("--requests", type=int, default=150, help="requests per client")
-    parser.add_argument("--spans", type=int, default=100, help="spans per request")
-    parser.add_argument("--attrs", type=int, default=10, help="attributes per span")
-    parser.add_argument("--decode-workers", type=int, default=2, help="serve --decode-workers")
-    parser.add_argument("--db", help="store to fill (default: a temporary file)")
-    args = parser.parse_args()
+def sink_main(decode_workers: int) -> int:
+    """The parse-only sink: decode every request as serve does, acknowledge, store nothing."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
 
-    tmp = tempfile.TemporaryDirectory()
-    db = Path(args.db or Path(tmp.name) / "bench.duckdb")
-    server = subprocess.Popen(
-        [sys.executable, "-m", "choreoscope.cli", "serve", "--no-dashboard", "--db", str(db),
-         "--grpc-port", "0", "--http-port", "0", "--decode-workers", str(args.decode_workers)],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    import grpc
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
+
+    from choreoscope.collector.export_decode import PROTOBUF, DecodePool
+    from choreoscope.collector.receiver_grpc import SERVICE_NAME, SOURCE
+
+    decoder = DecodePool(decode_workers)
+    ok = ExportTraceServiceResponse().SerializeToString()
+
+    def export(raw: bytes, _context) -> bytes:
+        decoder.decode(raw, PROTOBUF, "identity", 16 * 1024 * 1024, SOURCE)
+        return ok
+
+    server = grpc.server(ThreadPoolExecutor(max_workers=32), handlers=[grpc.method_handlers_generic_handler(
+        SERVICE_NAME, {"Export": grpc.unary_unary_rpc_method_handler(export)})],
+        options=[("grpc.max_receive_message_length", 16 * 1024 * 1024), ("grpc.so_reuseport", 0)])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    print(f"OTLP/gRPC listening on 127.0.0.1:{port}", flush=True)
+    stop.wait()
+    server.stop(5).wait()
+    decoder.close()
+    return 0
+
+
+def run_load(mode: str, args, db: Path) -> dict | None:
+    """Start the server of `mode`, send the load, stop it; the figures (None if it failed)."""
+    if mode == "sink":
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--sink", "--decode-workers", str(args.decode_workers)]
+    else:
+        cmd = [sys.executable, "-m", "choreoscope.cli", "serve", "--db", str(db), "--grpc-port", "0",
+               "--http-port", "0", "--decode-workers", str(args.decode_workers)]
+        cmd += ["--no-dashboard"] if mode == "serve" else ["--dashboard-port", "0"]
+        cmd += args.serve_arg
+    server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     address = None
     for line in server.stdout:
         if m := re.match(r"OTLP/gRPC listening on (\S+)", line):
@@ -160,7 +213,7 @@ def main() -> int:
             break
     if address is None:
         print(server.stderr.read(), file=sys.stderr)
-        return 1
+        return None
 
     ctx = mp.get_context("fork")
     ready, go, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
@@ -171,55 +224,135 @@ def main() -> int:
     for _ in procs:
         ready.acquire()
     cpu_before = tree_cpu_seconds(server.pid)
-    main_cpu_before = cpu_seconds(server.pid)
     idle_before = machine_idle_seconds()
     t_start = time.perf_counter()
     go.set()
-    ends, latencies = [], []
+    ends, latencies, refused = [], [], 0
     for _ in procs:
-        _client, t_end, lat = results.get()
+        _client, t_end, lat, n_refused = results.get()
         ends.append(t_end)
         latencies.extend(lat)
+        refused += n_refused
     for p in procs:
         p.join()
     elapsed = max(ends) - t_start
     idle = machine_idle_seconds() - idle_before
     tree = process_tree(server.pid)
     rss = peak_rss_mb(server.pid)
-    workers_rss = sum(peak_rss_mb(p) for p in tree[1:])
+    workers = [p for p in tree[1:] if "python" in Path(f"/proc/{p}/comm").read_text()]
+    workers_rss = sum(peak_rss_mb(p) for p in workers)
     server_cpu = tree_cpu_seconds(server.pid) - cpu_before
-    main_cpu = cpu_seconds(server.pid) - main_cpu_before
     server.send_signal(signal.SIGTERM)
-    _, err = server.communicate(timeout=120)
+    _, err = server.communicate(timeout=180)
     if server.returncode != 0:
         print(err, file=sys.stderr)
-        return 1
-
-    import duckdb
-
-    con = duckdb.connect(str(db), read_only=True)
-    warmup = args.clients  # one single-span request per client before timing
-    stored = con.execute("SELECT count(*) FROM spans").fetchall()[0][0] - warmup
-    con.close()
+        return None
     expected = args.clients * args.requests * args.spans
+    stored = distinct = expected
+    if mode != "sink":
+        import duckdb
+
+        con = duckdb.connect(str(db), read_only=True)
+        warmup = args.clients  # one single-span request per client before timing
+        total, distinct = con.execute("SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchall()[0]
+        stored, distinct = total - warmup, distinct - warmup
+        con.close()
     latencies.sort()
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
-    print(f"clients={args.clients}x{args.streams} streams, requests={len(latencies)} spans/request={args.spans} attrs/span={args.attrs}")
-    print(f"stored {stored} spans (expected {expected}) in {elapsed:.2f} s "
-          f"-> {stored / elapsed:,.0f} spans/s stored")
-    print(f"export latency p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms max={latencies[-1] * 1000:.1f} ms")
-    print(f"server peak RSS {rss:.0f} MiB (+ {workers_rss:.0f} MiB in {len(tree) - 1} decode workers), "
-          f"server CPU {server_cpu:.2f} s ({stored / max(server_cpu, 1e-9):,.0f} spans per CPU-second; "
-          f"{main_cpu:.2f} s in the server process, {server_cpu - main_cpu:.2f} s in decode workers)")
-    import os
-
     cores = os.cpu_count() or 1
-    print(f"machine idle {idle / (elapsed * cores):.0%} of {cores} cores while sending")
-    tmp.cleanup()
-    return 0 if stored == expected else 1
+    label = {"sink": "parse-only sink", "serve": "serve --no-dashboard", "dashboard": "serve (dashboard)"}[mode]
+    verb = "acknowledged" if mode == "sink" else "stored"
+    print(f"{label:22} {verb} {stored} spans (expected {expected}, {stored - distinct} twice) in {elapsed:.2f} s "
+          f"-> {stored / elapsed:,.0f} spans/s; {refused} exports refused (retried); export p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms; "
+          f"peak RSS server {rss:.0f} MiB + {workers_rss:.0f} MiB in {len(workers)} workers; "
+          f"CPU {server_cpu:.1f} s; machine idle {idle / (elapsed * cores):.0%} of {cores} cores; "
+          f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    return {"rate": stored / elapsed, "ok": stored == expected == distinct}
+
+
+def store_only(args) -> None:
+    """The writer's part alone, in this process: the same requests decoded once into store rows,
+    committed in groups of ~4096 spans (as the receiver's group commit does) into a fresh store
+    with span_keys, and into one whose spans have the old primary key on (trace_id, span_id)."""
+    import duckdb
+    import pyarrow as pa
+
+    from choreoscope.collector import store
+    from choreoscope.collector.export_decode import PROTOBUF, DecodePool
+    from choreoscope.collector.ingest import TARGET_GROUP_SPANS
+
+    pool = DecodePool(0)
+    tables = [pool.decode(body, PROTOBUF, "identity", 16 * 1024 * 1024, "otlp-grpc").spans
+              for c in range(args.clients) for body in build_requests(c, args.requests, args.spans, args.attrs)]
+    per_group = max(1, TARGET_GROUP_SPANS // args.spans)
+    groups = [pa.concat_tables(tables[i:i + per_group]).combine_chunks() for i in range(0, len(tables), per_group)]
+    n = sum(t.num_rows for t in groups)
+    rates = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for layout in ("span_keys", "old primary key", "no index"):
+            db = Path(tmp) / f"{len(rates)}.duckdb"
+            if layout == "span_keys":
+                con = store.connect(db)
+            else:
+                con = duckdb.connect(str(db))
+                cols = ", ".join(f"{c} {t}" for c, t in store.SPAN_COLUMNS)
+                key = ", PRIMARY KEY (trace_id, span_id)" if layout == "old primary key" else ""
+                con.execute(f"CREATE TABLE spans ({cols}{key})")
+            con.execute("SET threads = 1")
+            t0 = time.perf_counter()
+            for rows in groups:
+                con.execute("BEGIN TRANSACTION")
+                if layout == "span_keys":
+                    store.insert_arrow(con, rows, None, skip_duplicates=False)
+                else:
+                    con.execute("INSERT INTO spans SELECT * FROM rows").fetchall()
+                con.execute("COMMIT")
+            rates[layout] = n / (time.perf_counter() - t0)
+            con.close()
+    print(f"store only ({n} spans in {len(groups)} commits, one DuckDB thread): "
+          f"{rates['span_keys']:,.0f} spans/s with span_keys, {rates['old primary key']:,.0f} with the old "
+          f"primary key, {rates['no index']:,.0f} with no index (no dedup) -> span_keys / old "
+          f"{rates['span_keys'] / rates['old primary key']:.2f}; load average "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clients", type=int, default=4, help="concurrent client processes")
+    parser.add_argument("--streams", type=int, default=4, help="exports in flight per client process")
+    parser.add_argument("--requests", type=int, default=500, help="requests per client")
+    parser.add_argument("--spans", type=int, default=100, help="spans per request")
+    parser.add_argument("--attrs", type=int, default=10, help="attributes per span")
+    parser.add_argument("--decode-workers", type=int, default=2, help="serve --decode-workers (and the sink's)")
+    parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
+                        help="extra serve argument (repeatable), e.g. --serve-arg=--queue-spans=20000")
+    parser.add_argument("--only", default="sink,serve,dashboard", help="which runs, comma-separated")
+    parser.add_argument("--store-only", action="store_true",
+                        help="also time the writer alone: span_keys against the old primary key")
+    parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)  # the sink's own process
+    args = parser.parse_args()
+    if args.sink:
+        return sink_main(args.decode_workers)
+
+    print(f"clients={args.clients}x{args.streams} streams, {args.clients * args.requests} requests of "
+          f"{args.spans} spans, {args.attrs} attributes/span; load average before: "
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.store_only:
+        store_only(args)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.only.split(","):
+            results[mode] = run_load(mode, args, Path(tmp) / f"{mode}.duckdb")
+            if results[mode] is None:
+                return 1
+    sink = results.get("sink")
+    for mode in ("serve", "dashboard"):
+        if sink and results.get(mode):
+            print(f"ratio {mode} / parse-only sink: {results[mode]['rate'] / sink['rate']:.2f}")
+    return 0 if all(r["ok"] for r in results.values()) else 1
 
 
 if __name__ == "__main__":

@@ -101,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-dashboard", action="store_true", help="run the OTLP receiver only")
     p.add_argument("--decode-workers", type=int, default=2, metavar="N",
                    help="processes decoding OTLP requests off the server's GIL (default: 2; 0 = in-thread)")
+    p.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                   help="serve the receiver's Prometheus metrics at http://HOST:PORT/metrics (0 picks a free "
+                        "port; default: none)")
     p.add_argument("--intended", action="append", default=[], metavar="PATH",
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",

@@ -69,6 +69,7 @@ class IngestStats:
     queue_limit: int
     commits: int
     spans_per_s: float
+    spans_refused: int = 0  # spans of the refused requests
 
 
 @dataclass
@@ -105,7 +106,10 @@ class Ingester:
         self._duplicates = 0
         self._rejected = 0
         self._refused = 0
+        self._spans_refused = 0
         self._commits = 0
+        # Called with each group commit's duration in seconds (collector/metrics.py sets it).
+        self.commit_observer = None
         self._rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -161,6 +165,7 @@ class Ingester:
             # otherwise it could never be accepted.
             if n and self._pending_spans and self._pending_spans + n > self.queue_limit:
                 self._refused += 1
+                self._spans_refused += n
                 raise QueueFull(self._pending_spans, self.queue_limit)
             self._received += n + rejected
             self._rejected += rejected
@@ -198,6 +203,7 @@ class Ingester:
                 queue_limit=self.queue_limit,
                 commits=self._commits,
                 spans_per_s=rate,
+                spans_refused=self._spans_refused,
             )
 
     # -- writer side -----------------------------------------------------------------------
@@ -252,6 +258,7 @@ class Ingester:
         links = pa.concat_tables(link_tables) if link_tables else None
         error: BaseException | None = None
         added = 0
+        started = time.perf_counter()
         # Called holding write_lock.
         # Duplicates are rare (exporter retries), and the plain INSERT is about twice as fast
         # as INSERT OR IGNORE: try it first, redo the group with the check if one turns up.
@@ -273,6 +280,8 @@ class Ingester:
                     pass
                 if not _is_duplicate_key(exc):
                     break
+        if self.commit_observer is not None and error is None:
+            self.commit_observer(time.perf_counter() - started)
         with self._cond:
             self._pending_spans -= n
             if error is None:
@@ -288,11 +297,10 @@ class Ingester:
 
 
 def _insert_new(cur: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None) -> int:
-    """`store.insert_arrow(..., skip_duplicates=False)`, with the tables read by DuckDB's
-    replacement scan of this function's local variables instead of registered views: creating
-    and dropping those views cost ~1 ms of every group's transaction (~1 µs a span of the
-    writer, which sets the receiver's pace)."""
-    _choreoscope_incoming_spans = spans  # read by name in the SQL below
+    """`store.insert_arrow(..., skip_duplicates=False)` inside the group's transaction: the span
+    keys (the one index), the spans, the links. Raises ConstraintException on a duplicate."""
+    _choreoscope_incoming_spans = spans  # read by name in the SQL below (replacement scan)
+    cur.execute(f"INSERT INTO span_keys SELECT {store.SPAN_KEY_SQL} FROM _choreoscope_incoming_spans").fetchall()
     added = cur.execute("INSERT INTO spans SELECT * FROM _choreoscope_incoming_spans").fetchall()[0][0]
     if links is not None and links.num_rows:
         _choreoscope_incoming_links = links

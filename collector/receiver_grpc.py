@@ -18,8 +18,9 @@ from google.protobuf.duration_pb2 import Duration
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceResponse
 
-from choreoscope.collector.export_decode import PROTOBUF, BadRequest, DecodePool
+from choreoscope.collector.export_decode import PROTOBUF, BadRequest, DecodePool, DecodeWorkerLost
 from choreoscope.collector.ingest import Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.otlp import UNDECODABLE, undecodable_message
 from choreoscope.collector.tls_auth import ServerSecurity
 
 SERVICE_NAME = "opentelemetry.proto.collector.trace.v1.TraceService"
@@ -71,6 +72,10 @@ class TraceServiceHandler:
                 decoded = self.decoder.decode(raw, PROTOBUF, "identity", self.max_request_bytes, SOURCE)
             except BadRequest as exc:
                 context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{exc}; nothing was stored")
+            except DecodeWorkerLost as exc:  # replaced already: the client may retry
+                context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+            except UNDECODABLE as exc:  # the body's fault (deep nesting, ...): not INTERNAL/UNKNOWN
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"{undecodable_message(exc)}; nothing was stored")
             try:
                 accepted = submit_decoded(self.ingester, decoded)
             except QueueFull as exc:

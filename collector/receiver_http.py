@@ -24,8 +24,16 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTrace
 from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 
-from choreoscope.collector.export_decode import JSON, PROTOBUF, BadRequest, DecodePool, TooLarge
+from choreoscope.collector.export_decode import (
+    JSON,
+    PROTOBUF,
+    BadRequest,
+    DecodePool,
+    DecodeWorkerLost,
+    TooLarge,
+)
 from choreoscope.collector.ingest import Accepted, Ingester, IngesterStopped, QueueFull, submit_decoded
+from choreoscope.collector.otlp import UNDECODABLE, undecodable_message
 from choreoscope.collector.tls_auth import ServerSecurity
 
 TRACES_PATH = "/v1/traces"
@@ -138,7 +146,7 @@ class TracesHandler(tornado.web.RequestHandler):
             self.set_header("Retry-After", str(exc.retry_after_s))
             self._fail(429, code_pb2.RESOURCE_EXHAUSTED, str(exc))
             return
-        except IngesterStopped as exc:
+        except (IngesterStopped, DecodeWorkerLost) as exc:  # a lost worker is replaced: retry
             self.set_header("Retry-After", str(RETRY_AFTER_S))
             self._fail(503, code_pb2.UNAVAILABLE, str(exc))
             return
@@ -191,7 +199,12 @@ class HttpReceiver:
 
     def decode_and_submit(self, body: bytes, content_type: str, encoding: str) -> Accepted:
         with self.ingester.decoding():
-            decoded = self.decode_pool.decode(body, content_type, encoding, self.max_request_bytes, SOURCE)
+            try:
+                decoded = self.decode_pool.decode(body, content_type, encoding, self.max_request_bytes, SOURCE)
+            except (BadRequest, TooLarge):
+                raise
+            except UNDECODABLE as exc:  # the body's fault (deep nesting, ...): 400, not 500
+                raise BadRequest(undecodable_message(exc)) from None
             return submit_decoded(self.ingester, decoded)
 
     def start(self, host: str, port: int) -> int:

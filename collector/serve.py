@@ -47,8 +47,10 @@ class Receiver:
                  grpc_port: int = 4317, http_port: int = 4318,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  queue_spans: int = DEFAULT_QUEUE_SPANS, decode_workers: int = 0,
-                 security: ServerSecurity | None = None):
+                 security: ServerSecurity | None = None, metrics_port: int | None = None):
         self.con = con
+        self.metrics_port = metrics_port  # None: no /metrics endpoint
+        self.metrics = None
         self.security = security or ServerSecurity()
         self.host = host
         self.grpc_port = grpc_port
@@ -79,6 +81,11 @@ class Receiver:
             self._http = HttpReceiver(self.ingester, self._decoder, self.max_request_bytes,
                                       security=self.security)
             self.http_port = self._http.start(self.host, self.http_port)
+            if self.metrics_port is not None:
+                from choreoscope.collector.metrics import ReceiverMetrics  # prometheus-client
+
+                self.metrics = ReceiverMetrics(self.ingester, self.con)
+                self.metrics_port = self.metrics.start(self.host, self.metrics_port, self.security)
         except BaseException:
             self.stop()
             raise
@@ -86,6 +93,14 @@ class Receiver:
 
     def stats(self) -> IngestStats:
         return self.ingester.stats()
+
+    @property
+    def metrics_url(self) -> str | None:
+        if self.metrics is None:
+            return None
+        scheme = "https" if self.security.tls else "http"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.metrics_port}/metrics"
 
     def stop(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let requests in flight finish, commit what was accepted."""
@@ -99,6 +114,8 @@ class Receiver:
             self._http.stop()
         if self._decoder is not None:
             self._decoder.close()
+        if self.metrics is not None:
+            self.metrics.stop()
         self._grpc = self._http = self._decoder = None
 
 
@@ -136,6 +153,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
         con, host=args.host, grpc_port=args.grpc_port, http_port=args.http_port,
         max_request_bytes=args.max_request_bytes, queue_spans=args.queue_spans,
         decode_workers=decode_workers, security=security,
+        metrics_port=getattr(args, "metrics_port", None),
     )
     try:
         receiver.start()
@@ -153,6 +171,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     signal.signal(signal.SIGTERM, on_signal)
     print(f"OTLP/gRPC listening on {receiver.grpc_address} ({security.describe()})", flush=True)
     print(f"OTLP/HTTP listening on {receiver.http_url} ({security.describe()})", flush=True)
+    if receiver.metrics_url:
+        print(f"Prometheus metrics on {receiver.metrics_url}", flush=True)
     print(f"storing spans in {args.db}", flush=True)
 
     stop_dashboard = None

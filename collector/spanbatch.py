@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import re
 from dataclasses import dataclass, field
 
 import orjson
@@ -22,6 +23,8 @@ from choreoscope.collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA
 _ZERO_TRACE = "0" * 32
 _ZERO_SPAN = "0" * 16
 _ZERO_IDS = {16: _ZERO_TRACE, 8: _ZERO_SPAN}
+# An id already in its stored form (lowercase hex of the right width): OTLP JSON's hot path.
+_HEX_ID = {16: re.compile("[0-9a-f]{32}").fullmatch, 8: re.compile("[0-9a-f]{16}").fullmatch}
 
 
 class BadId(ValueError):
@@ -45,6 +48,10 @@ def normalize_id(value, nbytes: int, what: str, *, pad: bool = False) -> str:
         if text == _ZERO_IDS[nbytes]:
             raise BadId(f"{what} is all zeros")
         return text
+    if type(value) is str and _HEX_ID[nbytes](value):  # the same text the general path gives
+        if value == _ZERO_IDS[nbytes]:
+            raise BadId(f"{what} is all zeros")
+        return value
     if isinstance(value, (bytes, bytearray)):
         if len(value) != nbytes:
             raise BadId(f"{what} has {len(value)} bytes, expected {nbytes}")
@@ -84,13 +91,20 @@ def _text(value) -> str | None:
     return value if isinstance(value, str) else str(value)
 
 
+INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
+
+
 def _int(value) -> int | None:
+    """An INTEGER typed column's value (HTTP status, retry attempt), or None when it is not an
+    integer in the column's int32 range: a status of 2^40 is not a status, and it must not fail the
+    batch's Arrow conversion (the attribute stays as sent in the attributes JSON)."""
     if value is None:
         return None
     try:
-        return int(value)
-    except (TypeError, ValueError):
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
         return None
+    return number if INT32_MIN <= number <= INT32_MAX else None
 
 
 def _json_default(value):

@@ -1,13 +1,25 @@
 """The DuckDB store: the `spans` and `span_links` tables every loader and the receiver fill.
 
 Typed columns hold what analysis needs; the full attributes stay as JSON so nothing the
-exporter sent is lost. (trace_id, span_id) is the primary key and inserts ignore rows already
-present, because exporters retry and the same span may arrive twice.
+exporter sent is lost. Exporters retry, so the same span may arrive twice; it is stored once.
+`spans` has no index: `span_keys` holds one 128-bit key per stored span, md5(trace_id:span_id) as
+UHUGEINT, and its primary key refuses a span already stored. DuckDB's index (ART) on the two
+VARCHAR ids made inserts ~5x dearer; on one 16-byte integer far less (INSERT … SELECT from Arrow
+of 1.2M random-id rows in 4096-row transactions, one thread: 126k rows/s with the VARCHAR key,
+290-330k with span_keys, 900k with no index at all; with the real 36-column rows at 0.2-1M
+spans the row itself dominates and the layouts were within noise: bench/ingest.py --store-only).
+Two different spans share a key only by an MD5 collision by chance: ~1e-19 at 1e10 spans.
+Code that deletes spans must delete their span_keys too, or a re-sent copy counts as a duplicate.
+
+Stores written before span_keys existed had the primary key on `spans`: opening one writable
+rebuilds `spans` without it and fills `span_keys` (once, said on stderr). Read-only opens read
+either layout as they are.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import duckdb
 import pyarrow as pa
@@ -77,14 +89,19 @@ SPAN_ARROW_SCHEMA = arrow_schema(SPAN_COLUMNS)
 LINK_ARROW_SCHEMA = arrow_schema(LINK_COLUMNS)
 
 
-def _ddl(table: str, columns: list[tuple[str, str]], key: str) -> str:
+def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
     cols = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in columns)
-    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols},\n  PRIMARY KEY ({key})\n)"
+    primary = f",\n  PRIMARY KEY ({key})" if key else ""
+    return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}{primary}\n)"
 
+
+# The dedup key of a span row (ids are fixed-width hex; the ':' keeps odd ones unambiguous too).
+SPAN_KEY_SQL = "md5_number(trace_id || ':' || span_id)"
 
 SCHEMA_DDL = [
-    _ddl("spans", SPAN_COLUMNS, "trace_id, span_id"),
+    _ddl("spans", SPAN_COLUMNS, None),
     _ddl("span_links", LINK_COLUMNS, "trace_id, span_id, linked_trace_id, linked_span_id"),
+    _ddl("span_keys", [("key", "UHUGEINT NOT NULL")], "key"),
 ]
 
 
@@ -115,7 +132,7 @@ def connect(
             raise StoreError(f"{path} is a DuckDB file but not a choreoscope store (it has no spans table); "
                              "load trace dumps into a store with `choreoscope load` first")
     if not read_only:
-        ensure_schema(con)
+        ensure_schema(con, path)
     return con
 
 
@@ -127,7 +144,42 @@ class StoreBusyError(StoreError):
     """The DuckDB file is locked by another process."""
 
 
-def ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
+    return {t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main'").fetchall()}
+
+
+def _spans_have_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'main' "
+                            "AND table_name = 'spans' AND constraint_type = 'PRIMARY KEY'"))
+
+
+def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> None:
+    """Create the tables a store needs; migrate a store of the primary-key layout (see above)."""
+    tables = _tables(con)
+    legacy = "spans" in tables and _spans_have_primary_key(con)
+    fill_keys = "spans" in tables and "span_keys" not in tables
+    if legacy or fill_keys:
+        n = scalar(con, "SELECT count(*) FROM spans")
+        print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): duplicate spans are "
+              "now refused through the span_keys table instead of a primary key on spans; "
+              "this happens once", file=sys.stderr, flush=True)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            if legacy:
+                con.execute(_ddl("_spans_migrating", SPAN_COLUMNS, None))
+                con.execute(f"INSERT INTO _spans_migrating SELECT {', '.join(SPAN_COLUMN_NAMES)} FROM spans")
+                con.execute("DROP TABLE spans")
+                con.execute("ALTER TABLE _spans_migrating RENAME TO spans")
+            con.execute("DROP TABLE IF EXISTS span_keys")
+            con.execute(SCHEMA_DDL[2])
+            # DISTINCT: a store without the primary key (none written by choreoscope) could
+            # hold a span twice; its key is kept once.
+            con.execute(f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM spans")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     for ddl in SCHEMA_DDL:
         con.execute(ddl)
 
@@ -136,25 +188,55 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Tabl
                  skip_duplicates: bool = True) -> int:
     """Insert span and link rows, skipping (trace_id, span_id) already stored. Returns spans added.
 
-    Runs in the caller's transaction if one is open (the receiver's group commit does that).
-    `skip_duplicates=False` inserts spans without the duplicate check (about twice as fast in
-    DuckDB) and raises duckdb.ConstraintException if one is already stored: for callers that
+    Call it inside a transaction (the loaders' chunks and the receiver's group commit are one
+    each): the span keys and the spans must commit together, else a crash between the two would
+    leave a key whose span a retry could no longer store. A span twice in `spans` is stored once
+    (its first row). `skip_duplicates=False` inserts without sorting out duplicates (faster) and
+    raises duckdb.ConstraintException if one is already stored or repeated: for callers that
     retry with the check when that happens.
     """
-    con.register("_incoming_spans", spans)
+    added = _insert_spans(con, spans, skip_duplicates)
+    _insert_links(con, links)
+    return added
+
+
+def _insert_spans(con: duckdb.DuckDBPyConnection, spans: pa.Table, skip_duplicates: bool) -> int:
+    if not spans.num_rows:
+        return 0
+    if not skip_duplicates:
+        _incoming_spans = spans  # read by name below (DuckDB's replacement scan)
+        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM _incoming_spans").fetchall()
+        # con.execute here, not scalar(): the replacement scan looks in the calling frame
+        return con.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()[0][0]
+    # The rare path (a retry or a re-load): registered views, since the replacement scan of
+    # local variables does not reach into INSERT … RETURNING.
+    con.register("_incoming_spans", spans.append_column("_ord", pa.array(range(spans.num_rows), pa.int64())))
     try:
-        # INSERT answers with the number of rows it inserted; ignored duplicates are not counted.
-        verb = "INSERT OR IGNORE" if skip_duplicates else "INSERT"
-        added = scalar(con, f"{verb} INTO spans SELECT * FROM _incoming_spans")
+        # The keys not stored yet, each once (INSERT OR IGNORE returns the rows it inserted), as
+        # two UBIGINT halves: Arrow has no 128-bit unsigned integer.
+        new_keys = con.execute(
+            f"INSERT OR IGNORE INTO span_keys SELECT {SPAN_KEY_SQL} FROM _incoming_spans "
+            "RETURNING (key >> 64)::UBIGINT AS hi, (key & 18446744073709551615)::UBIGINT AS lo").fetchnumpy()
+        if not len(new_keys["hi"]):
+            return 0
+        con.register("_new_span_keys", pa.table({"hi": new_keys["hi"], "lo": new_keys["lo"]}))
+        cols = ", ".join(SPAN_COLUMN_NAMES)
+        return scalar(con, f"""
+            INSERT INTO spans SELECT {cols} FROM (
+              SELECT *, {SPAN_KEY_SQL} AS _key FROM _incoming_spans
+            ) SEMI JOIN _new_span_keys
+              ON (_key >> 64)::UBIGINT = _new_span_keys.hi
+              AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo
+            QUALIFY row_number() OVER (PARTITION BY _key ORDER BY _ord) = 1""")
     finally:
         con.unregister("_incoming_spans")
+        con.unregister("_new_span_keys")
+
+
+def _insert_links(con: duckdb.DuckDBPyConnection, links: pa.Table | None) -> None:
     if links is not None and links.num_rows:
-        con.register("_incoming_links", links)
-        try:
-            con.execute("INSERT OR IGNORE INTO span_links SELECT * FROM _incoming_links")
-        finally:
-            con.unregister("_incoming_links")
-    return added
+        _incoming_links = links  # read by name below
+        con.execute("INSERT OR IGNORE INTO span_links SELECT * FROM _incoming_links").fetchall()
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

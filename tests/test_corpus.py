@@ -33,7 +33,7 @@ def test_the_corpus_has_every_live_capture():
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_no_look_alike_is_reported_and_f1_holds(name, scores):
-    if name == sorted(CASES)[0]:
+    if name == min(CASES):
         print("\n" + table(scores))
     s = scores[name]
     assert not s.lookalikes, f"{name}: look-alikes reported: {s.lookalikes}"
