@@ -26,8 +26,9 @@ from typing import BinaryIO
 import duckdb
 import orjson
 
+from choreoscope.collector.export_decode import from_ipc
 from choreoscope.collector.loaders import jaeger, otlp_json, otlp_proto, parquet, zipkin
-from choreoscope.collector.loaders.sink import CHUNK_SPANS, CollectSink, FileResult, FileSink, from_ipc
+from choreoscope.collector.loaders.sink import CHUNK_SPANS, CollectSink, FileResult, FileSink
 
 FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin", "parquet")
 TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP protobuf (TracesData, "

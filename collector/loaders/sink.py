@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 
 import duckdb
 import pyarrow as pa
-import pyarrow.ipc  # registers pa.ipc
 
+from choreoscope.collector.export_decode import to_ipc
 from choreoscope.collector.spanbatch import SpanBatch, _table
 from choreoscope.collector.store import LINK_ARROW_SCHEMA, SPAN_ARROW_SCHEMA, insert_arrow
 
@@ -148,14 +148,3 @@ class CollectSink(FileSink):
         if len(batch):
             spans, links = self._to_arrow(batch)
             self.chunks.append((to_ipc(spans), to_ipc(links)))
-
-
-def to_ipc(table: pa.Table) -> pa.Buffer:
-    out = pa.BufferOutputStream()
-    with pa.ipc.new_stream(out, table.schema) as writer:
-        writer.write_table(table)
-    return out.getvalue()
-
-
-def from_ipc(buffer: pa.Buffer) -> pa.Table:
-    return pa.ipc.open_stream(buffer).read_all()
