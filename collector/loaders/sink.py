@@ -141,10 +141,6 @@ class CollectSink(FileSink):
         super().__init__(None, result, chunk_spans=chunk_spans)  # type: ignore[arg-type]
         self.chunks: list[tuple[pa.Buffer, pa.Buffer]] = []
 
-    def flush(self) -> None:
-        self._drain_rejected()
-        batch, self.batch = self.batch, SpanBatch(source=self.result.path)
-        self._rejected_seen = 0
-        if len(batch):
-            spans, links = self._to_arrow(batch)
-            self.chunks.append((to_ipc(spans), to_ipc(links)))
+    def store_arrow(self, spans: pa.Table, links: pa.Table) -> None:
+        """A worker has no store: FileSink.flush's chunk is kept for the loading process instead."""
+        self.chunks.append((to_ipc(spans), to_ipc(links)))
