@@ -36,13 +36,19 @@ SERVICES = ("api", "stock", "ship", "mail", "audit")
 EVENT = {"messaging.system": "kafka", "messaging.destination.name": "orders.placed"}
 
 
+def sdk_tracer(exporter: InMemorySpanExporter, service: str, scope: str):
+    """A tracer of its own TracerProvider for `service` (one provider per service, as real
+    services have), exporting synchronously into `exporter`."""
+    provider = TracerProvider(resource=Resource.create({"service.name": service}))
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return provider.get_tracer(scope)
+
+
 def record_order_flow(instances: int = 3) -> list[ReadableSpan]:
     exporter = InMemorySpanExporter()
     tracers = {}
     for service in SERVICES:
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracers[service] = provider.get_tracer("stage-tests")
+        tracers[service] = sdk_tracer(exporter, service, "stage-tests")
     for i in range(instances):
         t0 = BASE_NS + i * INSTANCE_GAP_NS
 

@@ -23,9 +23,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
@@ -35,7 +32,7 @@ from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
 from tests.analysis_fixtures import scenario_report
-from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows
+from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows, sdk_tracer
 
 EVENT = {"messaging.system": "kafka", "messaging.destination.name": "orders.placed"}
 INSTANCES = 8
@@ -45,9 +42,7 @@ def _record():
     exporter = InMemorySpanExporter()
     tracers = {}
     for service in ("api", "stock", "ship", "mail"):
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracers[service] = provider.get_tracer("critical-path-tests")
+        tracers[service] = sdk_tracer(exporter, service, "critical-path-tests")
     for i in range(INSTANCES):
         t0 = BASE_NS + i * INSTANCE_GAP_NS
 

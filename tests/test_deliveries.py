@@ -23,9 +23,6 @@ from __future__ import annotations
 
 import duckdb
 import pytest
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
@@ -34,7 +31,7 @@ from choreoscope.analysis.pipeline import run_pipeline
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
-from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows
+from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows, sdk_tracer
 
 INSTANCES = 6
 RABBIT = {"messaging.system": "rabbitmq", "messaging.destination": "orders"}
@@ -45,9 +42,7 @@ def _record() -> list:
     exporter = InMemorySpanExporter()
     tracers = {}
     for service in ("api", "ship", "bill", "ledger", "tax", "points", "pick"):
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracers[service] = provider.get_tracer("delivery-tests")
+        tracers[service] = sdk_tracer(exporter, service, "delivery-tests")
     for i in range(INSTANCES):
         t0 = BASE_NS + i * INSTANCE_GAP_NS
 

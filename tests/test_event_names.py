@@ -22,6 +22,7 @@ from choreoscope.analysis.pipeline import STAGES, AnalysisContext
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
+from tests.stage_stores import sdk_tracer
 
 BASE_NS = 1_736_000_000_000_000_000
 MS = 1_000_000
@@ -102,9 +103,7 @@ def _pika_shop(orders: int) -> list:
     exporter = InMemorySpanExporter()
     tracers = {}
     for service in ("shop-api", "inventory"):
-        provider = TracerProvider(resource=Resource.create({"service.name": service}))
-        provider.add_span_processor(SimpleSpanProcessor(exporter))
-        tracers[service] = provider.get_tracer("opentelemetry.instrumentation.pika.pika_instrumentor")
+        tracers[service] = sdk_tracer(exporter, service, "opentelemetry.instrumentation.pika.pika_instrumentor")
     attrs = {"messaging.system": "rabbitmq", "messaging.destination": "shop", "messaging.temp_destination": True,
              "net.peer.name": "127.0.0.1", "net.peer.port": 5681}
     for i in range(orders):

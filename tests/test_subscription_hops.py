@@ -11,9 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import duckdb
-from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, set_span_in_context
 
@@ -21,6 +18,7 @@ from choreoscope.analysis.pipeline import STAGES, AnalysisContext
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
+from tests.stage_stores import sdk_tracer
 
 BASE_NS = 1_736_000_000_000_000_000
 GAP_MS = 1200  # one order every 1.2 s, as in the capture
@@ -40,9 +38,7 @@ def _record(orders: int, *, audit_every: int | None = None) -> list:
 
     def tracer(service):
         if service not in tracers:
-            provider = TracerProvider(resource=Resource.create({"service.name": service}))
-            provider.add_span_processor(SimpleSpanProcessor(exporter))
-            tracers[service] = provider.get_tracer("subscription-tests")
+            tracers[service] = sdk_tracer(exporter, service, "subscription-tests")
         return tracers[service]
 
     def publish(parent, topic, start):
