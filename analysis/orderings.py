@@ -121,7 +121,9 @@ HANDLER_SQL = "s.role IN ('consumer', 'server')"
 
 # One row per (instance, handler step): its attempts. A span wrapping a span of its own step (a
 # boto3sqs `receive` around its `process`) is one delivery, not two; a consumer span without a
-# message id where the step's others carry one handled nothing (an empty long poll).
+# message id where the step's others carry one handled nothing (an empty long poll). `inst_no` and
+# `step_no` (one per workflow and step) are integer keys for the pairing below: the instance x
+# step x step join and its grouping are the stage's bulk, and long text keys made them slow.
 OCC_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ord_occ AS
 WITH h AS (
@@ -130,15 +132,28 @@ WITH h AS (
            s.role = 'consumer' AND s.messaging_message_id IS NULL
            AND count(s.messaging_message_id) OVER (PARTITION BY s.instance_id, s.step_id) > 0 AS poll
     FROM span_steps s WHERE {HANDLER_SQL}
+),
+occ AS (
+    SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
+           any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
+           min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
+           max(s.end_adj) AS last_end, count(*) AS attempts, bool_or(s.is_error) AS any_error,
+           any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
+    FROM h s JOIN instances i USING (instance_id)
+    WHERE NOT s.wrapper AND NOT s.poll
+    GROUP BY s.workflow_id, s.instance_id, s.step_id
 )
-SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
-       any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
-       min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
-       max(s.end_adj) AS last_end, count(*) AS attempts, bool_or(s.is_error) AS any_error,
-       any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
-FROM h s JOIN instances i USING (instance_id)
-WHERE NOT s.wrapper AND NOT s.poll
-GROUP BY s.workflow_id, s.instance_id, s.step_id
+SELECT *, dense_rank() OVER (ORDER BY instance_id) AS inst_no,
+       dense_rank() OVER (ORDER BY workflow_id, step_id) AS step_no
+FROM occ
+"""
+
+# The names behind each step_no (a step of one workflow).
+STEPS_SQL = """
+CREATE OR REPLACE TEMP TABLE _ord_steps AS
+SELECT step_no, any_value(workflow_id) AS workflow_id, any_value(step_id) AS step_id,
+       any_value(service) AS service, any_value(event) AS event
+FROM _ord_occ GROUP BY step_no
 """
 
 # Database spans attributed to the handler step that ran them (see the module docstring).
@@ -181,53 +196,67 @@ WHERE coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) IS NOT N
 GROUP BY ALL
 """
 
+# Every pair of handler steps of one instance not explained causally, keyed by numbers (the names
+# are joined back once per step pair, in ORDERINGS_SQL).
 PAIRS_SQL = """
 CREATE OR REPLACE TEMP TABLE _ord_pairs AS
-WITH data AS (   -- A writes a table B reads, in the same instance
-    SELECT w.instance_id, w.step_id AS step_a, r.step_id AS step_b,
+WITH access AS (   -- the table accesses keyed like the occurrences they belong to
+    SELECT o.inst_no, o.step_no, x.db_system, x.resource, x.first_write_end, x.write_settled,
+           x.first_read, x.last_read, x.reads
+    FROM _ord_access x JOIN _ord_occ o ON o.instance_id = x.instance_id AND o.step_id = x.step_id
+),
+data AS (   -- A writes a table B reads, in the same instance
+    SELECT w.inst_no, w.step_no AS a_no, r.step_no AS b_no,
            list(DISTINCT w.resource ORDER BY w.resource) AS tables,
            bool_or(r.first_read < w.first_write_end) AS read_before_write,
            bool_or(r.first_read >= w.first_write_end AND r.first_read < w.write_settled) AS read_uncommitted,
            bool_and(r.last_read >= w.first_write_end) AS final_read_after,
            bool_or(r.reads > 1 AND r.first_read < w.first_write_end AND r.last_read >= w.first_write_end) AS reread
-    FROM _ord_access w JOIN _ord_access r
-      ON r.instance_id = w.instance_id AND r.db_system = w.db_system AND r.resource = w.resource
-     AND r.step_id <> w.step_id
+    FROM access w JOIN access r
+      ON r.inst_no = w.inst_no AND r.db_system = w.db_system AND r.resource = w.resource
+     AND r.step_no <> w.step_no
     WHERE w.first_write_end IS NOT NULL AND r.first_read IS NOT NULL
     GROUP BY ALL
+),
+explained AS (
+    SELECT sa.step_no AS a_no, sb.step_no AS b_no
+    FROM _explained_pairs x
+    JOIN _ord_steps sa ON sa.workflow_id = x.workflow_id AND sa.step_id = x.a
+    JOIN _ord_steps sb ON sb.workflow_id = x.workflow_id AND sb.step_id = x.b
 )
-SELECT a.workflow_id, a.instance_id, a.step_id AS step_a, b.step_id AS step_b,
-       a.service AS service_a, b.service AS service_b, a.event AS event_a, b.event AS event_b,
+SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
        a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
        b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start, a.entry_trace_id,
-       d.instance_id IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
+       d.inst_no IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
        coalesce(d.reread, false) AS reread,
        coalesce(d.read_uncommitted AND NOT d.read_before_write, false) AS uncertain,
-       CASE WHEN d.instance_id IS NOT NULL THEN d.read_before_write ELSE b.first_start < a.last_end END AS broken,
-       CASE WHEN d.instance_id IS NOT NULL THEN d.final_read_after ELSE a.last_end <= b.final_start END AS final_ok
-FROM _ord_occ a JOIN _ord_occ b
-  ON a.instance_id = b.instance_id AND a.workflow_id = b.workflow_id AND a.step_id <> b.step_id
-LEFT JOIN data d ON d.instance_id = a.instance_id AND d.step_a = a.step_id AND d.step_b = b.step_id
-WHERE NOT EXISTS (SELECT 1 FROM _explained_pairs x
-                  WHERE x.workflow_id = a.workflow_id AND x.a = a.step_id AND x.b = b.step_id)
+       CASE WHEN d.inst_no IS NOT NULL THEN d.read_before_write ELSE b.first_start < a.last_end END AS broken,
+       CASE WHEN d.inst_no IS NOT NULL THEN d.final_read_after ELSE a.last_end <= b.final_start END AS final_ok
+FROM _ord_occ a JOIN _ord_occ b   -- one instance is one workflow's
+  ON a.inst_no = b.inst_no AND a.step_no <> b.step_no
+LEFT JOIN data d ON d.inst_no = a.inst_no AND d.a_no = a.step_no AND d.b_no = b.step_no
+WHERE NOT EXISTS (SELECT 1 FROM explained x WHERE x.a_no = a.step_no AND x.b_no = b.step_no)
 """
 
 # The common cause of (A, B): of the steps causing both, the one fewest hops (then edges) above them.
 CAUSE_SQL = """
 CREATE OR REPLACE TEMP TABLE _ord_cause AS
-WITH p AS (SELECT DISTINCT workflow_id, step_a, step_b FROM _ord_pairs),
+WITH p AS (
+    SELECT q.a_no, q.b_no, sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b
+    FROM (SELECT DISTINCT a_no, b_no FROM _ord_pairs) q
+    JOIN _ord_steps sa ON sa.step_no = q.a_no JOIN _ord_steps sb ON sb.step_no = q.b_no
+),
 c AS (
-    SELECT p.workflow_id, p.step_a, p.step_b, ha.ancestor AS common_cause, ha.hops AS hops_a, hb.hops AS hops_b,
-           row_number() OVER (PARTITION BY p.workflow_id, p.step_a, p.step_b
+    SELECT p.a_no, p.b_no, ha.ancestor AS common_cause, ha.hops AS hops_a, hb.hops AS hops_b,
+           row_number() OVER (PARTITION BY p.a_no, p.b_no
                               ORDER BY ha.hops + hb.hops, ha.edges + hb.edges, ha.ancestor) AS rank
     FROM p
     JOIN _ancestor_hops ha ON ha.workflow_id = p.workflow_id AND ha.step = p.step_a
     JOIN _ancestor_hops hb ON hb.workflow_id = p.workflow_id AND hb.step = p.step_b AND hb.ancestor = ha.ancestor
 )
-SELECT p.workflow_id, p.step_a, p.step_b, c.common_cause, c.hops_a, c.hops_b,
-       da.hops AS depth_a, db.hops AS depth_b
+SELECT p.a_no, p.b_no, c.common_cause, c.hops_a, c.hops_b, da.hops AS depth_a, db.hops AS depth_b
 FROM p
-LEFT JOIN c ON c.workflow_id = p.workflow_id AND c.step_a = p.step_a AND c.step_b = p.step_b AND c.rank = 1
+LEFT JOIN c ON c.a_no = p.a_no AND c.b_no = p.b_no AND c.rank = 1
 LEFT JOIN _ancestor_hops da ON da.workflow_id = p.workflow_id AND da.step = p.step_a AND da.ancestor = p.workflow_id
 LEFT JOIN _ancestor_hops db ON db.workflow_id = p.workflow_id AND db.step = p.step_b AND db.ancestor = p.workflow_id
 """
@@ -243,9 +272,14 @@ LEFT JOIN (SELECT step_id, any_value(operation) AS event FROM span_steps WHERE r
 
 ORDERINGS_SQL = """
 CREATE OR REPLACE TABLE step_orderings AS
-WITH cause_time AS (   -- when the common cause happened in each instance (its first span's start)
-    SELECT s.instance_id, s.step_id, min(s.start_adj) AS cause_start
-    FROM span_steps s WHERE s.step_id IN (SELECT common_cause FROM _ord_cause)
+WITH causes AS (
+    SELECT common_cause, row_number() OVER () AS cause_no
+    FROM (SELECT DISTINCT common_cause FROM _ord_cause WHERE common_cause IS NOT NULL)
+),
+cause_time AS (   -- when the common cause happened in each instance (its first span's start)
+    SELECT o.inst_no, k.cause_no, min(s.start_adj) AS cause_start
+    FROM span_steps s JOIN causes k ON k.common_cause = s.step_id
+    JOIN (SELECT DISTINCT instance_id, inst_no FROM _ord_occ) o ON o.instance_id = s.instance_id
     GROUP BY ALL
 ),
 p AS (
@@ -254,12 +288,12 @@ p AS (
            b_attempts > 1 AS b_retry,
            (b_attempts > 1 OR b_error OR reread) AS harmed
     FROM _ord_pairs p
-    JOIN _ord_cause c USING (workflow_id, step_a, step_b)
-    LEFT JOIN cause_time ct ON ct.instance_id = p.instance_id AND ct.step_id = c.common_cause
-)
-SELECT workflow_id, step_a, step_b, any_value(service_a) AS service_a,
-       any_value(service_b) AS service_b, any_value(event_a) AS event_a,
-       any_value(event_b) AS event_b,
+    JOIN _ord_cause c USING (a_no, b_no)
+    LEFT JOIN causes k ON k.common_cause = c.common_cause
+    LEFT JOIN cause_time ct ON ct.inst_no = p.inst_no AND ct.cause_no = k.cause_no
+),
+agg AS (
+    SELECT a_no, b_no,
        count(*) AS both_instances,
        count(*) FILTER (WHERE a_end <= b_final) AS a_before_b,
        count(*) FILTER (WHERE b_first < a_end) AS b_started_early,
@@ -299,8 +333,12 @@ SELECT workflow_id, step_a, step_b, any_value(service_a) AS service_a,
        -- the five smallest, without sorting every instance's id into a list first
        min(entry_trace_id, 5) AS example_trace_ids,
        min(entry_trace_id, 5) FILTER (WHERE broken) AS broken_example_trace_ids
-FROM p
-GROUP BY workflow_id, step_a, step_b
+    FROM p
+    GROUP BY a_no, b_no
+)
+SELECT sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b, sa.service AS service_a,
+       sb.service AS service_b, sa.event AS event_a, sb.event AS event_b, agg.* EXCLUDE (a_no, b_no)
+FROM agg JOIN _ord_steps sa ON sa.step_no = agg.a_no JOIN _ord_steps sb ON sb.step_no = agg.b_no
 """
 
 
@@ -311,10 +349,10 @@ def build_orderings(con: duckdb.DuckDBPyConnection) -> None:
     con.register("_explained_pairs", _excluded_pairs(graphs, handlers))
     con.register("_ancestor_hops", ancestor_hops(graphs, handlers))
     try:
-        for sql in (OCC_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
+        for sql in (OCC_SQL, STEPS_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
             con.execute(sql)
     finally:
         con.unregister("_explained_pairs")
         con.unregister("_ancestor_hops")
-        for scratch in ("_ord_occ", "_ord_access", "_ord_pairs", "_ord_cause"):
+        for scratch in ("_ord_occ", "_ord_steps", "_ord_access", "_ord_pairs", "_ord_cause"):
             con.execute(f"DROP TABLE IF EXISTS {scratch}")

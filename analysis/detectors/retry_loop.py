@@ -78,17 +78,18 @@ HAVING count(*) FILTER (WHERE retried) >= ?
 ORDER BY service, retried_messages DESC, step_id
 """
 
-# How the attempts that gave up ended, what they lacked, and their orphaned spans, for one step.
+# How the attempts that gave up ended, what they lacked, and their orphaned spans, per step and
+# service (one query for every step, looked up per candidate: a query per step cost seconds).
 GAVE_UP_SQL = """
-SELECT ended, count(*) AS n, sum(orphaned_spans) AS orphaned_spans,
+SELECT step_id, service, ended, count(*) AS n, sum(orphaned_spans) AS orphaned_spans,
        list_sort(list_distinct(flatten(list(missing_steps)))) AS missing_steps
-FROM deliveries WHERE gave_up AND step_id = ? AND service = ?
-GROUP BY ended ORDER BY n DESC, ended
+FROM deliveries WHERE gave_up
+GROUP BY step_id, service, ended ORDER BY step_id, service, n DESC, ended
 """
 
-# Spans of the service whose parent was never exported and that no delivery could claim.
+# Per service: spans whose parent was never exported and that no delivery could claim.
 UNATTRIBUTED_SQL = """
-SELECT sum(spans) AS spans FROM delivery_orphans WHERE service = ? AND delivery_span_id IS NULL
+SELECT service, sum(spans) AS spans FROM delivery_orphans WHERE delivery_span_id IS NULL GROUP BY service
 """
 
 # Client steps: one row per (workflow, service, step) over the instances where it ran.
@@ -121,12 +122,18 @@ per_step AS (
 SELECT * FROM per_step WHERE retried_instances >= ? ORDER BY service, retried_instances DESC, step_id
 """
 
-# Status messages with ids templated away, so one cause is one entry.
+# Status messages with ids templated away, so one cause is one entry: the three most frequent per
+# (step, workflow).
 ERRORS_SQL = f"""
-SELECT coalesce(nullif({templated("sp.status_message")}, ''), 'error') AS message, count(*) AS n
-FROM span_steps s JOIN spans sp USING (trace_id, span_id)
-WHERE s.step_id = ? AND s.workflow_id = ? AND s.is_error
-GROUP BY ALL ORDER BY n DESC, message LIMIT 3
+SELECT step_id, workflow_id, message, n FROM (
+    SELECT s.step_id, s.workflow_id,
+           coalesce(nullif({templated("sp.status_message")}, ''), 'error') AS message, count(*) AS n
+    FROM span_steps s JOIN spans sp USING (trace_id, span_id)
+    WHERE s.is_error
+    GROUP BY ALL
+)
+QUALIFY row_number() OVER (PARTITION BY step_id, workflow_id ORDER BY n DESC, message) <= 3
+ORDER BY step_id, workflow_id, n DESC, message
 """
 
 _ENDED = {"error": "error status", "retry": "RETRY state", "unfinished": "consumer span never exported",
@@ -137,6 +144,14 @@ def _loops(extra: float, looped: float) -> bool:
     return extra >= MIN_EXTRA_PER_RETRIED or looped >= MIN_LOOPED_SHARE
 
 
+def _grouped(con, sql: str, *key: str) -> dict[tuple, list[dict]]:
+    """The rows of `sql` grouped by the `key` columns, in the query's order."""
+    out: dict[tuple, list[dict]] = {}
+    for r in rows(con, sql):
+        out.setdefault(tuple(r[k] for k in key), []).append(r)
+    return out
+
+
 def detect(con) -> list[Finding]:
     best: dict[str, Finding] = {}
 
@@ -145,18 +160,29 @@ def detect(con) -> list[Finding]:
         if service not in best or best[service].confidence < finding.confidence:
             best[service] = finding
 
-    for r in rows(con, DELIVERIES_SQL, [MIN_RETRIED_INSTANCES]):
+    consumer_steps = rows(con, DELIVERIES_SQL, [MIN_RETRIED_INSTANCES])
+    client_steps = rows(con, CLIENT_SQL, [MIN_RETRIED_INSTANCES])
+    if not consumer_steps and not client_steps:
+        return []
+    step_errors = _grouped(con, ERRORS_SQL, "step_id", "workflow_id")
+
+    def errors_of(r: dict) -> dict:
+        return {e["message"]: e["n"] for e in step_errors.get((r["step_id"], r["workflow_id"]), ())}
+
+    gave_up_by_step = _grouped(con, GAVE_UP_SQL, "step_id", "service") if consumer_steps else {}
+    unattributed_by_service = {r["service"]: r["spans"] for r in rows(con, UNATTRIBUTED_SQL)} if consumer_steps else {}
+    for r in consumer_steps:
         retried = r["retried_messages"]
         extra, looped = ratio(r["extra_attempts"] or 0, retried), ratio(r["looped"], retried)
         waited = ratio(r["waited"], retried)
         if not _loops(extra, looped) and waited < MIN_WAITED_SHARE:
             continue
-        gave_up = rows(con, GAVE_UP_SQL, [r["step_id"], r["service"]])
+        gave_up = gave_up_by_step.get((r["step_id"], r["service"]), [])
         failed = {_ENDED.get(g["ended"], g["ended"]): g["n"] for g in gave_up}
         missing = sorted({m for g in gave_up for m in (g["missing_steps"] or [])})
         orphaned = int(sum(g["orphaned_spans"] or 0 for g in gave_up))
-        unattributed = rows(con, UNATTRIBUTED_SQL, [r["service"]])[0]["spans"]
-        errors = {e["message"]: e["n"] for e in rows(con, ERRORS_SQL, [r["step_id"], r["workflow_id"]])}
+        unattributed = unattributed_by_service.get(r["service"])
+        errors = errors_of(r)
         keep(_finding(r, retried, extra, looped, errors, extra_evidence={
             "messages": r["messages"], "retried_messages": retried, "looped_messages": r["looped"],
             "recovered_messages": r["recovered"], "waited_messages": r["waited"],
@@ -167,12 +193,12 @@ def detect(con) -> list[Finding]:
             + (f" ({', '.join(f'{n} {k}' for k, n in failed.items())})" if failed else "")
             + f", {extra:.1f} extra attempts per retried message on average (up to {r['max_attempts']} attempts)")))
 
-    for r in rows(con, CLIENT_SQL, [MIN_RETRIED_INSTANCES]):
+    for r in client_steps:
         retried = r["retried_instances"]
         extra, looped = ratio(r["extra_attempts"] or 0, retried), ratio(r["looped"], retried)
         if not _loops(extra, looped):
             continue
-        errors = {e["message"]: e["n"] for e in rows(con, ERRORS_SQL, [r["step_id"], r["workflow_id"]])}
+        errors = errors_of(r)
         keep(_finding(r, retried, extra, looped, errors, extra_evidence={}, loops=True,
                       how=(f"{retried} of {r['instances']} instances needed {extra:.1f} extra attempts on average"
                            f" (up to {r['max_attempts']} attempts)")))
