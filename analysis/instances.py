@@ -31,34 +31,51 @@ def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
     any SQL engine (no GraphFrames, no Python over pairs). A long chain of linked traces converges
     in about log2(length) rounds.
     """
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _trace_edges AS
-        SELECT DISTINCT a, b FROM (SELECT a, b FROM ({pairs_sql}) UNION ALL SELECT b, a FROM ({pairs_sql}))
-        WHERE a <> b
+    # Traces as integers numbered in trace id order (so the smallest number is the smallest id):
+    # the rounds join and compare numbers, not 32-character strings.
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _trace_pairs AS SELECT DISTINCT a, b FROM ({pairs_sql}) WHERE a <> b")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _trace_nos AS
+        SELECT trace_id, row_number() OVER (ORDER BY trace_id) AS no
+        FROM (SELECT a AS trace_id FROM _trace_pairs UNION SELECT b FROM _trace_pairs)
     """)
-    con.execute("CREATE OR REPLACE TEMP TABLE _trace_labels AS SELECT DISTINCT a AS trace_id, a AS label "
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _trace_edges AS
+        SELECT DISTINCT na.no AS a, nb.no AS b
+        FROM (SELECT a, b FROM _trace_pairs UNION ALL SELECT b, a FROM _trace_pairs) p
+        JOIN _trace_nos na ON na.trace_id = p.a JOIN _trace_nos nb ON nb.trace_id = p.b
+    """)
+    con.execute("DROP TABLE _trace_pairs")
+    con.execute("CREATE OR REPLACE TEMP TABLE _trace_no_labels AS SELECT DISTINCT a AS trace_no, a AS label "
                 "FROM _trace_edges")
     for _ in range(MAX_ROUNDS):
         con.execute("""
-            CREATE OR REPLACE TEMP TABLE _trace_labels_next AS
+            CREATE OR REPLACE TEMP TABLE _trace_no_labels_next AS
             WITH propagated AS (
-                SELECT l.trace_id, least(l.label, min(n.label)) AS label
-                FROM _trace_labels l
-                JOIN _trace_edges e ON e.a = l.trace_id
-                JOIN _trace_labels n ON n.trace_id = e.b
-                GROUP BY l.trace_id, l.label
+                SELECT l.trace_no, least(l.label, min(n.label)) AS label
+                FROM _trace_no_labels l
+                JOIN _trace_edges e ON e.a = l.trace_no
+                JOIN _trace_no_labels n ON n.trace_no = e.b
+                GROUP BY l.trace_no, l.label
             )
-            SELECT p.trace_id, least(p.label, coalesce(j.label, p.label)) AS label
-            FROM propagated p LEFT JOIN propagated j ON j.trace_id = p.label
+            SELECT p.trace_no, least(p.label, coalesce(j.label, p.label)) AS label
+            FROM propagated p LEFT JOIN propagated j ON j.trace_no = p.label
         """)
         changed = con.execute("""
-            SELECT count(*) FROM _trace_labels_next n JOIN _trace_labels l USING (trace_id)
+            SELECT count(*) FROM _trace_no_labels_next n JOIN _trace_no_labels l USING (trace_no)
             WHERE n.label <> l.label
         """).fetchone()[0]
-        con.execute("DROP TABLE _trace_labels")
-        con.execute("ALTER TABLE _trace_labels_next RENAME TO _trace_labels")
+        con.execute("DROP TABLE _trace_no_labels")
+        con.execute("ALTER TABLE _trace_no_labels_next RENAME TO _trace_no_labels")
         if not changed:
-            con.execute("DROP TABLE _trace_edges")
+            con.execute("""
+                CREATE OR REPLACE TEMP TABLE _trace_labels AS
+                SELECT t.trace_id, lt.trace_id AS label
+                FROM _trace_no_labels l
+                JOIN _trace_nos t ON t.no = l.trace_no JOIN _trace_nos lt ON lt.no = l.label
+            """)
+            for scratch in ("_trace_edges", "_trace_no_labels", "_trace_nos"):
+                con.execute(f"DROP TABLE {scratch}")
             return "_trace_labels"
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
@@ -93,19 +110,14 @@ def _build_instance_table(con: duckdb.DuckDBPyConnection) -> None:
                    NOT EXISTS (SELECT 1 FROM causal_edges e
                                WHERE e.dst_trace_id = s.trace_id AND e.dst_span_id = s.span_id) AS is_root
             FROM ({corrected_steps_sql()}) s JOIN trace_instances ti USING (trace_id)
-        ),
-        ranked AS (
-            SELECT instance_id, step_id, trace_id,
-                   row_number() OVER (PARTITION BY instance_id ORDER BY is_root DESC, start_adj, trace_id, span_id) AS rn
-            FROM steps
-        ),
-        agg AS (
-            SELECT instance_id, min(start_adj) AS start_adj, max(end_adj) AS end_adj, count(*) AS spans,
-                   count(DISTINCT trace_id) AS traces, count(DISTINCT service) AS services,
-                   count(*) FILTER (WHERE is_error) AS errors
-            FROM steps GROUP BY instance_id
         )
-        SELECT agg.*, ranked.step_id AS workflow_id, ranked.trace_id AS entry_trace_id
-        FROM agg JOIN ranked ON ranked.instance_id = agg.instance_id AND ranked.rn = 1
+        -- the entry (earliest root span, ties by ids) per instance as an arg_min, not a window
+        -- sorting every span of the store
+        SELECT instance_id, min(start_adj) AS start_adj, max(end_adj) AS end_adj, count(*) AS spans,
+               count(DISTINCT trace_id) AS traces, count(DISTINCT service) AS services,
+               count(*) FILTER (WHERE is_error) AS errors,
+               arg_min(step_id, (NOT is_root, start_adj, trace_id, span_id)) AS workflow_id,
+               arg_min(trace_id, (NOT is_root, start_adj, trace_id, span_id)) AS entry_trace_id
+        FROM steps GROUP BY instance_id
         """
     )

@@ -124,6 +124,7 @@ HANDLER_SQL = "s.role IN ('consumer', 'server')"
 # message id where the step's others carry one handled nothing (an empty long poll). `inst_no` and
 # `step_no` (one per workflow and step) are integer keys for the pairing below: the instance x
 # step x step join and its grouping are the stage's bulk, and long text keys made them slow.
+# Instances are numbered in entry trace order, so the smallest numbers are the example traces.
 OCC_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ord_occ AS
 WITH h AS (
@@ -143,7 +144,7 @@ occ AS (
     WHERE NOT s.wrapper AND NOT s.poll
     GROUP BY s.workflow_id, s.instance_id, s.step_id
 )
-SELECT *, dense_rank() OVER (ORDER BY instance_id) AS inst_no,
+SELECT *, dense_rank() OVER (ORDER BY entry_trace_id, instance_id) AS inst_no,
        dense_rank() OVER (ORDER BY workflow_id, step_id) AS step_no
 FROM occ
 """
@@ -226,7 +227,7 @@ explained AS (
 )
 SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
        a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
-       b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start, a.entry_trace_id,
+       b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start,
        d.inst_no IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
        coalesce(d.reread, false) AS reread,
        coalesce(d.read_uncommitted AND NOT d.read_before_write, false) AS uncertain,
@@ -315,8 +316,7 @@ agg AS (
        count(*) FILTER (WHERE NOT broken AND NOT uncertain AND harmed) AS ordered_harmed,
        any_value(common_cause) AS common_cause, any_value(cause_event) AS cause_event, any_value(hops_a) AS hops_a, any_value(hops_b) AS hops_b,
        any_value(depth_a) AS depth_a, any_value(depth_b) AS depth_b,
-       quantile_cont((b_final - a_end) / 1e6, 0.5) FILTER (WHERE a_end <= b_final) AS gap_p50_ms,
-       quantile_cont((b_final - a_end) / 1e6, 0.9) FILTER (WHERE a_end <= b_final) AS gap_p90_ms,
+       quantile_cont((b_final - a_end) / 1e6, [0.5, 0.9]) FILTER (WHERE a_end <= b_final) AS gap_ms,
        quantile_cont((b_first - inst_start) / 1e6, 0.5) AS b_start_p50_ms,
        quantile_cont((a_end - inst_start) / 1e6, 0.5) AS a_end_p50_ms,
        stddev_samp((a_end - inst_start) / 1e6) AS a_end_stddev_ms,
@@ -331,14 +331,33 @@ agg AS (
        regr_slope((b_final - cause_start) / 1e6, (a_end - cause_start) / 1e6)
            FILTER (WHERE a_end <= b_final) AS cause_follow_slope,
        -- the five smallest, without sorting every instance's id into a list first
-       min(entry_trace_id, 5) AS example_trace_ids,
-       min(entry_trace_id, 5) FILTER (WHERE broken) AS broken_example_trace_ids
+       min(inst_no, 5) AS example_nos,
+       min(inst_no, 5) FILTER (WHERE broken) AS broken_example_nos
     FROM p
     GROUP BY a_no, b_no
+),
+examples AS (   -- the instance numbers of the examples back to their entry trace ids
+    SELECT x.a_no, x.b_no, x.broken, list(e.entry_trace_id ORDER BY x.n) AS trace_ids
+    FROM (SELECT a_no, b_no, false AS broken, unnest(example_nos) AS n FROM agg
+          UNION ALL SELECT a_no, b_no, true, unnest(broken_example_nos) FROM agg) x
+    JOIN (SELECT DISTINCT inst_no, entry_trace_id FROM _ord_occ) e ON e.inst_no = x.n
+    GROUP BY ALL
 )
 SELECT sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b, sa.service AS service_a,
-       sb.service AS service_b, sa.event AS event_a, sb.event AS event_b, agg.* EXCLUDE (a_no, b_no)
+       sb.service AS service_b, sa.event AS event_a, sb.event AS event_b,
+       agg.both_instances, agg.a_before_b, agg.b_started_early, agg.b_early_errors,
+       agg.b_early_retries, agg.b_errors_when_ordered, agg.b_retried, agg.data_instances,
+       agg.shared_tables, agg.reads_before_write, agg.final_ordered, agg.broken_instances,
+       agg.broken_harmed, agg.broken_errors, agg.broken_retries, agg.broken_rereads,
+       agg.uncertain_instances, agg.ordered_harmed, agg.common_cause, agg.cause_event, agg.hops_a,
+       agg.hops_b, agg.depth_a, agg.depth_b,
+       agg.gap_ms[1] AS gap_p50_ms, agg.gap_ms[2] AS gap_p90_ms, agg.b_start_p50_ms, agg.a_end_p50_ms,
+       agg.a_end_stddev_ms, agg.follow_corr, agg.follow_slope, agg.cause_a_end_stddev_ms,
+       agg.cause_follow_corr, agg.cause_follow_slope,
+       ex.trace_ids AS example_trace_ids, bx.trace_ids AS broken_example_trace_ids
 FROM agg JOIN _ord_steps sa ON sa.step_no = agg.a_no JOIN _ord_steps sb ON sb.step_no = agg.b_no
+LEFT JOIN examples ex ON ex.a_no = agg.a_no AND ex.b_no = agg.b_no AND NOT ex.broken
+LEFT JOIN examples bx ON bx.a_no = agg.a_no AND bx.b_no = agg.b_no AND bx.broken
 """
 
 
