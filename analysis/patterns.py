@@ -57,8 +57,10 @@ def classify_workflows(con: duckdb.DuckDBPyConnection) -> None:
         ).fetchall()
     )
     compensators: dict[str, list] = {}
+    # Calls to other services only: a SQL DELETE is a write to the service's own data, not a
+    # compensating call (an HTTP DELETE of another service's resource is).
     for wf, service, operation in con.execute(
-        "SELECT DISTINCT workflow_id, service, operation FROM span_steps WHERE role = 'client'"
+        "SELECT DISTINCT workflow_id, service, operation FROM span_steps WHERE role = 'client' AND db_system IS NULL"
     ).fetchall():
         if COMPENSATION_WORDS.search(operation or ""):
             compensators.setdefault(wf, []).append(service)

@@ -108,6 +108,10 @@ ZIPKIN_RABBIT_EXCHANGE = "rabbit.exchange"
 ZIPKIN_RABBIT_QUEUE = "rabbit.queue"
 ZIPKIN_RABBIT_ROUTING_KEY = "rabbit.routing_key"
 ZIPKIN_ERROR = "error"
+# Brave's JDBC/MySQL/p6spy instrumentations record the statement as `sql.query`, no system.
+ZIPKIN_SQL_QUERY = "sql.query"
+# db.system for a SQL database the span does not name (OpenTelemetry's fallback value).
+DB_SYSTEM_OTHER_SQL = "other_sql"
 # Where a Zipkin record's original kind is kept when the loader re-reads it (e.g. SERVER -> CONSUMER).
 ZIPKIN_ORIGINAL_KIND = "zipkin.kind"
 # Jaeger's encoding of OTLP fields as tags (jaeger-idl / collector translator).

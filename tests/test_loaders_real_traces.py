@@ -121,6 +121,20 @@ def test_smartthings_kafka_receive_spans_become_consumers_of_their_topic(tmp_pat
     assert kinds["zipkin.kind"] == "SERVER" and kinds["kafka.partition"] == "276"
 
 
+def test_brave_sql_query_tags_become_database_spans_with_tables_from_the_statement(tmp_path):
+    """SmartThings' bookie records its JDBC statements only as Brave's `sql.query` (no system):
+    they become database spans of an unnamed SQL system, their tables read from the text."""
+    con, res = _load(tmp_path, "zipkin-lens/smartthings-mobile-web-install.json")
+    assert res.ok
+    tagged = store.scalar(con, "SELECT count(*) FROM spans WHERE json_exists(attributes, '$.\"sql.query\"')")
+    rows = con.execute("SELECT DISTINCT service_name, db_system, db_operation, db_collection FROM spans "
+                       "WHERE db_system IS NOT NULL ORDER BY ALL").fetchall()
+    assert tagged == 120 == store.scalar(con, "SELECT count(*) FROM spans WHERE db_system = 'other_sql'")
+    assert ("bookie", "other_sql", "INSERT", "config") in rows
+    assert ("bookie", "other_sql", "SELECT", "installed_app") in rows
+    assert {r[0] for r in rows} == {"bookie"}
+
+
 def test_shared_zipkin_spans_split_into_client_and_server_halves(tmp_path):
     con, res = _load(tmp_path, "zipkin-lens/ascend.json")
     assert res.ok

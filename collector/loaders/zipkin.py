@@ -26,6 +26,9 @@ Broker tags are mapped onto the messaging conventions, so analysis sees messagin
   routing key);
 - a PRODUCER or CONSUMER whose remote service is `kafka` or `rabbitmq` gets that system even
   without tags; PRODUCER -> operation `send`, CONSUMER -> `receive`;
+- Brave's `sql.query` tag -> `db.statement` (so the tables are read from the statement text, as for
+  OTel's SQL instrumentations) with `db.system` = the remote service when it names a database
+  (`mysql`, `postgresql`, ...), else `other_sql`;
 - SmartThings' Kafka hops are recorded as RPCs: a SERVER span named `receive <topic>` with a
   `kafka.partition` tag is a Kafka consumer of <topic> (kind CONSUMER, the recorded kind kept in
   `zipkin.kind`), and its client half `send <topic>` is the producer (kind PRODUCER).
@@ -274,6 +277,7 @@ def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
     if remote.get("port"):
         attrs[sc.NETWORK_PEER_PORT] = remote["port"]
     kind = _map_messaging(kind, name, attrs, remote, kafka_sends.get((part.trace_id, part.span_id)))
+    _map_database(attrs, remote)
 
     resource: dict = {}
     if local.get("serviceName"):
@@ -302,6 +306,23 @@ def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
         id_pad=True,
         where=f"{sink.result.path}:record {first_n} (span {part.span_id}, {name!r})",
     )
+
+
+# Remote service names that name the database itself (Brave sets the remote endpoint to it), as
+# the db.system value.
+_SQL_SYSTEMS = {name: name for name in ("mysql", "mariadb", "postgresql", "oracle", "mssql", "sqlite", "h2",
+                                        "hsqldb", "db2", "derby")} | {"postgres": "postgresql"}
+
+
+def _map_database(attrs: dict, remote: dict) -> None:
+    """Brave's `sql.query` as the OTel statement attribute, with a db.system (see the module docstring)."""
+    query = attrs.get(sc.ZIPKIN_SQL_QUERY)
+    if not isinstance(query, str) or not query.strip() or any(k in attrs for k in sc.DB_QUERY_TEXT):
+        return
+    attrs[sc.DB_QUERY_TEXT[1]] = query
+    if not any(k in attrs for k in sc.DB_SYSTEM):
+        peer = str(remote.get("serviceName", "")).lower()
+        attrs[sc.DB_SYSTEM[1]] = _SQL_SYSTEMS.get(peer, sc.DB_SYSTEM_OTHER_SQL)
 
 
 def _map_messaging(kind: str, name: str, attrs: dict, remote: dict, kafka_send_topic: str | None) -> str:
