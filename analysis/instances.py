@@ -4,8 +4,8 @@ A consumer that starts a new trace with a link to its producer (the OpenTelemetr
 default for batch consumers) belongs to its producer's instance; so does one tied only by message
 id or time window. Spans of one trace always share an instance. The components are found in SQL
 over trace pairs (one row per cross-trace edge), never over spans (`connected_traces_sql`).
-An instance's entry is its earliest root span (no incoming causal edge); its step is the instance's
-workflow type (`workflow_id`).
+An instance's entry is its earliest root span (no incoming causal edge) in a trace no other trace
+leads into (else its earliest root span); its step is the instance's workflow type (`workflow_id`).
 Reads `span_labels`, `causal_edges`, `clock_offsets`; writes `trace_instances` (trace_id ->
 instance_id = the smallest trace id of the component) and `instances` (one row per instance: times,
 counts, entry trace and workflow).
@@ -17,65 +17,55 @@ import duckdb
 
 from choreoscope.analysis.clock_skew import corrected_steps_sql
 
-MAX_ROUNDS = 64  # min-label propagation with pointer jumping halves chain distances each round:
-# 64 rounds cover components of any size that fits in memory; more means a bug, so it raises.
+MAX_ROUNDS = 64  # rounds of large-star + small-star: O(log^2 n) in theory, a handful in practice
+# (a 200-hop chain with its smallest id in the middle takes a few); more means a bug, so it raises.
 
 
 def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
     """Build the TEMP table `_trace_labels` (trace_id, label): each trace of the pairs `pairs_sql`
     selects (columns a, b) with the smallest trace id of its connected component; returns its name.
 
-    Iterative min-label propagation in SQL (each trace takes the smallest label among itself and
-    its neighbours), each round followed by pointer jumping (a trace takes its label's label), until
-    nothing changes: connected components as joins and aggregates only, so the same stage runs on
-    any SQL engine (no GraphFrames, no Python over pairs). A long chain of linked traces converges
-    in about log2(length) rounds.
+    Large-star / small-star (Kiveris et al., "Connected Components in MapReduce and Beyond", 2014)
+    in SQL over edges kept as (larger, smaller): large-star hangs every larger neighbour of a node on
+    the smallest id around it, small-star hangs a node and its smaller neighbours on the smallest
+    of them; alternated until the edges stop changing, each component is a star around its
+    smallest id. Joins and aggregates only, so the same stage runs on any SQL engine (no
+    GraphFrames, no Python over pairs). Plain min-label propagation needs as many rounds as the
+    longest chain of linked traces; this needs about log2 of it.
     """
-    # Traces as integers numbered in trace id order (so the smallest number is the smallest id):
-    # the rounds join and compare numbers, not 32-character strings.
-    con.execute(f"CREATE OR REPLACE TEMP TABLE _trace_pairs AS SELECT DISTINCT a, b FROM ({pairs_sql}) WHERE a <> b")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _trace_nos AS
-        SELECT trace_id, row_number() OVER (ORDER BY trace_id) AS no
-        FROM (SELECT a AS trace_id FROM _trace_pairs UNION SELECT b FROM _trace_pairs)
-    """)
-    con.execute("""
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _trace_edges AS
-        SELECT DISTINCT na.no AS a, nb.no AS b
-        FROM (SELECT a, b FROM _trace_pairs UNION ALL SELECT b, a FROM _trace_pairs) p
-        JOIN _trace_nos na ON na.trace_id = p.a JOIN _trace_nos nb ON nb.trace_id = p.b
+        SELECT DISTINCT greatest(a, b) AS a, least(a, b) AS b FROM ({pairs_sql}) WHERE a <> b
     """)
-    con.execute("DROP TABLE _trace_pairs")
-    con.execute("CREATE OR REPLACE TEMP TABLE _trace_no_labels AS SELECT DISTINCT a AS trace_no, a AS label "
-                "FROM _trace_edges")
     for _ in range(MAX_ROUNDS):
         con.execute("""
-            CREATE OR REPLACE TEMP TABLE _trace_no_labels_next AS
-            WITH propagated AS (
-                SELECT l.trace_no, least(l.label, min(n.label)) AS label
-                FROM _trace_no_labels l
-                JOIN _trace_edges e ON e.a = l.trace_no
-                JOIN _trace_no_labels n ON n.trace_no = e.b
-                GROUP BY l.trace_no, l.label
-            )
-            SELECT p.trace_no, least(p.label, coalesce(j.label, p.label)) AS label
-            FROM propagated p LEFT JOIN propagated j ON j.trace_no = p.label
+            CREATE OR REPLACE TEMP TABLE _trace_edges_large AS
+            WITH nbr AS (SELECT a AS u, b AS v FROM _trace_edges UNION ALL SELECT b, a FROM _trace_edges),
+            m AS (SELECT u, least(u, min(v)) AS m FROM nbr GROUP BY u)
+            SELECT DISTINCT n.v AS a, m.m AS b FROM nbr n JOIN m ON m.u = n.u WHERE n.v > n.u
+        """)
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _trace_edges_next AS
+            WITH m AS (SELECT a AS u, min(b) AS m FROM _trace_edges_large GROUP BY a)
+            SELECT DISTINCT e.b AS a, m.m AS b FROM _trace_edges_large e JOIN m ON m.u = e.a WHERE e.b <> m.m
+            UNION
+            SELECT u, m FROM m
         """)
         changed = con.execute("""
-            SELECT count(*) FROM _trace_no_labels_next n JOIN _trace_no_labels l USING (trace_no)
-            WHERE n.label <> l.label
+            SELECT (SELECT count(*) FROM (SELECT a, b FROM _trace_edges_next EXCEPT SELECT a, b FROM _trace_edges))
+                 + (SELECT count(*) FROM (SELECT a, b FROM _trace_edges EXCEPT SELECT a, b FROM _trace_edges_next))
         """).fetchone()[0]
-        con.execute("DROP TABLE _trace_no_labels")
-        con.execute("ALTER TABLE _trace_no_labels_next RENAME TO _trace_no_labels")
+        con.execute("DROP TABLE _trace_edges")
+        con.execute("DROP TABLE _trace_edges_large")
+        con.execute("ALTER TABLE _trace_edges_next RENAME TO _trace_edges")
         if not changed:
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _trace_labels AS
-                SELECT t.trace_id, lt.trace_id AS label
-                FROM _trace_no_labels l
-                JOIN _trace_nos t ON t.no = l.trace_no JOIN _trace_nos lt ON lt.no = l.label
+                SELECT trace_id, min(label) AS label
+                FROM (SELECT a AS trace_id, b AS label FROM _trace_edges UNION ALL SELECT b, b FROM _trace_edges)
+                GROUP BY trace_id
             """)
-            for scratch in ("_trace_edges", "_trace_no_labels", "_trace_nos"):
-                con.execute(f"DROP TABLE {scratch}")
+            con.execute("DROP TABLE _trace_edges")
             return "_trace_labels"
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
@@ -108,16 +98,20 @@ def _build_instance_table(con: duckdb.DuckDBPyConnection) -> None:
             SELECT s.trace_id, s.span_id, s.step_id, s.service, s.is_error, s.start_adj, s.end_adj,
                    ti.instance_id,
                    NOT EXISTS (SELECT 1 FROM causal_edges e
-                               WHERE e.dst_trace_id = s.trace_id AND e.dst_span_id = s.span_id) AS is_root
+                               WHERE e.dst_trace_id = s.trace_id AND e.dst_span_id = s.span_id) AS is_root,
+                   s.trace_id IN (SELECT dst_trace_id FROM causal_edges WHERE src_trace_id <> dst_trace_id)
+                       AS trace_reached
             FROM ({corrected_steps_sql()}) s JOIN trace_instances ti USING (trace_id)
         )
-        -- the entry (earliest root span, ties by ids) per instance as an arg_min, not a window
-        -- sorting every span of the store
+        -- the entry per instance as an arg_min, not a window sorting every span of the store: the
+        -- earliest root span of a trace no other trace leads into (ties by ids), else the earliest
+        -- root. A consumer's trace reached from the producer's is no entry even when it started
+        -- first: an SQS long poll waits before the order that it then receives is placed.
         SELECT instance_id, min(start_adj) AS start_adj, max(end_adj) AS end_adj, count(*) AS spans,
                count(DISTINCT trace_id) AS traces, count(DISTINCT service) AS services,
                count(*) FILTER (WHERE is_error) AS errors,
-               arg_min(step_id, (NOT is_root, start_adj, trace_id, span_id)) AS workflow_id,
-               arg_min(trace_id, (NOT is_root, start_adj, trace_id, span_id)) AS entry_trace_id
+               arg_min(step_id, (NOT is_root, trace_reached, start_adj, trace_id, span_id)) AS workflow_id,
+               arg_min(trace_id, (NOT is_root, trace_reached, start_adj, trace_id, span_id)) AS entry_trace_id
         FROM steps GROUP BY instance_id
         """
     )

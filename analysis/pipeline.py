@@ -85,7 +85,7 @@ STAGES: list[Stage] = [
           assumes="links, message ids and a time window tie consumers to producers when context was lost"),
     Stage("instances", lambda con, ctx: instances.build_instances(con),
           reads=("span_labels", "causal_edges", "clock_offsets"), writes=("trace_instances", "instances"),
-          assumes="traces tied by causal edges are one workflow instance; its earliest root is its entry"),
+          assumes="traces tied by causal edges are one workflow instance; its earliest root in a trace no other trace leads into is its entry"),
     Stage("span steps", lambda con, ctx: span_steps.build_span_steps(con),
           reads=("span_labels", "clock_offsets", "trace_instances", "instances"), writes=("span_steps",),
           assumes="every span belongs to exactly one instance"),
