@@ -105,16 +105,18 @@ def findings(cur: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 
 def instances_of_traces(cur: duckdb.DuckDBPyConnection, trace_ids: list[str]) -> pd.DataFrame:
-    """The instances holding any of `trace_ids` (a finding's examples)."""
+    """The instances holding any of `trace_ids` (a finding's examples), looked up in the one row per
+    trace of `trace_instances` (not a scan of every span: a page lists tens of findings)."""
     return frame(cur, """
         SELECT DISTINCT i.instance_id, i.workflow_id, i.entry_trace_id, i.spans, i.errors,
                (i.end_adj - i.start_adj) / 1e6 AS duration_ms
-        FROM span_steps s JOIN instances i USING (instance_id)
-        WHERE list_contains(?, s.trace_id) ORDER BY i.errors DESC, i.instance_id""", [list(trace_ids)])
+        FROM trace_instances t JOIN instances i USING (instance_id)
+        WHERE t.trace_id IN (SELECT unnest(?::VARCHAR[])) ORDER BY i.errors DESC, i.instance_id""",
+                 [list(trace_ids)])
 
 
 def instance_of_trace(cur: duckdb.DuckDBPyConnection, trace_id: str) -> str | None:
-    rows = cur.execute("SELECT instance_id FROM span_steps WHERE trace_id = ? LIMIT 1", [trace_id]).fetchall()
+    rows = cur.execute("SELECT instance_id FROM trace_instances WHERE trace_id = ?", [trace_id]).fetchall()
     return rows[0][0] if rows else None
 
 

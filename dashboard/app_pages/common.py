@@ -5,6 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
+# Findings listed at once: each is an expander whose example instances are a query, and a store
+# with hundreds of findings (870 shared-table findings on bench/gen_dump.py's 1M spans) took minutes.
+FINDINGS_PER_PAGE = 25
+
 SEVERITY_ICON = {"critical": ":red[:material/error:]", "warning": ":orange[:material/warning:]",
                  "info": ":blue[:material/info:]"}
 

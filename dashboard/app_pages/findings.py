@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import nav
+from choreoscope.dashboard.app_pages.common import FINDINGS_PER_PAGE as PAGE_SIZE
 from choreoscope.dashboard.app_pages.common import show_finding, show_finding_page
 from choreoscope.dashboard.store_access import query
 
@@ -45,12 +47,19 @@ def render() -> None:
     counts = sel["kind"].value_counts()
     st.caption(f"{len(sel)} of {len(f)} findings · " + " · ".join(f"{k}: {v}" for k, v in counts.items()))
     hints = sel["confidence"] < 0.5
-    for i, row in enumerate(sel[~hints].to_dict("records")):
+    ordered = pd.concat([sel[~hints], sel[hints]])  # the findings first, then the hints
+    start = 0
+    if len(ordered) > PAGE_SIZE:
+        pages = (len(ordered) + PAGE_SIZE - 1) // PAGE_SIZE
+        page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} findings each)", min_value=1, max_value=pages,
+                               value=1, step=1, key="f_page")
+        start = (int(page) - 1) * PAGE_SIZE
+    shown = ordered.iloc[start:start + PAGE_SIZE]
+    first_hint = len(sel) - int(hints.sum())
+    for i, row in enumerate(shown.to_dict("records"), start=start):
+        if i == first_hint:
+            st.markdown(f"**Hints** (confidence below 0.5): {int(hints.sum())}")
         show_finding(row, key=f"f{i}")
-    if hints.any():
-        st.markdown(f"**Hints** (confidence below 0.5): {int(hints.sum())}")
-        for i, row in enumerate(sel[hints].to_dict("records")):
-            show_finding(row, key=f"h{i}")
 
 
 if __name__ == "__main__":  # Streamlit runs each page file as a script

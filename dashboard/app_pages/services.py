@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from choreoscope.dashboard.app_pages.common import show_finding
+from choreoscope.dashboard.app_pages.common import FINDINGS_PER_PAGE, show_finding
 from choreoscope.dashboard.intended_owners import owners
 from choreoscope.dashboard.store_access import context, query
 
@@ -60,8 +60,10 @@ def render() -> None:
     st.dataframe(query("service_edges", service), hide_index=True, width="stretch")
     mine = f[f["services"].map(lambda s: service in s)]
     st.subheader(f"Findings naming {service} ({len(mine)})")
-    for i, r in enumerate(mine.to_dict("records")):
+    for i, r in enumerate(mine.head(FINDINGS_PER_PAGE).to_dict("records")):
         show_finding(r, key=f"s{i}")
+    if len(mine) > FINDINGS_PER_PAGE:
+        st.caption(f"The first {FINDINGS_PER_PAGE}; the Findings page lists all {len(mine)} (filter by Service).")
 
 
 if __name__ == "__main__":  # Streamlit runs each page file as a script

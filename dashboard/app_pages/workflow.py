@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import graphs, nav
-from choreoscope.dashboard.app_pages.common import pick, show_finding
+from choreoscope.dashboard.app_pages.common import FINDINGS_PER_PAGE, pick, show_finding
 from choreoscope.dashboard.store_access import query
 
 MAX_SERVICE_NODES = 40
@@ -163,8 +163,10 @@ def _findings(wf_id: str) -> None:
     st.subheader(f"Findings ({len(mine)})")
     if mine.empty:
         st.caption("No findings touch this workflow.")
-    for i, row in enumerate(mine.to_dict("records")):
+    for i, row in enumerate(mine.head(FINDINGS_PER_PAGE).to_dict("records")):
         show_finding(row, key=f"wf_f{i}")
+    if len(mine) > FINDINGS_PER_PAGE:
+        st.caption(f"The first {FINDINGS_PER_PAGE}; the Findings page lists all {len(mine)} (filter by Workflow).")
 
 
 def _variants_and_instances(wf_id: str) -> None:
