@@ -75,11 +75,14 @@ WHERE (s.role = 'consumer' OR {receive_client("s")})
 """
 
 # One row per (service, message, trace, poll): the consumer span if one was exported, else the receive.
+# Only attributes that mention celery are parsed for Celery's state and retries (a text search is
+# far cheaper than parsing every consumer's JSON).
 _GROUPS_SQL = """
 CREATE OR REPLACE TEMP TABLE _delivery_groups AS
-SELECT g.*, json_extract_string(sp.attributes, '$."celery.state"') AS state,
+SELECT g.*, CASE WHEN celery THEN json_extract_string(sp.attributes, '$."celery.state"') END AS state,
        greatest(coalesce(g.retry_attr, 0),
-                coalesce(TRY_CAST(json_extract_string(sp.attributes, '$."celery.retries"') AS INTEGER), 0)) AS retry_count
+                coalesce(CASE WHEN celery THEN TRY_CAST(json_extract_string(sp.attributes, '$."celery.retries"')
+                                                        AS INTEGER) END, 0)) AS retry_count
 FROM (
     SELECT service, message_key, trace_id, poll_span_id,
            first(span_id ORDER BY is_handler DESC, start_adj, span_id) AS span_id,
@@ -95,7 +98,8 @@ FROM (
     FROM _delivery_spans
     GROUP BY service, message_key, trace_id, poll_span_id
 ) g
-JOIN spans sp ON sp.trace_id = g.trace_id AND sp.span_id = g.span_id
+JOIN (SELECT trace_id, span_id, attributes, contains(attributes, '"celery.') AS celery FROM spans) sp
+  ON sp.trace_id = g.trace_id AND sp.span_id = g.span_id
 """
 
 # Spans of a consuming service whose parent was never exported, grouped by the missing parent.
@@ -175,8 +179,7 @@ ended AS (
 SELECT * EXCLUDE (final_steps, missing),
        CASE WHEN attempt < attempts THEN coalesce(missing, []) ELSE [] END AS missing_steps,
        attempt < attempts AND (ended IN ('error', 'retry', 'unfinished') OR coalesce(len(missing), 0) > 0) AS gave_up
-FROM (SELECT *, (SELECT list(x ORDER BY x) FROM unnest(final_steps) AS t(x) WHERE NOT list_contains(work_steps, x))
-                AS missing
+FROM (SELECT *, list_sort(list_filter(final_steps, lambda x: NOT list_contains(work_steps, x))) AS missing
       FROM ended)
 """
 
