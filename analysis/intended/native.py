@@ -53,9 +53,31 @@ def _extra_keys(error) -> list[str]:
     return [k for k in error.instance if k not in allowed and not str(k).startswith("x-")] or ["?"]
 
 
+def _non_string_key(node, path: list) -> list | None:
+    """The path of the first mapping key that is not a string (YAML allows `null:` or `1:`; the
+    schema's key patterns cannot be applied to them), or None."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if not isinstance(key, str):
+                return [*path, key]
+            found = _non_string_key(value, [*path, key])
+            if found is not None:
+                return found
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            found = _non_string_key(value, [*path, i])
+            if found is not None:
+                return found
+    return None
+
+
 def validate_native(doc: Document) -> None:
     import jsonschema
 
+    bad_key = _non_string_key(doc.data, [])
+    if bad_key is not None:
+        raise doc.error(bad_key[:-1], f"the key {bad_key[-1]!r} is not a name: keys must be text "
+                                      "(quote it if it is meant literally)")
     validator = jsonschema.Draft202012Validator(intended_schema())
     errors = sorted(validator.iter_errors(doc.data), key=lambda e: (list(map(str, e.absolute_path)), e.message))
     if errors:
