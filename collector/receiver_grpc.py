@@ -28,11 +28,14 @@ SOURCE = "otlp-grpc"
 
 
 def _retry_details(code: int, message: str, retry_after_s: int) -> tuple[tuple[str, bytes], ...]:
-    """Trailing metadata carrying a google.rpc.Status with RetryInfo (what grpc-status would send)."""
+    """Trailing metadata with the RetryInfo twice: inside a google.rpc.Status (the rich status
+    that grpc-status-details-bin carries, read by the Go and Java exporters) and on its own as
+    `google.rpc.retryinfo-bin`, the only place the Python SDK's exporter looks for the delay."""
     info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=retry_after_s))
     status = status_pb2.Status(code=code, message=message)
     status.details.add().Pack(info)
-    return (("grpc-status-details-bin", status.SerializeToString()),)
+    return (("grpc-status-details-bin", status.SerializeToString()),
+            ("google.rpc.retryinfo-bin", info.SerializeToString()))
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):

@@ -115,6 +115,10 @@ def test_queue_full_is_resource_exhausted_with_retry_info(tmp_path):
             status = status_pb2.Status.FromString(details)
             info = error_details_pb2.RetryInfo()
             assert status.details[0].Unpack(info) and info.retry_delay.seconds >= 1
+            # and on its own, where the Python SDK's exporter reads its backoff from
+            alone = error_details_pb2.RetryInfo.FromString(
+                dict(err.value.trailing_metadata())["google.rpc.retryinfo-bin"])
+            assert alone.retry_delay.seconds == info.retry_delay.seconds
             assert "first" not in results  # not acknowledged before its commit
         sender.join(10)
         assert not results["first"].HasField("partial_success")
