@@ -11,6 +11,7 @@ import base64
 import binascii
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import orjson
@@ -25,6 +26,7 @@ _ZERO_SPAN = "0" * 16
 _ZERO_IDS = {16: _ZERO_TRACE, 8: _ZERO_SPAN}
 # An id already in its stored form (lowercase hex of the right width): OTLP JSON's hot path.
 _HEX_ID = {16: re.compile("[0-9a-f]{32}").fullmatch, 8: re.compile("[0-9a-f]{16}").fullmatch}
+_HEX_TRACE, _HEX_SPAN = _HEX_ID[16], _HEX_ID[8]
 
 
 class BadId(ValueError):
@@ -335,14 +337,25 @@ class SpanBatch:
         events: list | None = None,
         links: list[Link] | None = None,
         id_pad: bool = False,
-        where: str = "",
+        where: str | Callable[[], str] = "",
     ) -> bool:
-        """Add one span. Returns False (and records why in `rejected`) if it cannot be stored."""
+        """Add one span. Returns False (and records why in `rejected`) if it cannot be stored.
+        `where` names the span in that message; a callable is only called for a rejected span
+        (a dump loader's place, with the span's name, costs more to format than to check)."""
         try:
-            tid = normalize_id(trace_id, 16, "trace id", pad=id_pad)
-            sid = normalize_id(span_id, 8, "span id", pad=id_pad)
+            # ids already in their stored form (OTLP JSON) are taken as they are, as normalize_id would
+            if type(trace_id) is str and _HEX_TRACE(trace_id) and trace_id != _ZERO_TRACE:
+                tid = trace_id
+            else:
+                tid = normalize_id(trace_id, 16, "trace id", pad=id_pad)
+            if type(span_id) is str and _HEX_SPAN(span_id) and span_id != _ZERO_SPAN:
+                sid = span_id
+            else:
+                sid = normalize_id(span_id, 8, "span id", pad=id_pad)
             pid = None
-            if parent_span_id not in (None, "", b""):
+            if type(parent_span_id) is str and _HEX_SPAN(parent_span_id) and parent_span_id != _ZERO_SPAN:
+                pid = parent_span_id
+            elif parent_span_id not in (None, "", b""):
                 try:
                     pid = normalize_id(parent_span_id, 8, "parent span id", pad=id_pad)
                 except BadId as exc:
@@ -360,10 +373,13 @@ class SpanBatch:
                         _json(link.attributes or {}),
                     )
                 )
-            for label, ns in (("start time", start_ns), ("end time", end_ns)):
-                if ns is not None and not 0 <= ns <= _MAX_NS:
-                    raise BadSpan(f"{label} {ns} ns is outside the range the store holds (0 to 2^63-1)")
+            if not ((start_ns is None or 0 <= start_ns <= _MAX_NS) and (end_ns is None or 0 <= end_ns <= _MAX_NS)):
+                for label, ns in (("start time", start_ns), ("end time", end_ns)):
+                    if ns is not None and not 0 <= ns <= _MAX_NS:
+                        raise BadSpan(f"{label} {ns} ns is outside the range the store holds (0 to 2^63-1)")
         except (BadId, BadSpan) as exc:
+            if callable(where):
+                where = where()
             self.rejected.append(f"{where}: {exc}" if where else str(exc))
             return False
         attrs = attributes or {}

@@ -9,15 +9,13 @@ and skipped, and everything else loads.
 
 from __future__ import annotations
 
-import collections
+import contextlib
 import gzip
 import io
 import json
-import multiprocessing
 import os
 import sys
 import time
-import types
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,8 +24,15 @@ from typing import BinaryIO
 import duckdb
 import orjson
 
-from choreoscope.collector.export_decode import from_ipc
 from choreoscope.collector.loaders import jaeger, otlp_json, otlp_proto, parquet, zipkin
+from choreoscope.collector.loaders.parallel import (
+    TASK_BYTES,
+    close_pool,
+    gc_paused,
+    one_store_thread,
+    parse_pool,
+    run_tasks,
+)
 from choreoscope.collector.loaders.sink import CHUNK_SPANS, CollectSink, FileResult, FileSink
 
 FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin", "parquet")
@@ -36,10 +41,9 @@ TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP pro
          "(choreoscope export, otel_traces)")
 GZIP_MAGIC = b"\x1f\x8b"
 PROGRESS_MIN_BYTES = 4 * 1024 * 1024
-# JSON-lines files from this size are parsed by worker processes (one per core), in tasks of
-# about TASK_BYTES of lines; smaller ones do not repay the workers' start-up (~0.5 s).
+# JSON-lines and protobuf files from this size are parsed by worker processes (one per core), in
+# tasks of about TASK_BYTES; smaller ones do not repay the workers' start-up (~0.5 s).
 PARALLEL_MIN_BYTES = 16 * 1024 * 1024
-TASK_BYTES = 2 * 1024 * 1024
 
 __all__ = ["FORMATS", "FileResult", "LoadResult", "expand_paths", "load_file", "load_paths"]
 
@@ -132,15 +136,15 @@ def load_file(
     sink = FileSink(con, result, chunk_spans=chunk_spans, on_flush=bar.update if bar else None)
     sink.workers = _workers_for(path, workers)
     try:
-        with raw:
+        with raw, gc_paused(), one_store_thread(con) if sink.workers else contextlib.nullcontext():
             _load_stream(raw, sink, fmt)
-        sink.flush()
+        sink.finish()
     except (OSError, EOFError, gzip.BadGzipFile, zlib.error) as exc:
-        sink.flush()
+        sink.finish()
         sink.error("", f"read failed ({exc}); the spans before this point were loaded")
     except RecursionError:
         # json.loads (and the walks after it) recurse once per nesting level
-        sink.flush()
+        sink.finish()
         sink.error("", "a JSON value is nested too deeply to read (hundreds of levels; trace dumps "
                        "nest a few); the spans before it were loaded, the rest of the file was not")
     finally:
@@ -237,12 +241,38 @@ def _load_json(stream: BinaryIO, sink: FileSink, fmt: str) -> None:
             return
         _load_json_value(doc, sink, fmt, where="")
         return
-    # JSON lines (or a document that fits on one line).
-    _load_json_value(first_obj, sink, fmt, where="1", lines=True)
-    if sink.workers:
-        _load_lines_parallel(text, sink, fmt, start=2)
-    else:
-        _load_lines(text, sink, fmt, start=2)
+    # JSON lines (or a document that fits on one line). The workers start while line 1 is walked.
+    pool = parse_pool(sink.workers) if sink.workers else None
+    try:
+        _load_json_value(first_obj, sink, fmt, where="1", lines=True)
+        rest = _rest_as_bytes(text) if pool is not None else None
+        if rest is not None:
+            path, chunk = sink.result.path, sink.chunk_spans
+            run_tasks(pool, parse_lines_task, (
+                (f"{first}-{last}", (path, fmt, chunk, first, block)) for first, last, block in _tasks(rest, 2)
+            ), sink)
+        else:
+            _load_lines(text, sink, fmt, start=2)
+    finally:
+        if pool is not None:
+            close_pool(pool)
+
+
+def _rest_as_bytes(text: io.TextIOWrapper) -> BinaryIO | None:
+    """The binary stream under `text`, positioned after what `text` has returned, so the rest of
+    the file goes to the parse workers undecoded (decoding is theirs). None (keep reading `text`)
+    when the position is not a plain byte offset (decoder state) or the stream cannot seek."""
+    try:
+        if not text.buffer.seekable():
+            return None
+        cookie = text.tell()
+    except (OSError, ValueError):
+        return None
+    if cookie >= 1 << 64:  # TextIOWrapper packs decoder state above the byte offset
+        return None
+    stream = text.detach()
+    stream.seek(cookie)
+    return stream
 
 
 def _looks_like_lines(body: str) -> bool:
@@ -263,7 +293,7 @@ def _looks_like_lines(body: str) -> bool:
 def _load_lines(lines: Iterable[str], sink: FileSink, fmt: str, start: int = 1) -> None:
     """Load JSON lines, numbered from `start`; a broken line is reported and skipped."""
     for n, line in enumerate(lines, start=start):
-        if not line.strip():
+        if not line or line.isspace():  # (strip would copy a 1 MB line)
             continue
         try:
             obj = _parse_line(line)
@@ -285,92 +315,33 @@ def _parse_line(line: str):
         return json.loads(line)
 
 
-def _tasks(lines: Iterable[str], start: int) -> Iterator[tuple[int, list[str]]]:
-    """(number of the first line, lines) in runs of about TASK_BYTES characters."""
-    run: list[str] = []
-    size = 0
+def _tasks(stream: BinaryIO, start: int) -> Iterator[tuple[int, int, bytes]]:
+    """(numbers of the first and last line, bytes of those whole lines) in runs of about
+    TASK_BYTES. Lines are counted as the text reader counts them (universal newlines: LF, CRLF
+    and a lone CR end a line)."""
     first = start
-    for n, line in enumerate(lines, start=start):
-        if not run:
-            first = n
-        run.append(line)
-        size += len(line)
-        if size >= TASK_BYTES:
-            yield first, run
-            run, size = [], 0
-    if run:
-        yield first, run
+    while block := stream.read(TASK_BYTES):
+        if not block.endswith(b"\n"):
+            block += stream.readline()  # to the end of the line (a CRLF is not split)
+        ends = block.count(b"\n")
+        if b"\r" in block:
+            ends += block.count(b"\r") - block.count(b"\r\n")
+        unended = not block.endswith((b"\n", b"\r"))  # the file's last line, without a newline
+        yield first, first + ends - 1 + unended, block
+        first += ends
 
 
-def parse_lines_task(path: str, fmt: str, chunk_spans: int, first: int, lines: list[str]) -> tuple:
-    """A parse worker's task: the same `_load_lines` walk into a CollectSink. Returns the Arrow
+def parse_lines_task(path: str, fmt: str, chunk_spans: int, first: int, block: bytes) -> tuple:
+    """A parse worker's task: the same `_load_lines` walk, over `block` decoded as the text reader
+    would (UTF-8, bad bytes replaced, universal newlines), into a CollectSink. Returns the Arrow
     chunks, the messages (naming `path` and the line), the rejected count and the formats seen."""
     result = FileResult(path=path)
     sink = CollectSink(result, chunk_spans=chunk_spans)
-    _load_lines(lines, sink, fmt, start=first)
-    sink.flush()
+    lines = io.StringIO(block.decode("utf-8", "replace"), newline=None)
+    with gc_paused():
+        _load_lines(lines, sink, fmt, start=first)
+        sink.flush()
     return sink.chunks, result.errors, result.spans_rejected, result.format
-
-
-def _merge_format(result: FileResult, formats: str) -> None:
-    for found in formats.split("+"):
-        if found == "unknown":
-            continue
-        if result.format == "unknown":
-            result.format = found
-        elif result.format != found and found not in result.format:
-            result.format += f"+{found}"
-
-
-def _load_lines_parallel(lines: Iterable[str], sink: FileSink, fmt: str, start: int) -> None:
-    """`_load_lines` with the parsing and normalising spread over `sink.workers` processes. This
-    process only reads lines and stores the workers' Arrow chunks, in file order (messages too),
-    while the workers parse the next ones; at most two tasks per worker are in flight."""
-    sink.flush()
-    pool = _parse_pool(sink.workers)
-    pending: collections.deque = collections.deque()
-    path = sink.result.path
-
-    def store_next() -> None:
-        first, last, job = pending.popleft()
-        try:
-            chunks, errors, rejected, formats = job.get()
-        except Exception as exc:  # noqa: BLE001 - a worker that died costs only its lines
-            sink.error(f"{first}-{last}", f"could not be parsed ({exc!r}); lines skipped")
-            return
-        _merge_format(sink.result, formats)
-        for spans, links in chunks:
-            sink.store_arrow(from_ipc(spans), from_ipc(links))
-            if sink.on_flush is not None:
-                sink.on_flush(sink.result)
-        sink.result.errors.extend(errors)
-        sink.result.spans_rejected += rejected
-
-    try:
-        for first, run in _tasks(lines, start):
-            job = pool.apply_async(parse_lines_task, (path, fmt, sink.chunk_spans, first, run))
-            pending.append((first, first + len(run) - 1, job))
-            if len(pending) > 2 * sink.workers:
-                store_next()
-        while pending:
-            store_next()
-    finally:
-        pool.terminate()
-        pool.join()
-
-
-def _parse_pool(workers: int):
-    """Spawned (not forked: DuckDB's threads) worker processes. A spawned worker re-imports the
-    parent's __main__ (under Streamlit, the dashboard script); the workers need only collector
-    code, so they start with an empty __main__."""
-    ctx = multiprocessing.get_context("spawn")
-    main = sys.modules.get("__main__")
-    sys.modules["__main__"] = types.ModuleType("__main__")
-    try:
-        return ctx.Pool(workers)
-    finally:
-        if main is not None:
-            sys.modules["__main__"] = main
 
 
 _NOT_PARSED = object()

@@ -140,36 +140,55 @@ def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
         scope_name = scope.get("name", "")
         scope_version = scope.get("version", "")
         for span in ss.get("spans") or ():
-            status = span.get("status") or {}
-            span_id = span.get("spanId", "")
-            name = span.get("name", "")
+            get = span.get
+            status = get("status") or _EMPTY
+            kind = get("kind")
+            code = status.get("code")
+            events = get("events")
+            links = get("links")
             add(
-                trace_id=span.get("traceId", ""),
-                span_id=span_id,
-                parent_span_id=span.get("parentSpanId") or None,
-                trace_state=span.get("traceState", ""),
-                name=name,
-                kind=_enum(span.get("kind"), _KIND_NAMES, sc.SPAN_KINDS),
-                start_ns=int(span.get("startTimeUnixNano", 0)),
-                end_ns=int(span.get("endTimeUnixNano", 0)),
-                status_code=_enum(status.get("code"), _STATUS_NAMES, sc.STATUS_CODES),
+                trace_id=get("traceId", ""),
+                span_id=get("spanId", ""),
+                parent_span_id=get("parentSpanId") or None,
+                trace_state=get("traceState", ""),
+                name=get("name", ""),
+                kind=_enum(kind, _KIND_NAMES, sc.SPAN_KINDS),
+                start_ns=int(get("startTimeUnixNano", 0)),
+                end_ns=int(get("endTimeUnixNano", 0)),
+                status_code=_enum(code, _STATUS_NAMES, sc.STATUS_CODES),
                 status_message=status.get("message", ""),
-                attributes=_key_values(span.get("attributes")),
+                attributes=_key_values(get("attributes")),
                 resource_attributes=res,
                 scope_name=scope_name,
                 scope_version=scope_version,
                 events=[
                     {"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
                      "attributes": _key_values(e.get("attributes"))}
-                    for e in span.get("events") or ()
-                ],
+                    for e in events
+                ] if events else None,
                 links=[
                     Link(lk.get("traceId", ""), lk.get("spanId", ""), lk.get("traceState", ""),
                          _key_values(lk.get("attributes")))
-                    for lk in span.get("links") or ()
-                ],
-                where=f"{where}span {span_id or '?'} ({name!r})",
+                    for lk in links
+                ] if links else None,
+                where=_SpanPlace(where, span),
             )
+
+
+_EMPTY: dict = {}
+
+
+class _SpanPlace:
+    """A span's place for a rejection message, formatted only if the span is rejected."""
+
+    __slots__ = ("prefix", "span")
+
+    def __init__(self, prefix: str, span: dict) -> None:
+        self.prefix = prefix
+        self.span = span
+
+    def __call__(self) -> str:
+        return f"{self.prefix}span {self.span.get('spanId', '') or '?'} ({self.span.get('name', '')!r})"
 
 
 def _load_span_by_span(rs: dict, sink: FileSink, place: str, first_error: Exception) -> None:
