@@ -20,12 +20,13 @@ RENDERERS = {
 }
 
 
-def analyze(inputs: list[str], db: str, intended: list[str] | None = None) -> dict:
-    """Load/open the inputs, run every stage, return the validated JSON report."""
+def analyze(inputs: list[str], db: str, intended: list[str] | None = None, engine=None) -> dict:
+    """Load/open the inputs, run every stage, return the validated JSON report. `engine`
+    (analysis.engine_spark.SparkEngine) runs the per-span stages elsewhere; None: all on DuckDB."""
     opened = open_inputs(inputs, db)
     try:
         warn_load_errors(opened)
-        run_pipeline(opened.con, intended)
+        run_pipeline(opened.con, intended, engine=engine)
         report = build_report(opened.con)
         validate_report(report)
         return report
@@ -42,9 +43,17 @@ def write_output(text: str, out: str | None) -> None:
         sys.stdout.write(text)
 
 
+def _engine(args):
+    if getattr(args, "engine", "duckdb") != "spark":
+        return None
+    from choreoscope.analysis.engine_spark import SparkEngine
+
+    return SparkEngine(master=args.spark_master)
+
+
 def run(args) -> int:
     try:
-        report = analyze(args.inputs, args.db, args.intended)
+        report = analyze(args.inputs, args.db, args.intended, engine=_engine(args))
     except (InputError, StoreError, AnalysisError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -127,37 +127,43 @@ _NOT_VOCABULARY = (
 
 
 def _position_sql(pos: int) -> str:
-    """Replace path variables at segment `pos` (1-based) of `_path_labels.tsegs`."""
+    """Replace path variables at segment `pos` (1-based) of `_path_labels.tsegs` (a CREATE ... AS,
+    not an UPDATE, so the same statement runs on Spark, whose temp views cannot be updated)."""
     prefix = f"array_to_string(tsegs[1:{pos - 1}], '/')"
     return f"""
-    UPDATE _path_labels p
-    SET tsegs = list_concat(p.tsegs[1:{pos - 1}], ['{{id}}'], p.tsegs[{pos + 1}:])
-    FROM (
-        SELECT *,
-            sum(CASE WHEN id_like THEN 1 ELSE 0 END) OVER slot AS id_values,
-            sum(CASE WHEN thin THEN 1 ELSE 0 END) OVER slot AS thin_values
-        FROM (
+    CREATE OR REPLACE TEMP TABLE _path_labels AS
+    SELECT p.service, p.role, p.method, p.path, p.spans, p.segs,
+           CASE WHEN v.value IS NULL THEN p.tsegs
+                ELSE list_concat(p.tsegs[1:{pos - 1}], ['{{id}}'], p.tsegs[{pos + 1}:]) END AS tsegs
+    FROM _path_labels p
+    LEFT JOIN (
+        SELECT service, role, method, depth, prefix, value FROM (
             SELECT *,
-                word AND regexp_matches(value, '[0-9]') AND regexp_matches(value, '[A-Za-z]') AS id_like,
-                word AND n * {MIN_WORD_VALUES} <= sum(n) OVER slot AS thin
+                sum(CASE WHEN id_like THEN 1 ELSE 0 END) OVER slot AS id_values,
+                sum(CASE WHEN thin THEN 1 ELSE 0 END) OVER slot AS thin_values
             FROM (
-                SELECT *, {_NOT_VOCABULARY} AS word
+                SELECT *,
+                    word AND regexp_matches(value, '[0-9]') AND regexp_matches(value, '[A-Za-z]') AS id_like,
+                    word AND n * {MIN_WORD_VALUES} <= sum(n) OVER slot AS thin
                 FROM (
-                    SELECT service, role, method, len(segs) AS depth, {prefix} AS prefix,
-                           segs[{pos}] AS value, sum(spans) AS n
-                    FROM _path_labels
-                    WHERE len(segs) >= {pos}
-                    GROUP BY ALL
+                    SELECT *, {_NOT_VOCABULARY} AS word
+                    FROM (
+                        SELECT service, role, method, array_length(segs) AS depth, {prefix} AS prefix,
+                               segs[{pos}] AS value, sum(spans) AS n
+                        FROM _path_labels
+                        WHERE array_length(segs) >= {pos}
+                        GROUP BY service, role, method, array_length(segs), {prefix}, segs[{pos}]
+                    )
                 )
+                WINDOW slot AS (PARTITION BY service, role, method, depth, prefix)
             )
             WINDOW slot AS (PARTITION BY service, role, method, depth, prefix)
         )
-        WINDOW slot AS (PARTITION BY service, role, method, depth, prefix)
+        WHERE (id_like AND id_values >= {MIN_ID_VALUES}) OR (thin AND thin_values >= {MIN_WORD_VALUES})
     ) v
-    WHERE ((v.id_like AND v.id_values >= {MIN_ID_VALUES}) OR (v.thin AND v.thin_values >= {MIN_WORD_VALUES}))
-      AND p.service IS NOT DISTINCT FROM v.service AND p.role = v.role AND p.method = v.method
-      AND len(p.segs) = v.depth AND array_to_string(p.tsegs[1:{pos - 1}], '/') = v.prefix
-      AND p.segs[{pos}] = v.value
+      ON p.service IS NOT DISTINCT FROM v.service AND p.role = v.role AND p.method = v.method
+         AND array_length(p.segs) = v.depth AND array_to_string(p.tsegs[1:{pos - 1}], '/') = v.prefix
+         AND p.segs[{pos}] = v.value
     """
 
 
@@ -179,7 +185,7 @@ def build_steps(con: duckdb.DuckDBPyConnection) -> None:
     """Create `span_labels` from `spans`."""
     con.execute(_BASE_SQL)
     con.execute(_PATHS_SQL)
-    depth = con.execute("SELECT coalesce(max(len(segs)), 0) FROM _path_labels").fetchone()[0]
+    depth = con.execute("SELECT coalesce(max(array_length(segs)), 0) FROM _path_labels").fetchone()[0]
     for pos in range(1, depth + 1):
         con.execute(_position_sql(pos))
     con.execute(_LABELS_SQL)
