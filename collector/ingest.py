@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import os
+import shutil
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 import duckdb
 import pyarrow as pa
 
-from choreoscope.collector import store
+from choreoscope.collector import store, store_errors
 from choreoscope.collector.export_decode import DecodedExport
 from choreoscope.collector.spanbatch import SpanBatch
 
@@ -34,11 +37,25 @@ MAX_GROUP_SPANS = 100_000
 # span (20 ms: less CPU, fewer spans/s; 2 ms: about as 5 ms).
 TARGET_GROUP_SPANS = 4_096
 LINGER_S = 0.005
-# DuckDB checkpoints (rewrites the table's open row group) whenever the WAL passes this size, in
-# the committing thread. Its default 16 MB meant a 50-270 ms checkpoint every ~28k spans, with
-# the cost growing with the table; 64 MB lowered the receiver's CPU, p99 and peak RSS in
-# bench/ingest.py runs of 300k spans.
-CHECKPOINT_THRESHOLD = "64MB"
+# A checkpoint (rewriting the table's open row group) runs once the WAL passes this size, in the
+# writer thread. DuckDB's default 16 MB meant a 50-270 ms checkpoint every ~28k spans, with the
+# cost growing with the table; 64 MB lowered the receiver's CPU, p99 and peak RSS in
+# bench/ingest.py runs of 300k spans (measured as DuckDB's checkpoint_threshold).
+CHECKPOINT_BYTES = 64 << 20
+# ... but a checkpoint that fails for want of disk space invalidates the whole DuckDB instance
+# ("FATAL Error: ... database has been invalidated"; every later query fails until the file is
+# reopened), where a commit that fails so is only rolled back. So the writer turns DuckDB's own
+# checkpoints off and runs CHECKPOINT itself after a group commit once the WAL passes
+# CHECKPOINT_BYTES, and only when the store's file system has room for it: checkpoint_room(wal
+# bytes, store file bytes) free bytes, a generous guess (the checkpoint rewrites what the WAL holds,
+# and the span_keys index). Short of that it says so and leaves the WAL to grow; a commit that then
+# finds no room fails cleanly and is retried by the exporter (tests/test_faults_disk_full.py).
+NO_AUTO_CHECKPOINT = "1000TB"
+
+
+def checkpoint_room(wal: int, db: int) -> int:
+    """Free bytes the writer wants before a CHECKPOINT (see NO_AUTO_CHECKPOINT)."""
+    return 2 * wal + db // 4 + (1 << 20)
 
 
 class QueueFull(RuntimeError):
@@ -53,6 +70,26 @@ class QueueFull(RuntimeError):
 
 class IngesterStopped(RuntimeError):
     """The ingester no longer accepts spans (the receiver is shutting down)."""
+
+
+class CommitFailed(RuntimeError):
+    """A group commit failed (the disk is full, the file cannot be written): nothing of the group
+    is stored, and the receivers answer UNAVAILABLE / 503 with Retry-After so exporters retry. DuckDB
+    rolls the transaction back and keeps the database usable, so ingest resumes by itself once the
+    cause is gone (tests/test_faults_disk_full.py)."""
+
+
+# How often a receiver whose commits keep failing says so again on stderr.
+FAILURE_REPORT_EVERY_S = 10.0
+
+
+def _commit_failure_reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    if isinstance(exc, duckdb.FatalException):
+        return f"DuckDB gave up the store after a fatal error ({text}); serve stops, restart it"
+    if "No space left on device" in text or "Disk full" in text or "disk is full" in text.lower():
+        return f"the store's disk is full ({text})"
+    return f"{type(exc).__name__}: {text}"
 
 
 @dataclass
@@ -70,6 +107,8 @@ class IngestStats:
     commits: int
     spans_per_s: float
     spans_refused: int = 0  # spans of the refused requests
+    commits_failed: int = 0  # group commits that failed (disk full, ...): their requests were told to retry
+    spans_failed: int = 0  # spans of those commits
 
 
 @dataclass
@@ -89,8 +128,13 @@ class Ingester:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, queue_spans: int = 200_000,
-                 source: str = "otlp"):
+                 source: str = "otlp", checkpoint_bytes: int = CHECKPOINT_BYTES):
         self._con = con
+        self.checkpoint_bytes = checkpoint_bytes
+        self.checkpoints = 0  # CHECKPOINTs the writer ran
+        self.checkpoints_skipped = 0  # ... and did not run for want of disk space
+        self._skip_reported = 0.0
+        self._db_path: str | None = None
         self.queue_limit = max(1, int(queue_spans))
         self.write_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -108,6 +152,14 @@ class Ingester:
         self._refused = 0
         self._spans_refused = 0
         self._commits = 0
+        self._commits_failed = 0
+        self._spans_failed = 0
+        self._failing_since: float | None = None  # monotonic time of the first failure in a row
+        self._failure_reported = 0.0
+        # Set when a commit found the store file damaged (a bad block), or when DuckDB invalidated
+        # the database instance (a fatal error): nothing can be stored; `serve` stops on either.
+        self.damaged: str | None = None
+        self.invalidated: str | None = None
         # Called with each group commit's duration in seconds (collector/metrics.py sets it).
         self.commit_observer = None
         self._rate_samples: collections.deque[tuple[float, int]] = collections.deque(maxlen=64)
@@ -204,6 +256,8 @@ class Ingester:
                 commits=self._commits,
                 spans_per_s=rate,
                 spans_refused=self._spans_refused,
+                commits_failed=self._commits_failed,
+                spans_failed=self._spans_failed,
             )
 
     # -- writer side -----------------------------------------------------------------------
@@ -239,9 +293,13 @@ class Ingester:
 
     def _run(self) -> None:
         cur = self._con.cursor()
-        # A setting of the database instance (so of the dashboard's cursors too): only ingest
-        # writes enough for it to matter.
-        cur.execute(f"SET checkpoint_threshold = '{CHECKPOINT_THRESHOLD}'")
+        # A setting of the database instance (so of the dashboard's and the live analysis's
+        # cursors too): the writer checkpoints, see NO_AUTO_CHECKPOINT.
+        path = store_errors.store_path(cur)
+        self._db_path = path if path not in ("", ":memory:", "the store") and os.path.exists(path) else None
+        # (a store whose file is not found this way keeps DuckDB's own checkpoints)
+        cur.execute("SET checkpoint_threshold = "
+                    f"'{NO_AUTO_CHECKPOINT if self._db_path else str(CHECKPOINT_BYTES >> 20) + 'MB'}'")
         try:
             while self._wait_for_work():
                 with self.write_lock:
@@ -289,11 +347,71 @@ class Ingester:
                 self._duplicates += n - added
                 self._commits += 1
                 self._rate_samples.append((time.monotonic(), self._stored + self._duplicates))
+            else:
+                self._commits_failed += 1
+                self._spans_failed += n
+        if error is not None:
+            damaged = store.damaged_store_error(cur, error)
+            if damaged is not None and self.damaged is None:
+                self.damaged = str(damaged)  # `choreoscope serve` stops on it (exit 2)
+            if isinstance(error, duckdb.FatalException) and self.invalidated is None:
+                self.invalidated = f"{type(error).__name__}: {' '.join(str(error).split())[:300]}"
+            error = CommitFailed(f"{_commit_failure_reason(error)}; nothing of this request was stored, "
+                                 "retry later")
+            self._report_failure(n, error)
+        elif self._failing_since is not None:
+            print(f"choreoscope serve: commits succeed again after {time.monotonic() - self._failing_since:.0f} s "
+                  f"of failures ({self._commits_failed} failed commits so far)", file=sys.stderr, flush=True)
+            self._failing_since = None
         for p in group:
             if error is None:
                 p.future.set_result(p.spans.num_rows)
             else:
                 p.future.set_exception(error)
+        if error is None:  # after the acknowledgements: they need not wait for it
+            self._maybe_checkpoint(cur)
+
+    def _maybe_checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
+        """CHECKPOINT once the WAL passed checkpoint_bytes, if the disk has room (NO_AUTO_CHECKPOINT)."""
+        if self._db_path is None:
+            return
+        try:
+            wal = os.path.getsize(self._db_path + ".wal")
+            if wal < self.checkpoint_bytes:
+                return
+            db = os.path.getsize(self._db_path)
+            free = shutil.disk_usage(os.path.dirname(os.path.abspath(self._db_path))).free
+        except OSError:
+            return
+        need = checkpoint_room(wal, db)
+        if free < need:
+            self.checkpoints_skipped += 1
+            now = time.monotonic()
+            if now - self._skip_reported >= FAILURE_REPORT_EVERY_S:
+                self._skip_reported = now
+                print(f"choreoscope serve: not checkpointing the store: {free:,} bytes free on its disk, a "
+                      f"checkpoint may need {need:,}; the WAL ({wal:,} bytes) grows until there is room",
+                      file=sys.stderr, flush=True)
+            return
+        try:
+            cur.execute("CHECKPOINT")
+            self.checkpoints += 1
+        except duckdb.FatalException as exc:  # the disk filled meanwhile: DuckDB gave up the instance
+            self.invalidated = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        except duckdb.Error:
+            pass  # another transaction is open (the live analysis): the next commit tries again
+
+    def _report_failure(self, n: int, error: BaseException) -> None:
+        """Say on stderr that commits fail (first failure of a run, then every FAILURE_REPORT_EVERY_S)."""
+        now = time.monotonic()
+        if self._failing_since is None:
+            self._failing_since = now
+        elif now - self._failure_reported < FAILURE_REPORT_EVERY_S:
+            return
+        self._failure_reported = now
+        print(f"choreoscope serve: a commit of {n} spans failed: {error} (exporters are answered "
+              f"UNAVAILABLE / 503 and retry; {self._commits_failed} failed commits so far)",
+              file=sys.stderr, flush=True)
 
 
 def _insert_new(cur: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None) -> int:

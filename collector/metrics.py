@@ -41,6 +41,8 @@ class _IngestCollector:
             ("choreoscope_requests_refused", "export requests refused because the queue was full",
              s.requests_refused),
             ("choreoscope_commits", "group commits", s.commits),
+            ("choreoscope_commits_failed", ("group commits that failed (disk full, ...); their exporters "
+                                            "were answered UNAVAILABLE / 503 to retry"), s.commits_failed),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("choreoscope_queue_spans", "spans queued or being committed", value=s.queue_spans)

@@ -190,6 +190,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
         while not stop_requested.wait(0.5):
             if deadline is not None and time.monotonic() >= deadline:
                 break
+            if receiver.ingester.damaged or receiver.ingester.invalidated:  # every commit would fail
+                break
     finally:
         if on_stopping is not None:
             on_stopping()
@@ -197,8 +199,21 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
             stop_dashboard()
         receiver.stop()
         stats = receiver.stats()
-        con.close()
+        try:
+            con.close()  # checkpoints; a failure (disk full) leaves the WAL, replayed at the next open
+        except duckdb.Error as exc:
+            print(f"choreoscope serve: closing {args.db} failed ({' '.join(str(exc).split())[:200]}); "
+                  "what was acknowledged is in its WAL and replays when it is next opened",
+                  file=sys.stderr, flush=True)
         print(f"stopped: {stats.spans_stored} spans stored, {stats.spans_duplicate} duplicates, "
               f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full)",
               file=sys.stderr, flush=True)
+    if receiver.ingester.damaged:
+        print(f"choreoscope serve: {receiver.ingester.damaged}", file=sys.stderr, flush=True)
+        return 2
+    if receiver.ingester.invalidated:
+        print(f"choreoscope serve: DuckDB gave up the store {args.db} after a fatal error "
+              f"({receiver.ingester.invalidated}); every acknowledged span is in its WAL: free disk space "
+              "if it is full and start serve again", file=sys.stderr, flush=True)
+        return 1
     return 0

@@ -24,6 +24,8 @@ import sys
 import duckdb
 import pyarrow as pa
 
+from choreoscope.collector import store_errors
+
 DEFAULT_DB = "choreoscope.duckdb"
 
 SPAN_COLUMNS: list[tuple[str, str]] = [
@@ -98,6 +100,12 @@ def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
 # The dedup key of a span row (ids are fixed-width hex; the ':' keeps odd ones unambiguous too).
 SPAN_KEY_SQL = "md5_number(trace_id || ':' || span_id)"
 
+# The layout version of a store, kept in STORE_META_TABLE (one row). 1: the primary key on
+# `spans` (no table recorded it); 2: `span_keys`. A store of a higher version is refused with a
+# message to upgrade (collector/store_errors.py); a lower one is migrated by ensure_schema.
+STORE_SCHEMA_VERSION = 2
+STORE_META_TABLE = "choreoscope_store"
+
 SCHEMA_DDL = [
     _ddl("spans", SPAN_COLUMNS, None),
     _ddl("span_links", LINK_COLUMNS, "trace_id, span_id, linked_trace_id, linked_span_id"),
@@ -110,8 +118,10 @@ def connect(
 ) -> duckdb.DuckDBPyConnection:
     """Open a store, creating the choreoscope tables if needed (`create`, and not read-only).
 
-    Raises StoreBusyError when another process holds the file, StoreError for anything else
-    (not a DuckDB file, a DuckDB file of something else when `create` is false, …).
+    Raises StoreBusyError when another process holds the file, StoreDamagedError for a truncated
+    or corrupt file, StoreNewerError for a store of a newer schema (or DuckDB), StoreError for
+    anything else (not a DuckDB file, a DuckDB file of something else when `create` is false, …).
+    Each message is one line naming the file and what to do (collector/store_errors.py).
     """
     path = str(path)
     try:
@@ -122,18 +132,48 @@ def connect(
                 f"cannot open {path}: another process holds it ({exc}). Another choreoscope process "
                 "(serve?) probably has it open; stop it or point this command at another --db."
             ) from exc
-        raise StoreError(f"cannot open {path}: {exc}") from exc
+        raise _open_error(path, exc) from exc
     except duckdb.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from exc
-    if not create:
-        has_spans = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'spans'")
-        if not has_spans:
-            con.close()
-            raise StoreError(f"{path} is a DuckDB file but not a choreoscope store (it has no spans table); "
-                             "load trace dumps into a store with `choreoscope load` first")
-    if not read_only:
-        ensure_schema(con, path)
+        raise _open_error(path, exc) from exc
+    try:
+        # Checked once the file is ours (no writer can be changing it now).
+        short = store_errors.truncation(con, path) if path != ":memory:" else None
+        if short:
+            raise StoreDamagedError(store_errors.damaged_message(path, short))
+        found = _schema_version(con)
+        if found > STORE_SCHEMA_VERSION:
+            raise StoreNewerError(store_errors.newer_schema_message(path, found, STORE_SCHEMA_VERSION))
+        if not create:
+            has_spans = scalar(con, "SELECT count(*) FROM information_schema.tables WHERE table_name = 'spans'")
+            if not has_spans:
+                raise StoreError(f"{path} is a DuckDB file but not a choreoscope store (it has no spans table); "
+                                 "load trace dumps into a store with `choreoscope load` first")
+        if not read_only:
+            ensure_schema(con, path)
+    except StoreError:
+        con.close()
+        raise
+    except duckdb.Error as exc:  # the catalog or the migration read a damaged block
+        con.close()
+        raise _open_error(path, exc) from exc
     return con
+
+
+def _open_error(path: str, exc: duckdb.Error) -> StoreError:
+    message = store_errors.open_failure_message(path, exc)
+    if "newer DuckDB" in message:
+        return StoreNewerError(message)
+    if store_errors.damage_detail(exc) is not None:
+        return StoreDamagedError(message)
+    return StoreError(message)
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The store's schema version (STORE_META_TABLE), 0 for a store written before it was recorded."""
+    if not scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
+                       "AND table_name = ?", [STORE_META_TABLE]):
+        return 0
+    return scalar(con, f"SELECT max(schema_version) FROM {STORE_META_TABLE}") or 0
 
 
 class StoreError(RuntimeError):
@@ -142,6 +182,23 @@ class StoreError(RuntimeError):
 
 class StoreBusyError(StoreError):
     """The DuckDB file is locked by another process."""
+
+
+class StoreDamagedError(StoreError):
+    """The file is truncated or corrupt (found opening it, or by a query reading a bad block)."""
+
+
+class StoreNewerError(StoreError):
+    """The store was written by a newer choreoscope (its schema) or a newer DuckDB (its format)."""
+
+
+def damaged_store_error(con: duckdb.DuckDBPyConnection, exc: BaseException) -> StoreDamagedError | None:
+    """A StoreDamagedError naming the file behind `con` if `exc` is DuckDB finding damage, else None
+    (for code that catches query errors: the analysis pipeline, the loaders' callers)."""
+    detail = store_errors.damage_detail(exc)
+    if detail is None:
+        return None
+    return StoreDamagedError(store_errors.damaged_message(store_errors.store_path(con), detail))
 
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
@@ -182,6 +239,15 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
             raise
     for ddl in SCHEMA_DDL:
         con.execute(ddl)
+    # The schema version, for a later choreoscope to read (and an older one to refuse the store).
+    con.execute(f"CREATE TABLE IF NOT EXISTS {STORE_META_TABLE} (schema_version INTEGER NOT NULL, "
+                "written_by VARCHAR)")
+    if (scalar(con, f"SELECT max(schema_version) FROM {STORE_META_TABLE}") or 0) < STORE_SCHEMA_VERSION:
+        from choreoscope import __version__
+
+        con.execute(f"DELETE FROM {STORE_META_TABLE}")
+        con.execute(f"INSERT INTO {STORE_META_TABLE} VALUES (?, ?)",
+                    [STORE_SCHEMA_VERSION, f"choreoscope {__version__}"])
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None,
