@@ -1,12 +1,14 @@
 """Re-run the analysis while spans arrive (`choreoscope serve`): at an interval and on request.
 
 Runs in a background thread of the serving process, on its own cursor of the one shared DuckDB
-instance, and only when spans were added since the last run. The dashboard reads `status` and
-calls `request()` from its "Analyse now" button.
+instance, and only when spans were added since the last run; a long run pushes the next one back
+so that analysis takes at most a quarter of the time (`next_wait_s`), leaving ingest the rest. The
+dashboard reads `status` and calls `request()` from its "Analyse now" button.
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -15,6 +17,8 @@ import duckdb
 
 from choreoscope.analysis.pipeline import run_pipeline_atomically
 from choreoscope.collector.store import scalar
+
+MAX_SHARE = 0.25  # of the serving process's time the periodic analysis may take (see next_wait_s)
 
 
 @dataclass
@@ -65,11 +69,19 @@ class AnalysisLoop:
                     return False
                 self.status.running = True
                 started = time.perf_counter()
+                # Said on stderr: an operator (and tests/test_faults_kill_analysis.py) can tell a
+                # run in progress; a kill before "done" leaves the previous run's tables.
+                print(f"choreoscope serve: analysing {spans:,} spans", file=sys.stderr, flush=True)
                 try:
                     run_pipeline_atomically(cur, self.intended_paths)
                     self.status.last_error = None
+                    print(f"choreoscope serve: analysis of {spans:,} spans done in "
+                          f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
                 except Exception as exc:  # noqa: BLE001 - shown on the dashboard, loop goes on
                     self.status.last_error = str(exc)
+                    print(f"choreoscope serve: analysis of {spans:,} spans failed: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                          file=sys.stderr, flush=True)
                 self.status.runs += 1
                 self.status.last_run_at = time.time()
                 self.status.last_duration_s = time.perf_counter() - started
@@ -79,9 +91,19 @@ class AnalysisLoop:
                 self.status.running = False
                 cur.close()
 
+    def next_wait_s(self) -> float | None:
+        """Seconds until the next scheduled run: the interval, stretched so that the analysis takes
+        at most MAX_SHARE of the time (a run of d seconds is followed by d * (1/MAX_SHARE - 1) of
+        rest). The pipeline uses every core while it runs, so on a store that takes 20 s to analyse
+        a 30 s interval would leave ingest slowed two thirds of the time; this keeps it to a
+        quarter, whatever the store's size. None: only on request."""
+        if self.interval_s <= 0:
+            return None
+        return max(self.interval_s, (self.status.last_duration_s or 0.0) * (1 / MAX_SHARE - 1))
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             force, self._force = self._force, False
             self.run_once(force=force)
-            self._wake.wait(self.interval_s if self.interval_s > 0 else None)
+            self._wake.wait(self.next_wait_s())
             self._wake.clear()

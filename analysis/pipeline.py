@@ -35,11 +35,33 @@ from choreoscope.analysis import (
     steps,
     workflows,
 )
+from choreoscope.collector import store
 
 # What ingest writes (collector.store); every stage reads from these or from earlier stages.
 INPUT_TABLES = ("spans", "span_links")
 # Written by the runner itself once every stage succeeded.
 RUN_TABLE = "analysis_run"
+
+# DuckDB's default memory limit is 80% of RAM, and it caches what it reads up to it: the 1M-span
+# bench store's analysis and report peaked at 2.3 GB RSS. With 1 GiB it spills a little, peaked at
+# 1.2 GB and took no longer (51.9 s against 83.6 s in the same session). The limit belongs to the
+# whole DuckDB instance (in `serve` the receiver's group commits share it; they need little) and a
+# lower one already set is kept.
+ANALYSIS_MEMORY_LIMIT = 1 << 30
+_MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+                 "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Lower DuckDB's memory limit to ANALYSIS_MEMORY_LIMIT unless it is lower already."""
+    text = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    number, _, unit = str(text).partition(" ")
+    try:
+        current = float(number) * _MEMORY_UNITS[unit or "bytes"]
+    except (ValueError, KeyError):
+        current = float("inf")  # an unlimited or unknown setting: bound it
+    if current > ANALYSIS_MEMORY_LIMIT:
+        con.execute(f"SET memory_limit = '{ANALYSIS_MEMORY_LIMIT}B'")
 
 
 @dataclass
@@ -158,15 +180,36 @@ def _undeclared_writes(before: dict[str, int], after: dict[str, int], stage: Sta
     return sorted(touched - set(stage.writes))
 
 
-def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None) -> AnalysisContext:
+def _offload(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext, engine) -> set[str]:
+    """Let `engine` (analysis.engine_spark.SparkEngine) run its stages first; their tables land in
+    the store. Returns the stages it ran; checks it wrote no table those stages do not declare."""
+    before = _table_oids(con)
+    try:
+        done = engine.run(con, ctx, STAGES, INPUT_TABLES)
+    except Exception as exc:
+        raise AnalysisError(f"analysis failed:\n  {type(exc).__name__}: {exc}") from exc
+    owned = Stage("engine", lambda con, ctx: None, (), tuple(t for s in STAGES if s.name in done for t in s.writes), "")
+    stray = _undeclared_writes(before, _table_oids(con), owned)
+    if stray:
+        raise AnalysisError(f"analysis failed:\n  engine wrote tables its stages do not declare: {', '.join(stray)}")
+    return set(done)
+
+
+def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None,
+                 engine=None) -> AnalysisContext:
     """Run every stage over the store behind `con`; results are tables in the same store.
+    With an `engine` (`--engine spark`), the stages it runs come first and are skipped here.
 
     Raises AnalysisError if a stage failed (after running the rest that could run), or if a stage
     created, replaced or dropped a table it does not declare.
     """
     ctx = AnalysisContext(intended_paths=list(intended_paths or []))
+    bound_memory(con)
+    done = _offload(con, ctx, engine) if engine is not None else set()
     failed = False
     for stage in STAGES:
+        if stage.name in done:
+            continue
         if failed:
             ctx.errors.append(f"{stage.name}: skipped, an earlier stage failed")
             continue
@@ -177,7 +220,10 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
             stray = _undeclared_writes(before, _table_oids(con), stage)
             if stray:
                 raise AnalysisError(f"wrote tables it does not declare: {', '.join(stray)}")
-        except Exception as exc:  # noqa: BLE001 - collected, reported together
+        except Exception as exc:  # collected, reported together (a damaged store: raised at once)
+            damaged = store.damaged_store_error(con, exc)
+            if damaged is not None:  # a bad block of the file: no later stage can do better
+                raise damaged from exc
             ctx.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
             failed = True
         ctx.timings[stage.name] = time.perf_counter() - started

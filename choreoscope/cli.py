@@ -107,7 +107,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--intended", action="append", default=[], metavar="PATH",
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
-                   help="re-run the analysis on new spans this often (default: 30; 0 = only on request)")
+                   help="re-run the analysis on new spans this often (default: 30; 0 = only on request); "
+                        "a long run pushes the next back so analysis takes at most 1/4 of the time")
     p.add_argument("--tls-cert", metavar="FILE", help="serve both receivers over TLS with this PEM certificate")
     p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", metavar="FILE",
@@ -137,6 +138,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="intended-workflow documents (file or directory; repeatable)")
     p.add_argument("--format", default="md", choices=["json", "md", "dot", "mermaid"], help="report format")
     p.add_argument("--out", metavar="FILE", help="write the report here (default: standard output)")
+    p.add_argument("--engine", default="duckdb", choices=["duckdb", "spark"],
+                   help="where the per-span stages run: embedded DuckDB (default) or PySpark over Parquet")
+    p.add_argument("--spark-master", default="local[*]", metavar="URL",
+                   help="Spark master for --engine spark (default: local[*])")
     p.set_defaults(run=_run_analyze)
 
     p = sub.add_parser("check", help="drift gate for CI: exit 1 on new findings matching --fail-on")
@@ -193,7 +198,28 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.run(args) or 0)
+    try:
+        return int(args.run(args) or 0)
+    except Exception as exc:  # a store that cannot be used, found past a command's own handling
+        message = _store_failure(args, exc)
+        if message is None:
+            raise
+        print(f"choreoscope {args.command}: {message}", file=sys.stderr)
+        return 2
+
+
+def _store_failure(args, exc: Exception) -> str | None:
+    """The one-line message for a store error or a damaged store (collector/store_errors.py), or
+    None for any other exception (a bug: its traceback is wanted)."""
+    from choreoscope.collector import store, store_errors
+
+    if isinstance(exc, store.StoreError):
+        return str(exc)
+    detail = store_errors.damage_detail(exc) if type(exc).__module__.startswith(("duckdb", "_duckdb")) else None
+    if detail is None:
+        return None
+    paths = [p for p in getattr(args, "inputs", None) or [] if str(p).endswith((".duckdb", ".db"))]
+    return store_errors.damaged_message(paths[0] if paths else getattr(args, "db", "the store"), detail)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,26 @@
+"""The analysis bounds DuckDB's memory (its default is 80% of RAM, cached up to that): the limit
+is lowered to ANALYSIS_MEMORY_LIMIT for the run, and a lower limit already set is kept."""
+
+from __future__ import annotations
+
+from choreoscope.analysis.pipeline import ANALYSIS_MEMORY_LIMIT, run_pipeline
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from tests.paths import REPO
+
+DUMP = REPO / "sample_traces" / "dumps" / "ecommerce.otlp.jsonl"
+
+
+def _limit(con) -> str:
+    return con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+
+
+def test_the_analysis_runs_within_the_bound_and_keeps_a_lower_limit(tmp_path):
+    con = store.connect(tmp_path / "a.duckdb")
+    assert load_paths(con, [DUMP]).ok
+    assert _limit(con) != "1.0 GiB"  # DuckDB's default on this machine: 80% of RAM
+    run_pipeline(con)
+    assert ANALYSIS_MEMORY_LIMIT == 1 << 30 and _limit(con) == "1.0 GiB"
+    con.execute("SET memory_limit = '300MB'")
+    run_pipeline(con)
+    assert _limit(con) == "286.1 MiB"
