@@ -5,7 +5,6 @@ file and line, in file order, and costs only itself."""
 
 from __future__ import annotations
 
-import base64
 import json
 
 import pytest
@@ -13,7 +12,7 @@ from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
-from receiver_fixtures import make_spans, running_receiver, span_count
+from receiver_fixtures import hexify_ids, make_spans, running_receiver, span_count
 
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
@@ -21,22 +20,9 @@ from choreoscope.collector.loaders import load_paths
 COLUMNS = [c for c in store.SPAN_COLUMN_NAMES if c != "source"]
 
 
-def _hexify(node):
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("traceId", "spanId", "parentSpanId") and value:
-                node[key] = base64.b64decode(value).hex()
-            else:
-                _hexify(value)
-    elif isinstance(node, list):
-        for item in node:
-            _hexify(item)
-    return node
-
-
 def _line(spans) -> str:
     """One Collector file-exporter line: the SDK's own encoding in OTLP JSON (hex ids)."""
-    return json.dumps(_hexify(json_format.MessageToDict(encode_spans(spans)))) + "\n"
+    return json.dumps(hexify_ids(json_format.MessageToDict(encode_spans(spans)))) + "\n"
 
 
 @pytest.fixture(scope="module")
