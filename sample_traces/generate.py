@@ -74,17 +74,19 @@ def generate_spans(scenario: str, seed: int = 7, instances: int | None = None,
     return spans
 
 
-def _ids_to_hex(node) -> None:
-    """protobuf's JSON mapping writes bytes as base64; OTLP JSON wants trace/span ids as hex."""
+def ids_to_hex(node):
+    """protobuf's JSON mapping writes bytes as base64; OTLP JSON wants trace/span ids as hex.
+    Converts in place and returns `node`."""
     if isinstance(node, dict):
         for key, value in node.items():
             if key in _ID_KEYS and isinstance(value, str):
                 node[key] = base64.b64decode(value).hex()
             else:
-                _ids_to_hex(value)
+                ids_to_hex(value)
     elif isinstance(node, list):
         for item in node:
-            _ids_to_hex(item)
+            ids_to_hex(item)
+    return node
 
 
 def otlp_json_lines(spans: list[ReadableSpan], spans_per_line: int = SPANS_PER_LINE) -> list[str]:
@@ -93,7 +95,7 @@ def otlp_json_lines(spans: list[ReadableSpan], spans_per_line: int = SPANS_PER_L
     for i in range(0, len(spans), spans_per_line):
         request = encode_spans(spans[i:i + spans_per_line])
         doc = json_format.MessageToDict(request, use_integers_for_enums=True)
-        _ids_to_hex(doc)
+        ids_to_hex(doc)
         lines.append(json.dumps({"resourceSpans": doc.get("resourceSpans", [])}, separators=(",", ":")))
     return lines
 

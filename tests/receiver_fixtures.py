@@ -3,7 +3,6 @@ spans made by the real OTel SDK, and the check that what was stored is exactly w
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import re
@@ -38,21 +37,6 @@ def running_receiver(tmp_path: Path, **options) -> Iterator[Receiver]:
     finally:
         rec.stop()
         con.close()
-
-
-def hexify_ids(node):
-    """An OTLP JSON document (as MessageToDict gives it, base64 ids) with its ids as the Collector's
-    file exporter writes them: lowercase hex."""
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in ("traceId", "spanId", "parentSpanId") and value:
-                node[key] = base64.b64decode(value).hex()
-            else:
-                hexify_ids(value)
-    elif isinstance(node, list):
-        for item in node:
-            hexify_ids(item)
-    return node
 
 
 def make_spans(service: str = "checkout", n_traces: int = 2, tag: str = "") -> list[ReadableSpan]:

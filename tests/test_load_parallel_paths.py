@@ -14,10 +14,11 @@ import pytest
 from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
-from receiver_fixtures import hexify_ids, make_spans
+from receiver_fixtures import make_spans
 
 from choreoscope.collector import loaders, store
 from choreoscope.collector.loaders import load_paths, otlp_proto
+from choreoscope.sample_traces.generate import ids_to_hex
 
 COLUMNS = ", ".join(c for c in store.SPAN_COLUMN_NAMES if c != "source")
 
@@ -31,7 +32,7 @@ def spans():
 
 
 def _json_line(spans) -> str:
-    return json.dumps(hexify_ids(json_format.MessageToDict(encode_spans(spans))), ensure_ascii=False)
+    return json.dumps(ids_to_hex(json_format.MessageToDict(encode_spans(spans))), ensure_ascii=False)
 
 
 def _state(con) -> tuple:
@@ -56,7 +57,7 @@ def test_json_lines_as_bytes_give_the_serial_rows_lines_and_messages(tmp_path, s
     head = spans[:-1]
     lines = [_json_line(head[i:i + 2]) for i in range(0, len(head), 2)]
     lines[2] = lines[2][: len(lines[2]) // 2]  # a line cut in half
-    last = hexify_ids(json_format.MessageToDict(encode_spans(spans[-1:])))
+    last = ids_to_hex(json_format.MessageToDict(encode_spans(spans[-1:])))
     last["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] = "bad \udcff byte"  # 0xff, below
     bad_utf8 = json.dumps(last, ensure_ascii=False)
     body = ("\r\n".join(lines[:4]) + "\r" + "\n".join(lines[4:]) + "\n" + bad_utf8).encode(

@@ -12,17 +12,18 @@ from google.protobuf import json_format
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 from opentelemetry.sdk.trace.export import SpanExportResult
-from receiver_fixtures import hexify_ids, make_spans, running_receiver, span_count
+from receiver_fixtures import make_spans, running_receiver, span_count
 
 from choreoscope.collector import store
 from choreoscope.collector.loaders import load_paths
+from choreoscope.sample_traces.generate import ids_to_hex
 
 COLUMNS = [c for c in store.SPAN_COLUMN_NAMES if c != "source"]
 
 
 def _line(spans) -> str:
     """One Collector file-exporter line: the SDK's own encoding in OTLP JSON (hex ids)."""
-    return json.dumps(hexify_ids(json_format.MessageToDict(encode_spans(spans)))) + "\n"
+    return json.dumps(ids_to_hex(json_format.MessageToDict(encode_spans(spans)))) + "\n"
 
 
 @pytest.fixture(scope="module")
