@@ -26,12 +26,9 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode, set_span_in_context
 
-from choreoscope.analysis.pipeline import run_pipeline
 from choreoscope.analysis.report import build_report, validate_report
-from choreoscope.collector import store
-from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
-from tests.analysis_fixtures import scenario_report
+from tests.analysis_fixtures import analysed_store, scenario_report
 from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows, sdk_tracer
 
 EVENT = {"messaging.system": "kafka", "messaging.destination.name": "orders.placed"}
@@ -99,10 +96,7 @@ def _record():
 @pytest.fixture(scope="module")
 def con(tmp_path_factory):
     tmp = Path(tmp_path_factory.mktemp("critical_path"))
-    dump = write_otlp_jsonl(_record(), tmp / "orders.otlp.jsonl")
-    connection = store.connect(tmp / "orders.duckdb")
-    assert load_paths(connection, [str(dump)]).ok
-    run_pipeline(connection)
+    connection = analysed_store([write_otlp_jsonl(_record(), tmp / "orders.otlp.jsonl")], tmp / "orders.duckdb")
     yield connection
     connection.close()
 

@@ -27,10 +27,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
 
 from choreoscope.analysis.detectors import event_cycle, retry_loop
-from choreoscope.analysis.pipeline import run_pipeline
-from choreoscope.collector import store
-from choreoscope.collector.loaders import load_paths
 from choreoscope.sample_traces.generate import write_otlp_jsonl
+from tests.analysis_fixtures import analysed_store
 from tests.stage_stores import BASE_NS, INSTANCE_GAP_NS, MS, rows, sdk_tracer
 
 INSTANCES = 6
@@ -154,10 +152,7 @@ def _record() -> list:
 @pytest.fixture(scope="module")
 def con(tmp_path_factory) -> duckdb.DuckDBPyConnection:
     tmp = tmp_path_factory.mktemp("deliveries")
-    dump = write_otlp_jsonl(_record(), tmp / "deliveries.otlp.jsonl")
-    con = store.connect(tmp / "deliveries.duckdb")
-    assert load_paths(con, [str(dump)]).ok
-    run_pipeline(con)
+    con = analysed_store([write_otlp_jsonl(_record(), tmp / "deliveries.otlp.jsonl")], tmp / "deliveries.duckdb")
     yield con
     con.close()
 
