@@ -211,6 +211,16 @@ def pm4py_python(given: str | None) -> str | None:
     return None
 
 
+def _run_child(*args: str) -> dict | None:
+    """This script in a subprocess (so peak RSS is that run's alone): its last stdout line as JSON,
+    or None after printing its stderr when it failed."""
+    proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        print(proc.stderr, file=sys.stderr)
+        return None
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def main_dump(args, workdir: Path) -> int:
     from bench.gen_dump import generate
 
@@ -225,14 +235,9 @@ def main_dump(args, workdir: Path) -> int:
         if not dump.exists():
             generate(str(dump), size)
         dumps[size] = dump
-        proc = subprocess.run(
-            [sys.executable, __file__, "--one-dump", str(dump), "--workdir", str(workdir)],
-            capture_output=True, text=True, check=False,
-        )
-        if proc.returncode != 0:
-            print(proc.stderr, file=sys.stderr)
+        r = _run_child("--one-dump", str(dump), "--workdir", str(workdir))
+        if r is None:
             return 1
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
         if first is None:
             first = r
         growth = (r["total_s"] / first["total_s"]) / (r["spans"] / first["spans"])
@@ -282,14 +287,9 @@ def main() -> int:
             return main_dump(args, workdir)
         print(f"{'spans':>9} {'instances':>9} {'analysis s':>10} {'spans/s':>9} {'peak RSS MB':>11}  stages (s)")
         for size in args.sizes:
-            proc = subprocess.run(
-                [sys.executable, __file__, "--one", str(size), "--workdir", str(workdir)],
-                capture_output=True, text=True, check=False,
-            )
-            if proc.returncode != 0:
-                print(proc.stderr, file=sys.stderr)
+            r = _run_child("--one", str(size), "--workdir", str(workdir))
+            if r is None:
                 return 1
-            r = json.loads(proc.stdout.strip().splitlines()[-1])
             stages = ", ".join(f"{k} {v}" for k, v in r["stages_s"].items())
             print(f"{r['spans']:>9} {r['instances']:>9} {r['analysis_s']:>10} {r['spans_per_s']:>9} "
                   f"{r['peak_rss_mb']:>11}  {stages}")
