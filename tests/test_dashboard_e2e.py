@@ -181,6 +181,16 @@ def _tour_every_page(page, base: str) -> None:
     _shot(page, "load")
 
 
+def _lines_until_listening(proc: subprocess.Popen) -> list[str]:
+    """`choreoscope dashboard`'s output up to and including its "dashboard on URL" line."""
+    lines: list[str] = []
+    while not any(line.startswith("dashboard on") for line in lines):
+        line = proc.stdout.readline()
+        assert line, "".join(lines)
+        lines.append(line)
+    return lines
+
+
 def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only(tmp_path):
     import urllib.request
 
@@ -198,11 +208,7 @@ def test_dashboard_command_analyses_an_unanalysed_store_then_serves_it_read_only
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        lines = []
-        while not any(line.startswith("dashboard on") for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+        lines = _lines_until_listening(proc)
         assert any("analysing" in line for line in lines)
         assert f"dashboard on http://127.0.0.1:{port}\n" in lines
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=10) as resp:
@@ -240,11 +246,7 @@ def test_every_page_on_a_store_of_the_real_dumps(tmp_path):
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
     base = f"http://127.0.0.1:{port}"
     try:
-        lines = []
-        while not any(line.startswith("dashboard on") for line in lines):
-            line = proc.stdout.readline()
-            assert line, "".join(lines)
-            lines.append(line)
+        _lines_until_listening(proc)
         ARTIFACTS.mkdir(exist_ok=True)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
