@@ -48,12 +48,16 @@ def detect(con) -> list[Finding]:
     return findings
 
 
+def _confidence(r: dict) -> float:
+    """0.6, up to 0.2 more the more of the writer's instances the other service shares, up to 0.15
+    more the more of its accesses before the write failed."""
+    return (0.6 + 0.2 * min(1.0, ratio(r["shared_instances"], r["writer_instances"]))
+            + 0.15 * ratio(r["failed_before_write"], r["accesses_before_write"]))
+
+
 def _pair(r: dict) -> Finding:
     """The finding of one writer and one other service of a table."""
     writer, reader, resource = r["writer"], r["reader"], r["resource"]
-    together = ratio(r["shared_instances"], r["writer_instances"])
-    failed_early = ratio(r["failed_before_write"], r["accesses_before_write"])
-    confidence = 0.6 + 0.2 * min(1.0, together) + 0.15 * failed_early
     early = (f" In {r['accesses_before_write']} accesses {reader} came before the write"
              f" ({r['failed_before_write']} of them failed)." if r["accesses_before_write"] else "")
     summary = (f"{writer} writes {resource} ({', '.join(r['writer_ops'])}) and {reader} "
@@ -67,7 +71,7 @@ def _pair(r: dict) -> Finding:
     )
     return Finding(
         kind="shared_data_coupling", services=[writer, reader], resource=resource,
-        confidence=confidence, severity="warning", summary=summary, recommendation=recommendation,
+        confidence=_confidence(r), severity="warning", summary=summary, recommendation=recommendation,
         evidence={"db_system": r["db_system"], "writer_operations": r["writer_ops"],
                   "writer_accesses": r["writer_accesses"], "reader_operations": r["reader_ops"],
                   "reader_accesses": r["reader_accesses"], "instances_both": r["shared_instances"],
@@ -89,8 +93,7 @@ def _ownerless_table(pairs: list[dict]) -> Finding:
     early = sum(r["accesses_before_write"] for r in pairs)
     failed = sum(r["failed_before_write"] for r in pairs)
     top = sorted(pairs, key=lambda r: (-r["accesses_before_write"], r["writer"], r["reader"]))[:5]
-    confidence = max(0.6 + 0.2 * min(1.0, ratio(r["shared_instances"], r["writer_instances"]))
-                     + 0.15 * ratio(r["failed_before_write"], r["accesses_before_write"]) for r in pairs)
+    confidence = max(_confidence(r) for r in pairs)
     services = writers + readers
     return Finding(
         kind="shared_data_coupling", services=services, resource=resource, confidence=confidence,
