@@ -6,8 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from choreoscope.dashboard import nav
-from choreoscope.dashboard.app_pages.common import FINDINGS_PER_PAGE as PAGE_SIZE
-from choreoscope.dashboard.app_pages.common import show_finding, show_finding_page
+from choreoscope.dashboard.app_pages.common import FINDINGS_PER_PAGE, show_finding, show_finding_page
 from choreoscope.dashboard.store_access import query
 
 
@@ -49,12 +48,12 @@ def render() -> None:
     hints = sel["confidence"] < 0.5
     ordered = pd.concat([sel[~hints], sel[hints]])  # the findings first, then the hints
     start = 0
-    if len(ordered) > PAGE_SIZE:
-        pages = (len(ordered) + PAGE_SIZE - 1) // PAGE_SIZE
-        page = st.number_input(f"Page (of {pages}, {PAGE_SIZE} findings each)", min_value=1, max_value=pages,
+    if len(ordered) > FINDINGS_PER_PAGE:
+        pages = (len(ordered) + FINDINGS_PER_PAGE - 1) // FINDINGS_PER_PAGE
+        page = st.number_input(f"Page (of {pages}, {FINDINGS_PER_PAGE} findings each)", min_value=1, max_value=pages,
                                value=1, step=1, key="f_page")
-        start = (int(page) - 1) * PAGE_SIZE
-    shown = ordered.iloc[start:start + PAGE_SIZE]
+        start = (int(page) - 1) * FINDINGS_PER_PAGE
+    shown = ordered.iloc[start:start + FINDINGS_PER_PAGE]
     first_hint = len(sel) - int(hints.sum())
     for i, row in enumerate(shown.to_dict("records"), start=start):
         if i == first_hint:
