@@ -7,6 +7,11 @@ Reads `span_steps`; writes `data_access` (one row per database span: service, in
 `resource` = the collection or table, `op`, `writes`, corrected times, whether the handling span
 erred) and `shared_resources` (one row per db system, resource, writer and reader, with how often the
 reader came before the writer's first write in an instance).
+
+A table is its db system, its database (`namespace`: `db.namespace`, older `db.name`) and its name.
+Two services' tables of one name in two databases are two tables (each service's own `outbox`);
+where a span records no database (the sqlite3 and pika captures' instrumentations never do) the
+name alone decides, as nothing says they differ. Reads `spans` for the database name only.
 """
 
 from __future__ import annotations
@@ -20,9 +25,14 @@ CREATE OR REPLACE TABLE data_access AS
 SELECT s.trace_id, s.span_id, s.service, s.instance_id, s.workflow_id, s.db_system,
        s.db_collection AS resource, upper(coalesce(s.db_operation, 'QUERY')) AS op,
        upper(coalesce(s.db_operation, '')) IN {WRITE_VERBS} AS writes, s.start_adj, s.end_adj,
-       coalesce(p.is_error, s.is_error) AS handler_error
+       coalesce(p.is_error, s.is_error) AS handler_error, n.namespace
 FROM span_steps s
 LEFT JOIN span_steps p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
+LEFT JOIN (SELECT trace_id, span_id,
+                  coalesce(json_extract_string(attributes, '$."db.namespace"'),
+                           json_extract_string(attributes, '$."db.name"')) AS namespace
+           FROM spans WHERE db_system IS NOT NULL) n
+  ON n.trace_id = s.trace_id AND n.span_id = s.span_id
 WHERE s.db_system IS NOT NULL
 """
 
@@ -30,11 +40,12 @@ WHERE s.db_system IS NOT NULL
 SHARED_SQL = """
 WITH access AS (SELECT * FROM data_access WHERE resource IS NOT NULL),
 pairs AS (
-    SELECT w.db_system, w.resource, w.service AS writer, r.service AS reader
-    FROM (SELECT DISTINCT db_system, resource, service FROM access WHERE writes) w
-    JOIN (SELECT DISTINCT db_system, resource, service, bool_or(writes) AS also_writes
+    SELECT DISTINCT w.db_system, w.resource, w.service AS writer, r.service AS reader
+    FROM (SELECT DISTINCT db_system, resource, service, namespace FROM access WHERE writes) w
+    JOIN (SELECT db_system, resource, service, namespace, bool_or(writes) AS also_writes
           FROM access GROUP BY ALL) r
       ON r.db_system = w.db_system AND r.resource = w.resource AND r.service <> w.service
+     AND (r.namespace IS NULL OR w.namespace IS NULL OR r.namespace = w.namespace)
     -- when both write, report the pair once (alphabetical writer first)
     WHERE NOT (r.also_writes AND r.service < w.service)
 ),

@@ -2,7 +2,9 @@
 
 A consumer that starts a new trace with a link to its producer (the OpenTelemetry messaging
 default for batch consumers) belongs to its producer's instance; so does one tied only by message
-id or time window. Spans of one trace always share an instance. The components are found in SQL
+id or time window. A batch — a trace entered only through links, from several traces — does not
+tie them together: the messages it took were independent requests that shared a poll
+(`TRACE_PAIRS_SQL`). Spans of one trace always share an instance. The components are found in SQL
 over trace pairs (one row per cross-trace edge), never over spans (`connected_traces_sql`).
 An instance's entry is its earliest root span (no incoming causal edge) in a trace no other trace
 leads into (else its earliest root span); its step is the instance's workflow type (`workflow_id`).
@@ -70,6 +72,25 @@ def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
 
+# The cross-trace pairs the components are made of. A trace entered only through span links, from
+# two or more traces, is a batch consumer's (one process span linking every message it took, the
+# messaging conventions' batch shape): it joins just one of them — the one whose linked span started
+# first (the message the batch waited on longest; ties by trace id) — so that requests that merely
+# shared a poll stay separate instances (200 bookings polled two or three at a time became 107
+# instances, each with "repeated" steps that read as retries).
+TRACE_PAIRS_SQL = """
+    WITH x AS (
+        SELECT e.src_trace_id AS a, e.dst_trace_id AS b, e.evidence, s.start_ns
+        FROM causal_edges e JOIN span_labels s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
+        WHERE e.src_trace_id <> e.dst_trace_id),
+    batch AS (
+        SELECT b, arg_min(a, (start_ns, a)) AS first_a FROM x GROUP BY b
+        HAVING count(DISTINCT a) > 1 AND bool_and(evidence = 'link'))
+    SELECT a, b FROM x WHERE b NOT IN (SELECT b FROM batch)
+    UNION ALL
+    SELECT first_a AS a, b FROM batch"""
+
+
 def build_instances(con: duckdb.DuckDBPyConnection) -> None:
     """Create `trace_instances` and `instances`."""
     _build_trace_instances(con)
@@ -77,8 +98,7 @@ def build_instances(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def _build_trace_instances(con: duckdb.DuckDBPyConnection) -> None:
-    labels = connected_traces_sql(
-        con, "SELECT src_trace_id AS a, dst_trace_id AS b FROM causal_edges WHERE src_trace_id <> dst_trace_id")
+    labels = connected_traces_sql(con, TRACE_PAIRS_SQL)
     con.execute(
         f"""
         CREATE OR REPLACE TABLE trace_instances AS

@@ -1,6 +1,8 @@
 """The evaluation corpus and how a report is scored against a truth file: the generated scenarios
-(sample_traces/dumps, truth in sample_traces/scenarios/*/truth.yaml) and the live captures of real
-systems (sample_traces/captures/*/capture.otlp.jsonl.gz with their truth.yaml). Used by
+(sample_traces/dumps, truth in sample_traces/scenarios/*/truth.yaml), the live captures of real
+systems (sample_traces/captures/*/capture.otlp.jsonl.gz with their truth.yaml) and the scenarios
+generated independently of the detectors (sample_traces/independent/*/dump.otlp.jsonl.gz, written
+without reading analysis/). Used by
 tests/test_corpus.py and bench/corpus_score.py.
 
 A finding matches a truth entry on kind and services (as a set for event_cycle), and on event and
@@ -23,7 +25,8 @@ CONFORMANCE_KINDS = {"undeclared_edge", "missing_edge", "ordering_violation"}
 
 
 def corpus(captures_only: bool = False) -> dict[str, tuple[Path, Path]]:
-    """name -> (dump, truth.yaml)."""
+    """name -> (dump, truth.yaml); `captures_only`: the captures and independent scenarios, not
+    the scenarios written with the detectors."""
     cases = {}
     if not captures_only:
         for dump in sorted((REPO / "sample_traces" / "dumps").glob("*.otlp.jsonl")):
@@ -32,6 +35,9 @@ def corpus(captures_only: bool = False) -> dict[str, tuple[Path, Path]]:
     for folder in sorted((REPO / "sample_traces" / "captures").iterdir()):
         if (folder / "truth.yaml").exists():
             cases[f"capture {folder.name}"] = (folder / "capture.otlp.jsonl.gz", folder / "truth.yaml")
+    for folder in sorted((REPO / "sample_traces" / "independent").iterdir()):
+        if (folder / "truth.yaml").exists():
+            cases[f"independent {folder.name}"] = (folder / "dump.otlp.jsonl.gz", folder / "truth.yaml")
     return cases
 
 

@@ -26,9 +26,10 @@ def scores():
     return {name: score(analyze([str(dump)], ":memory:"), truth) for name, (dump, truth) in CASES.items()}
 
 
-def test_the_corpus_has_every_live_capture():
-    assert {n for n in CASES if n.startswith("capture ")} >= {
-        "capture rabbitmq_pika", "capture celery_redis", "capture sns_sqs_moto", "capture node_amqplib_pg"}
+def test_the_corpus_has_every_live_capture_and_independent_scenario():
+    assert {n for n in CASES if n.startswith(("capture ", "independent "))} >= {
+        "capture rabbitmq_pika", "capture celery_redis", "capture sns_sqs_moto", "capture node_amqplib_pg",
+        "independent race_8_of_200"}
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
@@ -53,7 +54,8 @@ WORKFLOW_GAPS = {
 def test_every_truth_workflow_is_recovered_with_its_entry_and_instances(name):
     """Each workflow the capture planted is a recovered workflow: entered by the same service and
     operation, with as many instances as were run (a consumer's trace reached from its producer's
-    is no entry, even when its long poll started first)."""
+    is no entry, even when its long poll started first; a batch consumer's trace linking several
+    requests joins one of them, not all into one)."""
     import yaml
 
     dump, truth = CASES[name]

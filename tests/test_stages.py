@@ -114,3 +114,45 @@ def test_instances_connect_a_long_chain_of_linked_traces_in_few_rounds(tmp_path,
     table = instances.connected_traces_sql(con, "SELECT a, b FROM pairs")
     labels = dict(con.execute(f"SELECT label, count(*) FROM {table} GROUP BY ALL").fetchall())
     assert labels == {"00000": 3001, "x1": 3}
+
+
+def test_instances_keep_requests_apart_that_one_batch_consumer_took_together(tmp_path):
+    """A batch consumer's trace links the sends of three independent orders (the messaging
+    conventions' batch shape): the orders stay three instances, and the batch trace joins the one
+    whose send started first, not all three into one."""
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import Link, SpanKind, set_span_in_context
+
+    from choreoscope.analysis.pipeline import STAGES, AnalysisContext
+    from choreoscope.collector import store
+    from choreoscope.collector.loaders import load_paths
+    from choreoscope.sample_traces.generate import write_otlp_jsonl
+    from tests.stage_stores import BASE_NS, EVENT, MS, sdk_tracer
+
+    exporter = InMemorySpanExporter()
+    api, batch = sdk_tracer(exporter, "api", "t"), sdk_tracer(exporter, "analytics", "t")
+    sends = []
+    for i in range(3):
+        t0 = BASE_NS + i * 50 * MS
+        server = api.start_span("POST /orders", kind=SpanKind.SERVER, start_time=t0,
+                                attributes={"http.request.method": "POST", "http.route": "/orders"})
+        send = api.start_span("orders.placed send", context=set_span_in_context(server), kind=SpanKind.PRODUCER,
+                              start_time=t0 + MS, attributes={**EVENT, "messaging.operation.type": "send"})
+        send.end(t0 + 2 * MS)
+        server.end(t0 + 5 * MS)
+        sends.append(send)
+    poll = batch.start_span("orders.placed process", context=None, kind=SpanKind.CONSUMER,
+                            start_time=BASE_NS + 200 * MS, links=[Link(s.get_span_context()) for s in sends],
+                            attributes={**EVENT, "messaging.operation.type": "process"})
+    poll.end(BASE_NS + 210 * MS)
+    dump = write_otlp_jsonl(list(exporter.get_finished_spans()), tmp_path / "batch.otlp.jsonl")
+    con = store.connect(tmp_path / "batch.duckdb")
+    assert load_paths(con, [str(dump)]).ok
+    ctx = AnalysisContext()
+    for stage in STAGES[: [s.name for s in STAGES].index("instances") + 1]:
+        stage.run(con, ctx)
+    first = format(sends[0].get_span_context().trace_id, "032x")
+    poll_trace = format(poll.get_span_context().trace_id, "032x")
+    assert rows(con, "SELECT count(*), count(DISTINCT workflow_id) FROM instances") == [(3, 1)]
+    assert rows(con, f"SELECT instance_id = (SELECT instance_id FROM trace_instances WHERE trace_id = '{first}') "
+                     f"FROM trace_instances WHERE trace_id = '{poll_trace}'") == [(True,)]
