@@ -1,11 +1,14 @@
 """Benchmark the analysis: end to end from a dump (default), or the pipeline on a synthetic store.
 
-    python bench/analyze.py [--sizes 100000 1000000] [--keep DIR] [--store] [--pm4py-python PY]
+    python bench/analyze.py [--sizes 100000 1000000] [--keep DIR] [--on-disk] [--store] [--pm4py-python PY]
 
 Default (`dump` mode): for each size, `bench/gen_dump.py` writes an OTLP/JSON-lines dump (random
 W3C ids, consumers in new traces with links, message-id-only hops, fan-outs of 1-50, mixed
 conventions), then one subprocess (so peak RSS is that size's alone) does what `choreoscope
-analyze dump.jsonl` does: load into a new store, run the pipeline, build and validate the report.
+analyze dump.jsonl` does, through the same function (`open_inputs`): load into a new in-memory
+store, run the pipeline, build and validate the report. `--on-disk` measures instead what
+`choreoscope load dump.jsonl --db S` and then `choreoscope analyze S` do: a store file, the
+pipeline's tables written into it.
 Prints seconds per stage (load, analysis, report), spans/s loaded, peak RSS, and the growth of the
 total time against the smallest size (linear growth is the size ratio). PM4Py, when installed (in
 this interpreter, or in the one `--pm4py-python` names; it is never a dependency: AGPL), is run on
@@ -145,19 +148,26 @@ def run_one(n_spans: int, workdir: Path) -> dict:
     return out
 
 
-def run_dump(dump: Path, workdir: Path) -> dict:
-    """`choreoscope analyze DUMP`, stage by stage: load, pipeline, report."""
+def run_dump(dump: Path, workdir: Path, on_disk: bool = False) -> dict:
+    """`choreoscope analyze DUMP`, stage by stage: load, pipeline, report (`on_disk`: `load` into
+    a store file, then `analyze` that store)."""
+    from choreoscope.analysis.open_inputs import open_inputs
     from choreoscope.analysis.pipeline import run_pipeline
     from choreoscope.analysis.report import build_report, validate_report
     from choreoscope.collector import store
     from choreoscope.collector.loaders import load_paths
 
-    path = workdir / f"{dump.stem}.duckdb"
-    path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    con = store.connect(path)
-    loaded = load_paths(con, [dump])
+    if on_disk:
+        path = workdir / f"{dump.stem}.duckdb"
+        path.unlink(missing_ok=True)
+        con = store.connect(path)
+        errors = len(load_paths(con, [dump]).errors)
+    else:
+        opened = open_inputs([str(dump)], str(workdir / "unused.duckdb"))
+        con, errors = opened.con, len(opened.load_errors)
     load_s = time.perf_counter() - t0
+    spans = store.scalar(con, "SELECT count(*) FROM spans")
     t1 = time.perf_counter()
     ctx = run_pipeline(con)
     analysis_s = time.perf_counter() - t1
@@ -167,13 +177,13 @@ def run_dump(dump: Path, workdir: Path) -> dict:
     text = json.dumps(report, indent=2, default=str)
     report_s = time.perf_counter() - t2
     out = {
-        "spans": loaded.spans_loaded, "errors": len(loaded.errors),
+        "spans": spans, "errors": errors, "store": "file" if on_disk else "memory",
         "instances": store.scalar(con, "SELECT count(*) FROM instances"),
         "workflows": store.scalar(con, "SELECT count(*) FROM workflows"),
         "report_kb": len(text) // 1024,
         "load_s": round(load_s, 2), "analysis_s": round(analysis_s, 2), "report_s": round(report_s, 2),
         "total_s": round(load_s + analysis_s + report_s, 2),
-        "load_spans_per_s": round(loaded.spans_loaded / load_s),
+        "load_spans_per_s": round(spans / load_s),
         "stages_s": {k: round(v, 2) for k, v in ctx.timings.items()},
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
@@ -225,7 +235,8 @@ def main_dump(args, workdir: Path) -> int:
     from bench.gen_dump import generate
 
     load = os.getloadavg()
-    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores")
+    print(f"load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} cores; store "
+          + ("in a file (`load`, then `analyze STORE`)" if args.on_disk else "in memory (`analyze DUMP`)"))
     print(f"{'spans':>9} {'dump MB':>7} {'load s':>6} {'spans/s':>8} {'analysis s':>10} {'report s':>8} "
           f"{'total s':>7} {'growth':>6} {'peak RSS MB':>11}  stages (s)")
     first = None
@@ -235,7 +246,7 @@ def main_dump(args, workdir: Path) -> int:
         if not dump.exists():
             generate(str(dump), size)
         dumps[size] = dump
-        r = _run_child("--one-dump", str(dump), "--workdir", str(workdir))
+        r = _run_child("--one-dump", str(dump), "--workdir", str(workdir), *(["--on-disk"] if args.on_disk else []))
         if r is None:
             return 1
         if first is None:
@@ -268,6 +279,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     parser.add_argument("--keep", type=Path, help="keep the dumps and stores in this directory")
+    parser.add_argument("--on-disk", action="store_true",
+                        help="dump mode: load into a store file and analyse it (`load` then `analyze STORE`)")
     parser.add_argument("--store", action="store_true", help="benchmark the pipeline on synthetic stores")
     parser.add_argument("--pm4py-python", help="an interpreter with pm4py installed, for the reference run")
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)  # child mode
@@ -278,7 +291,7 @@ def main() -> int:
         print(json.dumps(run_one(args.one, args.workdir)))
         return 0
     if args.one_dump:
-        print(json.dumps(run_dump(args.one_dump, args.workdir)))
+        print(json.dumps(run_dump(args.one_dump, args.workdir, args.on_disk)))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         workdir = args.keep or Path(tmp)

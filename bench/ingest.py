@@ -14,6 +14,12 @@ each span sent exactly once (none lost, none twice). The load average is printed
 
     .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10]
         [--decode-workers 2] [--only sink,serve,dashboard] [--store-only] [--serve-arg=--queue-spans=20000]
+        [--py-spy PATH [--profile-dir DIR]]
+
+`--py-spy PATH` (a py-spy binary; a measuring tool, never a dependency) samples each server and its
+decode workers while the load runs and prints where their time goes: the functions the samples
+were in (self) and the ones they were under (total), per process kind. Sampling costs the server
+some CPU, so the rates of a profiled run are not the benchmark's figures.
 """
 
 from __future__ import annotations
@@ -215,6 +221,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
         print(server.stderr.read(), file=sys.stderr)
         return None
 
+    spy = start_profile(args, mode, server.pid)
     ctx = mp.get_context("fork")
     ready, go, results = ctx.Semaphore(0), ctx.Event(), ctx.Queue()
     procs = [ctx.Process(target=client_main, args=(c, address, args, ready, go, results))
@@ -242,6 +249,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     workers = [p for p in tree[1:] if "python" in Path(f"/proc/{p}/comm").read_text()]
     workers_rss = sum(peak_rss_mb(p) for p in workers)
     server_cpu = tree_cpu_seconds(server.pid) - cpu_before
+    stop_profile(spy, mode)
     server.send_signal(signal.SIGTERM)
     _, err = server.communicate(timeout=180)
     if server.returncode != 0:
@@ -271,6 +279,68 @@ def run_load(mode: str, args, db: Path) -> dict | None:
           f"CPU {server_cpu:.1f} s; machine idle {idle / (elapsed * cores):.0%} of {cores} cores; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     return {"rate": stored / elapsed, "ok": stored == expected == distinct}
+
+
+def start_profile(args, mode: str, pid: int):
+    """py-spy attached to the server and its children (None without --py-spy)."""
+    if not args.py_spy:
+        return None
+    out = Path(args.profile_dir) / f"{mode}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [args.py_spy, "record", "--pid", str(pid), "--subprocesses", "--nonblocking", "--rate", "200",
+           "--format", "raw", "-o", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)  # attached before the load starts
+    return proc, out
+
+
+def stop_profile(spy, mode: str) -> None:
+    """Stop py-spy (SIGINT makes it write its samples) and print the summary."""
+    if spy is None:
+        return
+    proc, out = spy
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    if not out.exists():
+        print(f"py-spy wrote no profile for {mode}", file=sys.stderr)
+        return
+    print(profile_summary(out, mode), flush=True)
+
+
+def profile_summary(path: Path, mode: str, top: int = 12) -> str:
+    """py-spy's raw (collapsed) stacks summarised: per process kind (the server's threads, the
+    decode workers), the share of samples by the function they were in, and by the function they
+    were under (each function counted once per stack)."""
+    import collections
+
+    by_kind: dict[str, tuple[collections.Counter, collections.Counter]] = {}
+    totals: collections.Counter = collections.Counter()
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        # py-spy's first frame names the process ("process 123:\"python -m ...\""); workers are
+        # the processes the decode pool forked
+        kind = "decode worker" if "forkserver" in frames[0] or "multiprocessing" in stack else "server"
+        own, under = by_kind.setdefault(kind, (collections.Counter(), collections.Counter()))
+        n = int(count)
+        totals[kind] += n
+        names = [re.sub(r" \(.*/", " (", f) for f in frames if not f.startswith("process ")] or ["<idle>"]
+        own[names[-1]] += n
+        for name in set(names):
+            under[name] += n
+    lines = [f"profile of {mode} ({path}):"]
+    for kind, (own, under) in sorted(by_kind.items()):
+        total = totals[kind]
+        lines.append(f"  {kind}: {total} samples")
+        lines.append("    self:  " + "; ".join(f"{n / total:.0%} {name}" for name, n in own.most_common(top)))
+        lines.append("    total: " + "; ".join(f"{n / total:.0%} {name}" for name, n in under.most_common(top)
+                                              if n < total))
+    return "\n".join(lines)
 
 
 def store_only(args) -> None:
@@ -330,6 +400,8 @@ def main() -> int:
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra serve argument (repeatable), e.g. --serve-arg=--queue-spans=20000")
     parser.add_argument("--only", default="sink,serve,dashboard", help="which runs, comma-separated")
+    parser.add_argument("--py-spy", metavar="PATH", help="a py-spy binary: profile each server while loaded")
+    parser.add_argument("--profile-dir", default="bench-profiles", help="where --py-spy writes its samples")
     parser.add_argument("--store-only", action="store_true",
                         help="also time the writer alone: span_keys against the old primary key")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)  # the sink's own process
