@@ -41,11 +41,23 @@ def corpus(captures_only: bool = False) -> dict[str, tuple[Path, Path]]:
     return cases
 
 
+def _services_views(finding: dict) -> list[list[str]]:
+    """The services a truth entry may list for `finding`: its own, and for missing_compensation
+    also [the step left undone, the service whose failure it followed] of each step its evidence
+    names. Our truth files name the coordinator; the independent scenarios were written without
+    reading the detectors, and their author named the two steps instead (the same fact)."""
+    views = [finding["services"]]
+    if finding["kind"] == "missing_compensation":
+        views += [[s["target"], s["failed_target"]] for s in (finding.get("evidence") or {}).get("steps", [])
+                  if s.get("failed_target")]
+    return views
+
+
 def matches(finding: dict, entry: dict) -> bool:
     if finding["kind"] != entry["kind"]:
         return False
     same = (set(finding["services"]) == set(entry["services"]) if finding["kind"] == "event_cycle"
-            else finding["services"] == entry["services"])
+            else entry["services"] in _services_views(finding))
     return same and all(finding.get(k) == entry[k] for k in ("event", "resource") if k in entry)
 
 

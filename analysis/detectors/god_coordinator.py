@@ -7,7 +7,9 @@ must change together.
 
 Assumption: distinct operations are the callee's server steps (templated routes or RPC
 methods; the client's operation for uninstrumented peers). Five or more distinct operations of
-one callee from one coordinator is a smell; the confidence grows with the number.
+one callee from one coordinator is a smell (MIN_OPERATIONS): four is what one resource's create,
+read, update and delete take, a contract an orchestrator may rightly hold; a fifth reaches past one
+resource into how the callee works. The confidence grows with the number.
 
 Evidence: the operations, calls in total and per instance, the share of the callee's operations
 seen that this coordinator drives, the coordinator's other callees.

@@ -4,6 +4,12 @@ Detects: a coordinating service (the one issuing calls or commands in a workflow
 failure, compensates a completed step in some failed instances (e.g. DELETE /credit-holds/{id}
 after POST /credit-holds) but not in others where the same step had completed before the failure.
 Inconsistent compensation leaves resources held or money moved with no owner to undo it.
+Also a step it never undoes: the coordinator compensates some step in the failed instances (so it
+is a saga that does undo), yet another step it completed before the failure, on another target,
+left state behind (the callee wrote to a database while handling it: a check or screening that
+writes nothing has nothing to undo) and has no compensation anywhere — in at least
+MIN_NEVER_UNDONE = 3 failed instances (one or two could be failures whose clean-up ran
+elsewhere, e.g. a timeout sweep).
 
 Assumption: a compensating action is a call or event whose operation says so (cancel, release,
 refund, undo, revert, rollback, void, or an HTTP DELETE — the words the pattern stage uses); it
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 import re
 
+from choreoscope.analysis.data_access import WRITE_VERBS
 from choreoscope.analysis.detectors.query_helpers import rows, workflow_entries
 from choreoscope.analysis.findings import Finding
 from choreoscope.analysis.patterns import COMPENSATION_WORDS
@@ -31,18 +38,30 @@ _COMPENSATING = f"regexp_matches(operation, '(?i){COMPENSATION_WORDS.pattern}')"
 
 ACTIONS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _saga_actions AS
-WITH actions AS (
+WITH db_writes AS (  -- spans with a database write as a child or grandchild: the handler wrote
+    SELECT w.trace_id, w.parent_span_id AS span_id, p.parent_span_id AS grand_id
+    FROM span_steps w LEFT JOIN span_steps p ON p.trace_id = w.trace_id AND p.span_id = w.parent_span_id
+    WHERE w.db_system IS NOT NULL AND upper(coalesce(w.db_operation, '')) IN {WRITE_VERBS}
+),
+writers AS (
+    SELECT trace_id, span_id FROM db_writes WHERE span_id IS NOT NULL
+    UNION SELECT trace_id, grand_id FROM db_writes WHERE grand_id IS NOT NULL
+),
+actions AS (
     SELECT s.workflow_id, s.instance_id, s.service AS coordinator,
            coalesce(CASE WHEN callee THEN e.dst_operation END, s.operation, '') AS operation,
            coalesce(CASE WHEN callee THEN e.dst_service END, s.peer, s.messaging_destination, 'unknown peer')
                AS target,
-           s.is_error OR coalesce(CASE WHEN callee THEN e.dst_is_error END, false) AS failed, s.start_adj, s.end_adj
+           s.is_error OR coalesce(CASE WHEN callee THEN e.dst_is_error END, false) AS failed, s.start_adj, s.end_adj,
+           wr.span_id IS NOT NULL AS callee_wrote
     FROM span_steps s
     LEFT JOIN (SELECT *, dst_service <> src_service AS callee FROM span_edges WHERE via = 'call') e
            ON e.src_trace_id = s.trace_id AND e.src_span_id = s.span_id
+    LEFT JOIN writers wr ON wr.trace_id = e.dst_trace_id AND wr.span_id = e.dst_span_id AND e.callee
     WHERE (s.role = 'client' AND s.db_system IS NULL) OR s.role = 'producer'
 )
 SELECT workflow_id, coordinator, target, operation, instance_id, {_COMPENSATING} AS compensating,
+       bool_or(callee_wrote) AS callee_wrote,
        bool_or(NOT failed) AS succeeded, min(end_adj) FILTER (WHERE NOT failed) AS done_at,
        min(start_adj) FILTER (WHERE failed) AS failed_at
 FROM actions GROUP BY ALL
@@ -71,6 +90,41 @@ LEFT JOIN _saga_actions c ON c.workflow_id = p.workflow_id AND c.coordinator = p
 GROUP BY ALL
 HAVING count(*) FILTER (WHERE c.succeeded) > 0 AND count(*) FILTER (WHERE c.succeeded IS NOT TRUE) > 0
 ORDER BY p.workflow_id, p.coordinator, p.target, p.forward
+"""
+
+MIN_NEVER_UNDONE = 3
+
+# Per (coordinator, forward step) never compensated: failed instances where the step (a write, not
+# failed itself) had completed before the coordinator's first failure, on a target the coordinator
+# never compensates, in a workflow where it compensated some other step in a failed instance.
+NEVER_UNDONE_SQL = f"""
+WITH failures AS (
+    SELECT workflow_id, coordinator, instance_id, min(failed_at) AS failed_at,
+           arg_min(target, failed_at) AS failed_target
+    FROM _saga_actions WHERE NOT compensating AND failed_at IS NOT NULL GROUP BY ALL
+),
+undoing AS (  -- coordinators that compensated a step in a failed instance
+    SELECT DISTINCT a.workflow_id, a.coordinator FROM _saga_actions a
+    JOIN failures f USING (workflow_id, coordinator, instance_id) WHERE a.compensating AND a.succeeded
+),
+undone_targets AS (SELECT DISTINCT workflow_id, coordinator, target FROM _saga_actions WHERE compensating),
+undone_in AS (SELECT DISTINCT workflow_id, coordinator, instance_id FROM _saga_actions WHERE compensating AND succeeded)
+SELECT a.workflow_id, a.coordinator, a.target, a.operation AS forward, count(*) AS uncompensated,
+       count(ui.instance_id) AS other_step_undone, mode(fl.failed_target) AS failed_target,
+       list(i.entry_trace_id ORDER BY i.entry_trace_id)[1:5] AS uncompensated_trace_ids
+FROM _saga_actions a
+JOIN undoing u ON u.workflow_id = a.workflow_id AND u.coordinator = a.coordinator
+JOIN failures fl ON fl.workflow_id = a.workflow_id AND fl.coordinator = a.coordinator
+                AND fl.instance_id = a.instance_id AND a.done_at <= fl.failed_at
+JOIN instances i ON i.instance_id = a.instance_id
+LEFT JOIN undone_targets t ON t.workflow_id = a.workflow_id AND t.coordinator = a.coordinator AND t.target = a.target
+LEFT JOIN undone_in ui ON ui.workflow_id = a.workflow_id AND ui.coordinator = a.coordinator
+                      AND ui.instance_id = a.instance_id
+WHERE NOT a.compensating AND a.failed_at IS NULL AND t.target IS NULL AND a.callee_wrote
+  AND NOT regexp_matches(a.operation, '^({"|".join(READ_METHODS)}) ')
+GROUP BY ALL
+HAVING count(*) >= {MIN_NEVER_UNDONE}
+ORDER BY a.workflow_id, a.coordinator, a.target, a.operation
 """
 
 
@@ -118,6 +172,7 @@ def detect(con) -> list[Finding]:
         if pairs:
             con.executemany("INSERT INTO _saga_pairs VALUES (?, ?, ?, ?, ?)", pairs)  # distinct operations
         outcomes = rows(con, OUTCOMES_SQL)
+        never_undone = rows(con, NEVER_UNDONE_SQL)
         failed = {(r["workflow_id"], r["coordinator"]): r["n"] for r in rows(
             con, "SELECT workflow_id, coordinator, count(DISTINCT instance_id) AS n FROM _saga_actions "
                  "WHERE NOT compensating AND failed_at IS NOT NULL GROUP BY ALL")}
@@ -132,20 +187,35 @@ def detect(con) -> list[Finding]:
             "failed_after_step": r["compensated"] + r["uncompensated"], "compensated": r["compensated"],
             "uncompensated": r["uncompensated"],
             "uncompensated_trace_ids": list(r["uncompensated_trace_ids"] or [])})
+    for r in never_undone:
+        steps_by_coordinator.setdefault((r["workflow_id"], r["coordinator"]), []).append({
+            "target": r["target"], "step": r["forward"], "compensated_by": None,
+            "failed_after_step": r["uncompensated"], "compensated": 0, "uncompensated": r["uncompensated"],
+            "other_step_undone": r["other_step_undone"], "failed_target": r["failed_target"],
+            "uncompensated_trace_ids": list(r["uncompensated_trace_ids"] or [])})
 
     findings = []
     for (wf, coord), steps in sorted(steps_by_coordinator.items()):
         steps.sort(key=lambda s: -s["uncompensated"])
         top = steps[0]
-        consistency = top["compensated"] / top["failed_after_step"]
+        # how surely the saga means to undo the top step: it undid it in the other failed instances,
+        # or (never undone) it undid another step in those same instances
+        backing = top["other_step_undone"] if top["compensated_by"] is None else top["compensated"]
+        consistency = backing / top["failed_after_step"]
         name = entries.get(wf, {}).get("name", wf)
-        gaps = "; ".join(f"{s['target']} {s['step']} was not undone ({s['compensated_by']}) in "
-                         f"{s['uncompensated']} of {s['failed_after_step']} failed instances" for s in steps)
+        undone_elsewhere = "; ".join(
+            f"{s['target']} {s['step']} was not undone ({s['compensated_by']}) in {s['uncompensated']} of "
+            f"{s['failed_after_step']} failed instances" for s in steps if s["compensated_by"])
+        never = "; ".join(
+            f"{s['target']} {s['step']} is never undone, in {s['uncompensated']} failed instances where it had "
+            f"completed before a failure (most often of {s['failed_target']}; another step was undone in "
+            f"{s['other_step_undone']} of them)" for s in steps if not s["compensated_by"])
+        gaps = "; ".join(part for part in (undone_elsewhere and f"{undone_elsewhere}, although it does so in the "
+                                                                "others", never) if part)
         findings.append(Finding(
             kind="missing_compensation", services=[coord], workflow=wf,
             confidence=0.55 + 0.4 * consistency, severity="critical",
-            summary=(f"In the '{name}' saga, {coord} compensates inconsistently after failures: {gaps}, "
-                     f"although it does so in the others."),
+            summary=f"In the '{name}' saga, {coord} compensates inconsistently after failures: {gaps}.",
             recommendation=(
                 f"Make compensation part of the saga definition, not of each error path: record every"
                 f" completed step in {coord}'s saga state and undo all of them, newest first, on every"
