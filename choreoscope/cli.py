@@ -181,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("db", nargs="?", default=DEFAULT_DB, metavar="DB")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--tls-cert", metavar="FILE", help="serve the dashboard over HTTPS with this PEM certificate")
+    p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
+    p.add_argument("--bearer-token-file", metavar="FILE",
+                   help="off loopback, the dashboard asks for this token before showing anything")
     p.set_defaults(run=_run_dashboard)
 
     p = sub.add_parser("demo", help="serve the bundled sample scenarios, with live traffic")

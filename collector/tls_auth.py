@@ -144,17 +144,23 @@ def is_loopback(host: str) -> bool:
         return False  # a host name, "" or "0.0.0.0": reachable from elsewhere
 
 
-def exposure_warning(host: str, security: ServerSecurity, dashboard: bool) -> str | None:
-    """The warning to print when binding off loopback without TLS and a token (None otherwise)."""
+def exposure_warning(host: str, security: ServerSecurity, dashboard: bool, receiver: bool = True) -> str | None:
+    """The warning to print when binding off loopback without TLS and a token (None otherwise).
+    `receiver` False: the offline dashboard alone (it serves pages, it takes no spans)."""
     if is_loopback(host):
         return None
     risks = []
     if not security.tls:
-        risks.append("without TLS, spans (and any token) cross the network in plain text and can be "
-                     "read or altered (--tls-cert/--tls-key)")
+        risks.append(("without TLS, spans (and any token) cross the network in plain text and can be "
+                      "read or altered" if receiver else
+                      "without TLS, the pages (and the token) cross the network in plain text")
+                     + " (--tls-cert/--tls-key)")
     if security.token is None:
-        risks.append("without a token, anyone who can reach the ports can write spans into the store"
-                     + (" and read the dashboard" if dashboard else "") + " (--bearer-token-file)")
+        risks.append(("without a token, anyone who can reach the ports can write spans into the store"
+                      + (" and read the dashboard" if dashboard else "")) if receiver else
+                     "without a token, anyone who can reach the port can read the dashboard: the store's "
+                     "services, traces and findings")
+        risks[-1] += " (--bearer-token-file)"
     if not risks:
         return None
     return f"warning: listening on {host}, not loopback: " + "; ".join(risks) + "."

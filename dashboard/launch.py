@@ -12,7 +12,7 @@ import sys
 import threading
 
 from choreoscope.collector import store
-from choreoscope.collector.tls_auth import is_loopback
+from choreoscope.collector.tls_auth import SecurityConfigError, exposure_warning, is_loopback, load_security
 from choreoscope.dashboard.context_registry import DashboardContext, register
 from choreoscope.dashboard.server import DashboardServer, DashboardStartError
 
@@ -55,7 +55,8 @@ def _analyse(path: str, why: str) -> None:
 
 
 def run(args) -> int:
-    """`choreoscope dashboard DB [--host] [--port]`: serve the dashboard over a store, read-only."""
+    """`choreoscope dashboard DB [--host] [--port] [--tls-cert --tls-key] [--bearer-token-file]`: serve
+    the dashboard over a store, read-only; off loopback with a token it asks for it first."""
     path = args.db
     if not os.path.exists(path):
         print(f"choreoscope dashboard: {path} does not exist; create it with `choreoscope load` "
@@ -66,6 +67,15 @@ def run(args) -> int:
               f"choreoscope load {path} --db store.duckdb && choreoscope dashboard store.duckdb",
               file=sys.stderr)
         return 2
+    try:
+        security = load_security(getattr(args, "tls_cert", None), getattr(args, "tls_key", None), None,
+                                 getattr(args, "bearer_token_file", None))
+    except SecurityConfigError as exc:
+        print(f"choreoscope dashboard: {exc}", file=sys.stderr)
+        return 2
+    warning = exposure_warning(args.host, security, dashboard=True, receiver=False)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     try:
         why = _needs_analysis(path)
         if why:
@@ -78,13 +88,15 @@ def run(args) -> int:
         print(f"choreoscope dashboard: {exc}", file=sys.stderr)
         return 1
     register(DashboardContext(con=con, db_path=path, read_only=True))
+    token = None if is_loopback(args.host) else security.token
     try:
-        server = DashboardServer(args.host, args.port).start()
+        server = DashboardServer(args.host, args.port, token=token, tls_cert=getattr(args, "tls_cert", None),
+                                 tls_key=getattr(args, "tls_key", None)).start()
     except DashboardStartError as exc:
         print(f"choreoscope dashboard: {exc}", file=sys.stderr)
         con.close()
         return 2
-    print(f"dashboard on {server.url}", flush=True)
+    print(f"dashboard on {server.url}" + (" (asks for the bearer token)" if token else ""), flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -424,3 +424,72 @@ def test_dashboard_gate_asks_for_the_token_before_showing_anything(empty_store, 
     assert not at.exception, [e.value for e in at.exception]
     assert not at.text_input
     assert any("No spans yet" in i.value for i in at.info)  # the app's overview, as without a gate
+
+
+# -- the offline dashboard: the same TLS and token options -----------------------------------------
+
+def _offline_dashboard(tmp_path, *options: str) -> tuple[subprocess.Popen, str, list[str]]:
+    """`choreoscope dashboard` on an empty store, started and read up to its "dashboard on" line:
+    (the process, the URL, its stdout lines so far)."""
+    import re
+    import socket
+
+    db = tmp_path / "offline.duckdb"
+    store.connect(db).close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "choreoscope.cli", "dashboard", str(db), "--port", str(port),
+                             *options], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if m := re.match(r"dashboard on (\S+)", line):
+            return proc, m.group(1), lines
+    proc.wait(timeout=30)
+    raise AssertionError("".join(lines) + proc.stderr.read())
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    _, err = proc.communicate(timeout=30)
+    return err
+
+
+def test_offline_dashboard_off_loopback_serves_https_and_asks_for_the_token(tmp_path, pki, token_file):
+    proc, url, lines = _offline_dashboard(tmp_path, "--host", "0.0.0.0", "--tls-cert", pki.server,
+                                          "--tls-key", pki.server_key, "--bearer-token-file", token_file)
+    try:
+        assert url.startswith("https://") and "(asks for the bearer token)" in lines[-1], lines
+        port = url.rsplit(":", 1)[1].strip("/")
+        health = requests.get(f"https://127.0.0.1:{port}/_stcore/health", verify=pki.ca, timeout=30)
+        assert health.status_code == 200 and health.text == "ok"
+        with pytest.raises(requests.exceptions.ConnectionError):  # plain HTTP to the TLS port
+            requests.get(f"http://127.0.0.1:{port}/_stcore/health", timeout=10)
+    finally:
+        err = _stop(proc)
+    assert "warning" not in err, err
+
+
+def test_offline_dashboard_off_loopback_without_tls_and_token_warns(tmp_path):
+    proc, _url, lines = _offline_dashboard(tmp_path, "--host", "0.0.0.0")
+    err = _stop(proc)
+    assert "(asks for the bearer token)" not in "".join(lines)
+    assert "warning: listening on 0.0.0.0, not loopback" in err
+    assert "anyone who can reach the port can read the dashboard" in err and "--bearer-token-file" in err
+    assert "pages (and the token) cross the network in plain text" in err and "--tls-cert" in err
+
+
+def test_offline_dashboard_on_loopback_does_not_ask_and_bad_options_exit_2(tmp_path, pki, token_file):
+    proc, url, lines = _offline_dashboard(tmp_path, "--bearer-token-file", token_file)
+    err = _stop(proc)
+    assert url.startswith("http://127.0.0.1") and "(asks for the bearer token)" not in lines[-1]
+    assert "warning" not in err
+    empty = tmp_path / "empty-token"
+    empty.write_text("\n")
+    db = tmp_path / "offline.duckdb"
+    for options, message in ((["--bearer-token-file", str(empty)], "is empty"),
+                             (["--tls-cert", pki.server], "--tls-cert and --tls-key go together")):
+        result = subprocess.run([sys.executable, "-m", "choreoscope.cli", "dashboard", str(db), *options],
+                                cwd=REPO, capture_output=True, text=True, timeout=60, check=False)
+        assert result.returncode == 2 and message in result.stderr, result.stderr
