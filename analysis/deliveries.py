@@ -32,7 +32,9 @@ its descendants in its own service, `work_steps`) lacks a step the final attempt
 nack leaves no mark on the span; the failed attempt only misses its write). An at-least-once
 duplicate after complete work is a redelivery that did not give up. `failed_calls` counts the
 error spans among its work: a handler that gave up because a call failed met a transient fault,
-one that gave up with no failing call decided itself that a condition was not met yet.
+one that gave up with no failing call decided itself that a condition was not met yet. A call
+answered 404, 409, 412 or 425 (NOT_YET_STATUSES: not found, conflict, precondition failed, too
+early) is such a condition, not a fault: the record or state it asked for was not there yet.
 
 Orphaned spans (`delivery_orphans`, one row per missing parent): spans of a consuming service
 whose parent span id is in no exported span, grouped by that missing parent. When the missing
@@ -123,6 +125,9 @@ QUALIFY row_number() OVER (PARTITION BY o.trace_id, o.missing_span_id, o.service
                            ORDER BY d.start_adj DESC NULLS LAST, d.span_id) = 1
 """
 
+# HTTP answers that say the state asked for is not there (yet), not that the call failed.
+NOT_YET_STATUSES = (404, 409, 412, 425)
+
 # The work of each delivery: its descendants in its own service (stopping at nested consumer spans),
 # and for an unfinished one the orphans under its missing consumer span with their descendants.
 _WORK_SQL = f"""
@@ -141,8 +146,10 @@ WITH RECURSIVE work(trace_id, span_id, delivery_span_id, service, depth) AS (
 )
 SELECT w.trace_id, w.delivery_span_id,
        list(DISTINCT s.step_id ORDER BY s.step_id) FILTER (WHERE w.depth > 0) AS work_steps,
-       count(*) FILTER (WHERE w.depth > 0 AND s.is_error) AS failed_calls
+       count(*) FILTER (WHERE w.depth > 0 AND s.is_error AND nf.span_id IS NULL) AS failed_calls
 FROM work w JOIN span_steps s ON s.trace_id = w.trace_id AND s.span_id = w.span_id
+LEFT JOIN (SELECT trace_id, span_id FROM spans WHERE http_status_code IN {NOT_YET_STATUSES}) nf
+       ON nf.trace_id = w.trace_id AND nf.span_id = w.span_id
 GROUP BY w.trace_id, w.delivery_span_id
 """
 

@@ -2,7 +2,8 @@
 
 For every ordered pair (A, B) of handler steps (consumer or server spans: where a service starts
 work) of one workflow, with no causal path between them in the workflow's step graph and not
-sequenced by a synchronous caller (some step calls A, waits, and also causes B), over the
+sequenced by a synchronous caller (some step calls A, waits, and also causes B; a request answered
+over a broker that the requesting handler waits for counts as a call: REPLIES_SQL), over the
 instances where both occur. Each row is the hypothesis "A happens before B", which traces can
 refute (The Mystery Machine, Chow et al., OSDI 2014). Times are clock-skew corrected.
 
@@ -15,7 +16,10 @@ Where the order is judged, per instance:
 - otherwise on the handler spans: B's first attempt's start against A's last end.
 A database span belongs to the nearest handler span of its own service above it (up to three
 parents up); an orphan (its parent never exported, e.g. boto3sqs's unfinished process span)
-belongs to its service's handler step when that service has only one in the instance.
+belongs to its service's handler step when that service has only one in the instance. When that
+handler is a server span called synchronously by another service, the access is also the caller's
+(its nearest handler, likewise): a consumer that asks the producer's API for a record depends on
+the row as much as one that reads the table itself (one call deep).
 
 What happened when the order broke (B went first): B erred, was retried or redelivered (a second
 attempt of the same step in the instance: same message redelivered, or a task republished; a span
@@ -167,7 +171,7 @@ WITH db AS (
            start_adj, end_adj
     FROM span_steps WHERE db_system IS NOT NULL AND db_collection IS NOT NULL
 ),
-up AS (
+own AS (
     SELECT db.*,
            CASE WHEN p1.{_H} THEN (CASE WHEN p1.service = db.service THEN p1.step_id END)
                 WHEN p2.{_H} THEN (CASE WHEN p2.service = db.service THEN p2.step_id END)
@@ -175,12 +179,34 @@ up AS (
            END AS handler_step,
            CASE WHEN p1.{_H} THEN p1.end_adj WHEN p2.{_H} THEN p2.end_adj WHEN p3.{_H} THEN p3.end_adj
            END AS handler_end,
+           CASE WHEN p1.{_H} THEN p1.span_id WHEN p2.{_H} THEN p2.span_id WHEN p3.{_H} THEN p3.span_id
+           END AS handler_span_id,
            p1.span_id IS NULL AS orphan
     FROM db
     LEFT JOIN span_steps p1 ON p1.trace_id = db.trace_id AND p1.span_id = db.parent_span_id
     LEFT JOIN span_steps p2 ON p2.trace_id = p1.trace_id AND p2.span_id = p1.parent_span_id
     LEFT JOIN span_steps p3 ON p3.trace_id = p2.trace_id AND p3.span_id = p2.parent_span_id
 ),
+on_behalf AS (  -- the same access for the handler that called this one synchronously (see above)
+    SELECT o.trace_id, o.span_id, o.parent_span_id, o.service, o.instance_id, o.workflow_id, o.db_system,
+           o.resource, o.writes, o.start_adj, o.end_adj,
+           CASE WHEN q1.{_H} THEN (CASE WHEN q1.service = c.service THEN q1.step_id END)
+                WHEN q2.{_H} THEN (CASE WHEN q2.service = c.service THEN q2.step_id END)
+                WHEN q3.{_H} THEN (CASE WHEN q3.service = c.service THEN q3.step_id END)
+           END AS handler_step,
+           CASE WHEN q1.{_H} THEN q1.end_adj WHEN q2.{_H} THEN q2.end_adj WHEN q3.{_H} THEN q3.end_adj
+           END AS handler_end,
+           NULL AS handler_span_id, false AS orphan
+    FROM own o
+    JOIN span_steps h ON h.trace_id = o.trace_id AND h.span_id = o.handler_span_id AND h.role = 'server'
+    JOIN span_steps c ON c.trace_id = h.trace_id AND c.span_id = h.parent_span_id AND c.role = 'client'
+                     AND c.service <> h.service
+    LEFT JOIN span_steps q1 ON q1.trace_id = c.trace_id AND q1.span_id = c.parent_span_id
+    LEFT JOIN span_steps q2 ON q2.trace_id = q1.trace_id AND q2.span_id = q1.parent_span_id
+    LEFT JOIN span_steps q3 ON q3.trace_id = q2.trace_id AND q3.span_id = q2.parent_span_id
+    WHERE o.handler_step IS NOT NULL
+),
+up AS (SELECT * FROM own UNION ALL SELECT * FROM on_behalf),
 only_step AS (
     SELECT instance_id, service, min(step_id) AS step_id FROM _ord_occ
     GROUP BY instance_id, service HAVING count(*) = 1
@@ -361,11 +387,53 @@ LEFT JOIN examples bx ON bx.a_no = agg.a_no AND bx.b_no = agg.b_no AND bx.broken
 """
 
 
+# Replies: a consumer step whose spans start and end inside the span of a handler step of the same
+# service in the same trace, in at least REPLY_SHARE of its occurrences, and causally below it: the
+# handler waited for it (request-reply over a broker: asked on one queue, answered on a reply
+# queue). The wait sequences what the handler does afterwards as a synchronous call would, so the
+# reply counts as called (`synchronously_sequenced`). 0.9: a reply that sometimes arrives after the
+# handler gave up waiting (a timeout) is still one.
+REPLY_SHARE = 0.9
+REPLIES_SQL = f"""
+WITH occurrences AS (SELECT workflow_id, step_id, count(*) AS n FROM span_steps WHERE role = 'consumer' GROUP BY ALL),
+enclosed AS (
+    SELECT c.workflow_id, c.step_id AS waiter, a.step_id AS reply, count(DISTINCT a.span_id) AS k
+    FROM span_steps a JOIN span_steps c
+      ON c.trace_id = a.trace_id AND c.service = a.service AND c.step_id <> a.step_id
+     AND c.start_adj < a.start_adj AND a.end_adj <= c.end_adj
+    WHERE a.role = 'consumer' AND c.{_H}
+    GROUP BY ALL
+)
+SELECT e.workflow_id, e.waiter, e.reply FROM enclosed e
+JOIN occurrences o ON o.workflow_id = e.workflow_id AND o.step_id = e.reply
+WHERE e.k >= {REPLY_SHARE} * o.n
+"""
+
+
+def _with_replies(con: duckdb.DuckDBPyConnection, graphs: dict[str, nx.DiGraph]) -> dict[str, nx.DiGraph]:
+    """The step graphs with each reply (REPLIES_SQL), and every step on the way from the request to
+    it (the service that answered), also called by the handler that waited for them."""
+    out = dict(graphs)
+    for wf, waiter, reply in con.execute(REPLIES_SQL).fetchall():
+        graph = out.get(wf)
+        if graph is None or waiter not in graph or reply not in graph:
+            continue
+        between = nx.descendants(graph, waiter) & (nx.ancestors(graph, reply) | {reply})
+        if reply not in between:
+            continue
+        if out[wf] is graphs[wf]:
+            out[wf] = graph = graph.copy()
+        for step in between:
+            if not graph.has_edge(waiter, step):
+                graph.add_edge(waiter, step, via="call")
+    return out
+
+
 def build_orderings(con: duckdb.DuckDBPyConnection) -> None:
     graphs = step_graphs(con)
     handlers = {s for (s,) in con.execute(
         "SELECT DISTINCT step_id FROM span_steps WHERE role IN ('consumer', 'server')").fetchall()}
-    con.register("_explained_pairs", _excluded_pairs(graphs, handlers))
+    con.register("_explained_pairs", _excluded_pairs(_with_replies(con, graphs), handlers))
     con.register("_ancestor_hops", ancestor_hops(graphs, handlers))
     try:
         for sql in (OCC_SQL, STEPS_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
