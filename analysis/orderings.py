@@ -23,7 +23,8 @@ the row as much as one that reads the table itself (one call deep).
 
 What happened when the order broke (B went first): B erred, was retried or redelivered (a second
 attempt of the same step in the instance: same message redelivered, or a task republished; a span
-wrapping one of its own step and an empty long poll are no attempts), or read
+wrapping one of its own step, an empty long poll and a second message with another id are no
+attempts), or read
 the table again after A's write (a re-read: the only trace of a failed attempt whose own span was
 never exported). The same counts over the instances where the order held are the baseline: a B that
 fails as often when it came second is not hurt by the order.
@@ -142,7 +143,12 @@ occ AS (
     SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
            any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
            min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
-           max(s.end_adj) AS last_end, count(*) AS attempts, bool_or(s.is_error) AS any_error,
+           max(s.end_adj) AS last_end,
+           -- attempts: deliveries of one message; two messages (an upstream that sent twice, e.g.
+           -- two replicas after a rebalance) are two handlings, not a retry
+           CASE WHEN count(s.messaging_message_id) = count(*)
+                THEN count(*) - count(DISTINCT s.messaging_message_id) + 1 ELSE count(*) END AS attempts,
+           bool_or(s.is_error) AS any_error,
            any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
     FROM h s JOIN instances i USING (instance_id)
     WHERE NOT s.wrapper AND NOT s.poll

@@ -1,9 +1,11 @@
 """god_coordinator: an orchestrator that drives many distinct internal operations of one callee.
 
-Detects: a coordinating service (it calls two or more services directly in a workflow) that,
+Detects: a coordinating service (it drives a workflow's steps by calling other services) that,
 within one workflow, calls many different operations of the same callee (reads of several
 resources, writes, compensations): the coordinator knows the callee's internals and the two
-must change together.
+must change together. That holds when it calls no other service too: a renewal process that runs
+seven operations of the policy service one after the other is the policy service's logic, kept
+outside it.
 
 Assumption: distinct operations are the callee's server steps (templated routes or RPC
 methods; the client's operation for uninstrumented peers). Five or more distinct operations of
@@ -55,8 +57,6 @@ def detect(con) -> list[Finding]:
     findings: dict[tuple[str, str], Finding] = {}
     for r in rows(con, SQL, [MIN_OPERATIONS]):
         others = [s for s in r["callees"] if s != r["callee"]]
-        if not others:
-            continue  # a plain client of one service, not a coordinator
         ops = list(r["operations"])
         n = len(ops)
         confidence = min(0.95, 0.45 + 0.07 * n)

@@ -10,6 +10,12 @@ left state behind (the callee wrote to a database while handling it: a check or 
 writes nothing has nothing to undo) and has no compensation anywhere — in at least
 MIN_NEVER_UNDONE = 3 failed instances (one or two could be failures whose clean-up ran
 elsewhere, e.g. a timeout sweep).
+And in a choreographed saga, where no coordinator exists: a failure event one consumer compensates
+for (its handling of it runs a compensating operation, e.g. publishes `reservation.released`),
+while a sibling — another consumer of an event that consumer had handled before, in the same
+instance, which wrote to a database handling it — does not consume the failure event at all: its
+work stays done (in at least MIN_NEVER_UNDONE instances). The finding names that sibling; the
+service that failed (the failure event's producer) is left out of the siblings.
 
 Assumption: a compensating action is a call or event whose operation says so (cancel, release,
 refund, undo, revert, rollback, void, or an HTTP DELETE — the words the pattern stage uses); it
@@ -128,6 +134,72 @@ ORDER BY a.workflow_id, a.coordinator, a.target, a.operation
 """
 
 
+# The choreographed saga (see the docstring): per sibling that never reacts to a failure event.
+CHOREOGRAPHY_SQL = f"""
+WITH consumed AS (
+    SELECT instance_id, workflow_id, dst_service AS service, dst_step AS step, event, src_service AS producer,
+           dst_trace_id AS trace_id, dst_span_id AS span_id
+    FROM span_edges WHERE via = 'event' AND event IS NOT NULL
+),
+handled_ops AS (   -- what each handler did (not the consumer span itself: its operation is the event's)
+    SELECT h.trace_id, h.handler_span_id AS span_id, s.operation, s.db_system, s.db_operation
+    FROM handled_spans h JOIN span_steps s ON s.trace_id = h.trace_id AND s.span_id = h.span_id
+    WHERE h.depth > 0
+),
+compensating AS (SELECT DISTINCT trace_id, span_id FROM handled_ops WHERE {_COMPENSATING}),
+wrote AS (
+    SELECT DISTINCT trace_id, span_id FROM handled_ops
+    WHERE db_system IS NOT NULL AND upper(coalesce(db_operation, '')) IN {WRITE_VERBS}
+),
+failures AS (   -- (instance, failure event, its producer, the consumer that compensated for it)
+    SELECT DISTINCT c.instance_id, c.workflow_id, c.event AS failure, c.producer AS failed, c.service AS compensator
+    FROM consumed c JOIN compensating k ON k.trace_id = c.trace_id AND k.span_id = c.span_id
+),
+siblings AS (   -- consumers of an event the compensator handled too, that wrote handling it
+    SELECT DISTINCT f.workflow_id, f.instance_id, f.failure, f.failed, f.compensator, s.service, s.step
+    FROM failures f
+    JOIN consumed e ON e.instance_id = f.instance_id AND e.service = f.compensator AND e.event <> f.failure
+    JOIN consumed s ON s.instance_id = f.instance_id AND s.event = e.event
+                   AND s.service <> f.compensator AND s.service <> f.failed
+    JOIN wrote w ON w.trace_id = s.trace_id AND w.span_id = s.span_id
+)
+SELECT sb.workflow_id, sb.service, sb.step, sb.failure, sb.failed, min(sb.compensator) AS compensator,
+       count(DISTINCT sb.instance_id) AS uncompensated,
+       list(DISTINCT i.entry_trace_id ORDER BY i.entry_trace_id)[1:5] AS uncompensated_trace_ids
+FROM siblings sb JOIN instances i ON i.instance_id = sb.instance_id
+WHERE NOT EXISTS (SELECT 1 FROM consumed r WHERE r.instance_id = sb.instance_id AND r.service = sb.service
+                  AND r.event = sb.failure)
+GROUP BY sb.workflow_id, sb.service, sb.step, sb.failure, sb.failed
+HAVING count(DISTINCT sb.instance_id) >= {MIN_NEVER_UNDONE}
+ORDER BY ALL
+"""
+
+
+def _choreography_findings(con, entries: dict) -> list[Finding]:
+    findings = []
+    for r in rows(con, CHOREOGRAPHY_SQL):
+        name = entries.get(r["workflow_id"], {}).get("name", r["workflow_id"])
+        step = {"target": r["service"], "step": r["step"], "compensated_by": None, "failure_event": r["failure"],
+                "failed_target": r["failed"], "compensated_by_sibling": r["compensator"],
+                "failed_after_step": r["uncompensated"], "compensated": 0, "uncompensated": r["uncompensated"],
+                "uncompensated_trace_ids": list(r["uncompensated_trace_ids"] or [])}
+        findings.append(Finding(
+            kind="missing_compensation", services=[r["service"]], workflow=r["workflow_id"],
+            confidence=0.8, severity="critical",
+            summary=(f"In the '{name}' choreography, {r['service']} never reacts to {r['failure']} (from "
+                     f"{r['failed']}): in {r['uncompensated']} failed instances its work on {r['step']} stays "
+                     f"done, while {r['compensator']}, which handled the same event, undoes its own."),
+            recommendation=(
+                f"Give {r['service']} a handler for {r['failure']} that undoes what it did (as "
+                f"{r['compensator']} does), or make the failure event's consumers part of the saga's "
+                f"definition, so a new participant cannot join without its compensation."
+            ),
+            evidence={"steps": [step], "failed_instances": r["uncompensated"]},
+            trace_ids=step["uncompensated_trace_ids"],
+        ))
+    return findings
+
+
 def is_compensation(operation: str) -> bool:
     return bool(COMPENSATION_WORDS.search(operation or ""))
 
@@ -194,7 +266,7 @@ def detect(con) -> list[Finding]:
             "other_step_undone": r["other_step_undone"], "failed_target": r["failed_target"],
             "uncompensated_trace_ids": list(r["uncompensated_trace_ids"] or [])})
 
-    findings = []
+    findings = _choreography_findings(con, entries)
     for (wf, coord), steps in sorted(steps_by_coordinator.items()):
         steps.sort(key=lambda s: -s["uncompensated"])
         top = steps[0]
