@@ -11,6 +11,8 @@ it (which read its tables) are listed as skipped, and the caller gets every mess
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -52,16 +54,62 @@ _MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "Ti
                  "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
-def bound_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """Lower DuckDB's memory limit to ANALYSIS_MEMORY_LIMIT unless it is lower already."""
+# A stage that runs out of the limit is run again with the limit doubled, up to this share of the
+# machine's memory: the 1 GiB suits a million spans, but the orderings of 3M spans (tens of millions
+# of step pairs, their gap quantiles held in memory) need more, and failing there is worse than a
+# larger footprint for the inputs that need it. Each raise is said on stderr.
+MAX_MEMORY_SHARE = 0.5
+
+
+def _memory_limit(con: duckdb.DuckDBPyConnection) -> float:
     text = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     number, _, unit = str(text).partition(" ")
     try:
-        current = float(number) * _MEMORY_UNITS[unit or "bytes"]
+        return float(number) * _MEMORY_UNITS[unit or "bytes"]
     except (ValueError, KeyError):
-        current = float("inf")  # an unlimited or unknown setting: bound it
-    if current > ANALYSIS_MEMORY_LIMIT:
+        return float("inf")  # an unlimited or unknown setting
+
+
+def bound_memory(con: duckdb.DuckDBPyConnection) -> None:
+    """Lower DuckDB's memory limit to ANALYSIS_MEMORY_LIMIT unless it is lower already."""
+    if _memory_limit(con) > ANALYSIS_MEMORY_LIMIT:
         con.execute(f"SET memory_limit = '{ANALYSIS_MEMORY_LIMIT}B'")
+
+
+def _raise_memory_limit(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
+    """Double the memory limit (capped at MAX_MEMORY_SHARE of RAM); False when at the cap already."""
+    try:
+        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        ram = 4 * ANALYSIS_MEMORY_LIMIT
+    current, cap = _memory_limit(con), int(ram * MAX_MEMORY_SHARE)
+    if current >= cap:
+        return False
+    new = int(min(cap, current * 2))
+    con.execute(f"SET memory_limit = '{new}B'")
+    print(f"analysis: {stage} ran out of its memory limit ({_size(current)}); running it again "
+          f"with {_size(new)}", file=sys.stderr, flush=True)
+    return True
+
+
+def _size(n: float) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def _run_stage(con: duckdb.DuckDBPyConnection, stage: Stage, ctx: AnalysisContext) -> None:
+    """stage.run, again with more memory while it runs out (stages replace what they write, so a
+    second run starts clean). Inside a transaction the first failure aborts it: raised as it is."""
+    while True:
+        try:
+            stage.run(con, ctx)
+            return
+        except duckdb.OutOfMemoryException as exc:
+            try:
+                con.execute("SELECT 1")  # an aborted transaction refuses even this: give up
+            except duckdb.Error:
+                raise exc from None
+            if not _raise_memory_limit(con, stage.name):
+                raise
 
 
 @dataclass
@@ -216,7 +264,7 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
         started = time.perf_counter()
         before = _table_oids(con)
         try:
-            stage.run(con, ctx)
+            _run_stage(con, stage, ctx)
             stray = _undeclared_writes(before, _table_oids(con), stage)
             if stray:
                 raise AnalysisError(f"wrote tables it does not declare: {', '.join(stray)}")

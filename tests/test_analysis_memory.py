@@ -24,3 +24,23 @@ def test_the_analysis_runs_within_the_bound_and_keeps_a_lower_limit(tmp_path):
     con.execute("SET memory_limit = '300MB'")
     run_pipeline(con)
     assert _limit(con) == "286.1 MiB"
+
+
+def test_a_stage_that_runs_out_of_memory_runs_again_with_more(tmp_path, capsys):
+    """With a limit far too small (4 MB), stages run out of memory; each is run again with the limit
+    doubled (up to half the machine's memory), says so, and the report is the one without the limit."""
+    from choreoscope.analysis.report import build_report
+    from tests.golden_reports import normalised
+
+    reports = []
+    for limit in (None, "4MB"):
+        con = store.connect(tmp_path / f"{limit}.duckdb")
+        assert load_paths(con, [DUMP]).ok
+        if limit:
+            con.execute(f"SET memory_limit = '{limit}'")
+        run_pipeline(con)
+        reports.append(normalised(build_report(con)))
+        con.close()
+    err = capsys.readouterr().err
+    assert "ran out of its memory limit (4 MiB); running it again with 8 MiB" in err
+    assert reports[0] == reports[1]
