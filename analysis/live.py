@@ -4,6 +4,10 @@ Runs in a background thread of the serving process, on its own cursor of the one
 instance, and only when spans were added since the last run; a long run pushes the next one back
 so that analysis takes at most a quarter of the time (`next_wait_s`), leaving ingest the rest. The
 dashboard reads `status` and calls `request()` from its "Analyse now" button.
+
+A damaged store (a block failing its checksum, found by a run's reads) ends the loop: every later
+run would fail the same way. `status.damaged` holds the one-line message (which file, what to do)
+and `choreoscope serve` stops on it (collector/serve.py says why it does not go on receiving).
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from dataclasses import dataclass, field
 import duckdb
 
 from choreoscope.analysis.pipeline import run_pipeline_atomically
+from choreoscope.collector import store
 from choreoscope.collector.store import scalar
 
 MAX_SHARE = 0.25  # of the serving process's time the periodic analysis may take (see next_wait_s)
@@ -29,6 +34,7 @@ class LiveStatus:
     last_span_count: int = -1
     last_error: str | None = None
     running: bool = False
+    damaged: str | None = None  # the store is damaged: the message; no run follows
 
 
 @dataclass
@@ -62,9 +68,16 @@ class AnalysisLoop:
     def run_once(self, force: bool = False) -> bool:
         """Analyse now if spans changed (or `force`); True if a run happened. Thread-safe."""
         with self._lock:
+            if self.status.damaged:
+                return False
             cur = self.con.cursor()
             try:
-                spans = scalar(cur, "SELECT count(*) FROM spans")
+                try:
+                    spans = scalar(cur, "SELECT count(*) FROM spans")
+                except duckdb.Error as exc:
+                    if self._found_damage(cur, exc):
+                        return False
+                    raise
                 if not force and spans == self.status.last_span_count:
                     return False
                 self.status.running = True
@@ -78,6 +91,8 @@ class AnalysisLoop:
                     print(f"choreoscope serve: analysis of {spans:,} spans done in "
                           f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
                 except Exception as exc:  # noqa: BLE001 - shown on the dashboard, loop goes on
+                    if self._found_damage(cur, exc):
+                        return False
                     self.status.last_error = str(exc)
                     print(f"choreoscope serve: analysis of {spans:,} spans failed: "
                           f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
@@ -90,6 +105,19 @@ class AnalysisLoop:
             finally:
                 self.status.running = False
                 cur.close()
+
+    def _found_damage(self, cur: duckdb.DuckDBPyConnection, exc: BaseException) -> bool:
+        """If `exc` is the store's damage: record the message, say it once, end the loop."""
+        # The pipeline raises StoreDamagedError from DuckDB's error; named again here, after the
+        # run's rollback, when the file's path can be read (inside the failed transaction it cannot).
+        original = exc.__cause__ if isinstance(exc, store.StoreDamagedError) and exc.__cause__ else exc
+        damaged = store.damaged_store_error(cur, original)
+        if damaged is None and not isinstance(exc, store.StoreDamagedError):
+            return False
+        self.status.damaged = self.status.last_error = str(damaged or exc)
+        self._stop.set()
+        print(f"choreoscope serve: the live analysis stopped: {self.status.damaged}", file=sys.stderr, flush=True)
+        return True
 
     def next_wait_s(self) -> float | None:
         """Seconds until the next scheduled run: the interval, stretched so that the analysis takes

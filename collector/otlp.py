@@ -60,13 +60,20 @@ def add_resource_spans(batch: SpanBatch, resource_spans: Iterable[ResourceSpans]
             scope_name = ss.scope.name
             scope_version = ss.scope.version
             for span in ss.spans:
-                events = [
-                    {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
-                    for e in span.events
-                ] if span.events else None
-                links = [
-                    Link(l.trace_id, l.span_id, l.trace_state, key_values(l.attributes)) for l in span.links
-                ] if span.links else None
+                # the sender's dropped attributes: the span's own, and its events' and links'
+                dropped_attributes = span.dropped_attributes_count
+                events = links = None
+                if span.events:
+                    events = [
+                        {"name": e.name, "time_ns": e.time_unix_nano, "attributes": key_values(e.attributes)}
+                        for e in span.events
+                    ]
+                    dropped_attributes += sum(e.dropped_attributes_count for e in span.events)
+                if span.links:
+                    links = [
+                        Link(l.trace_id, l.span_id, l.trace_state, key_values(l.attributes)) for l in span.links
+                    ]
+                    dropped_attributes += sum(l.dropped_attributes_count for l in span.links)
                 kind = span.kind
                 status = span.status
                 code = status.code
@@ -87,6 +94,9 @@ def add_resource_spans(batch: SpanBatch, resource_spans: Iterable[ResourceSpans]
                     scope_version=scope_version,
                     events=events,
                     links=links,
+                    dropped_attributes_count=dropped_attributes,
+                    dropped_events_count=span.dropped_events_count,
+                    dropped_links_count=span.dropped_links_count,
                 )
                 if not ok:
                     rejected += 1

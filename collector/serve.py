@@ -176,11 +176,14 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     print(f"storing spans in {args.db}", flush=True)
 
     stop_dashboard = None
+    analysis = None  # the live analysis loop (analysis/live.py), with the dashboard
     if not getattr(args, "no_dashboard", False):
+        from choreoscope.dashboard.context_registry import current
         from choreoscope.dashboard.launch import run_in_process  # Streamlit is imported only when serving it
 
         # Starts the live analysis and the dashboard in this process; returns their stop.
         stop_dashboard = run_in_process(receiver, con, args)
+        analysis = getattr(current(), "loop", None)
 
     duration = getattr(args, "duration", 0) or 0
     deadline = time.monotonic() + duration if duration > 0 else None
@@ -191,6 +194,12 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
             if deadline is not None and time.monotonic() >= deadline:
                 break
             if receiver.ingester.damaged or receiver.ingester.invalidated:  # every commit would fail
+                break
+            if analysis is not None and analysis.status.damaged:
+                # The live analysis found a damaged block. Serve stops rather than go on receiving:
+                # the message tells the user to restore the file or move it away, which would lose
+                # every span acknowledged from now on, while exporters keep (and retry) what a
+                # stopped receiver does not take; and the dashboard would show stale results.
                 break
     finally:
         if on_stopping is not None:
@@ -210,6 +219,9 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
               file=sys.stderr, flush=True)
     if receiver.ingester.damaged:
         print(f"choreoscope serve: {receiver.ingester.damaged}", file=sys.stderr, flush=True)
+        return 2
+    if analysis is not None and analysis.status.damaged:
+        print(f"choreoscope serve: stopped: {analysis.status.damaged}", file=sys.stderr, flush=True)
         return 2
     if receiver.ingester.invalidated:
         print(f"choreoscope serve: DuckDB gave up the store {args.db} after a fatal error "

@@ -3,6 +3,8 @@
 Every loader and the receiver hand spans to `SpanBatch.add` in one neutral form (hex ids,
 attribute dicts, kind and status names), so the typed columns are derived in exactly one place.
 A span that cannot be stored (bad ids) is rejected with a reason instead of sinking its batch.
+A span beyond the limits (LIMITS: attributes, events, links, value length and depth, as the
+OpenTelemetry SDKs bound them) is stored cut to them, what was cut counted in its dropped_* columns.
 """
 
 from __future__ import annotations
@@ -133,6 +135,212 @@ def _json(value) -> str:
     if b"null" in out:
         return _json_std(value)
     return out.decode()
+
+# --- limits ---------------------------------------------------------------------------------
+# What one span may hold, as the OpenTelemetry SDKs bound it at the source (the SDK spec's
+# SpanLimits, https://opentelemetry.io/docs/specs/otel/trace/sdk/#span-limits, and attribute limits,
+# https://opentelemetry.io/docs/specs/otel/common/#attribute-limits). A receiver must not trust the
+# sender to have applied them: a custom or misconfigured exporter, a dump written by anything, or a
+# hostile request can carry a million attributes or one value of megabytes, and every span's
+# attributes are parsed again by each analysis stage that reads its JSON. Beyond a limit the extra
+# items are dropped (the first ones, in the order sent, are kept) and long values truncated, and
+# each is counted in the span's dropped_* column, added to the sender's own OTLP counts.
+
+# OTEL_SPAN_ATTRIBUTE_COUNT_LIMIT's default: an SDK never sends more attributes on one span.
+MAX_ATTRIBUTES = 128
+# OTEL_EVENT_ATTRIBUTE_COUNT_LIMIT's and OTEL_LINK_ATTRIBUTE_COUNT_LIMIT's defaults.
+MAX_EVENT_ATTRIBUTES = 128
+MAX_LINK_ATTRIBUTES = 128
+# OTEL_SPAN_EVENT_COUNT_LIMIT's and OTEL_SPAN_LINK_COUNT_LIMIT's defaults.
+MAX_EVENTS = 128
+MAX_LINKS = 128
+# Characters of a string value (bytes of a bytes value), each element of an array or map on its
+# own, as the SDK truncates them. The SDK spec sets no default (OTEL_ATTRIBUTE_VALUE_LENGTH_LIMIT
+# is unlimited) and neither does the Collector; a receiver needs a bound. 25,000 is what the
+# Datadog Agent, a receiver of OTLP from arbitrary senders, truncates span tag values to
+# (pkg/trace/traceutil/truncate.go MaxMetaValLen): far above what the analysis reads (names,
+# routes, ids, SQL statements of a few KB) and what Elastic APM keeps (1,024) or Jaeger clients
+# sent (256), so real statements and most stack traces are kept whole, while one span's
+# attributes stay below 128 x 25,000 characters.
+MAX_VALUE_LENGTH = 25_000
+# Levels of array/map nesting in one attribute value (a scalar is 0, [1] is 1, {"a": [1]} is 2).
+# OTLP's AnyValue allows any depth, the SDKs' attribute API none (flat values and arrays of
+# scalars). The receiver's protobuf decoder (upb) refuses a message nested beyond its default
+# recursion limit of 100 messages, ~31 map or ~47 array levels of AnyValue (400 / INVALID_ARGUMENT,
+# tests/test_limits.py), and protobuf's JSON parser (OTLP/HTTP JSON) alike; 32 keeps about every
+# value they can decode, while the dump loaders, whose JSON has no such limit, cannot store a value
+# the store's JSON functions and the analysis would have to recurse through (orjson stops at 255
+# levels, the json module at the interpreter's recursion limit). A deeper value is not cut in the
+# middle: the attribute is dropped.
+MAX_VALUE_DEPTH = 32
+
+LIMITS = {
+    "attributes per span": MAX_ATTRIBUTES, "attributes per event": MAX_EVENT_ATTRIBUTES,
+    "attributes per link": MAX_LINK_ATTRIBUTES, "events per span": MAX_EVENTS, "links per span": MAX_LINKS,
+    "attribute value length": MAX_VALUE_LENGTH, "attribute value depth": MAX_VALUE_DEPTH,
+}
+
+# Where formats without OTLP's fields (Jaeger, Zipkin) carry the sender's dropped counts: tags,
+# written only when not zero (the spec's "Transformation to non-OTLP Formats", Dropped Attributes
+# Count / Dropped Events Count / Dropped Links Count). (Names to move into collector/semconv.py.)
+NON_OTLP_DROPPED_ATTRIBUTES = "otel.dropped_attributes_count"
+NON_OTLP_DROPPED_EVENTS = "otel.dropped_events_count"
+NON_OTLP_DROPPED_LINKS = "otel.dropped_links_count"
+NON_OTLP_DROPPED = (NON_OTLP_DROPPED_ATTRIBUTES, NON_OTLP_DROPPED_EVENTS, NON_OTLP_DROPPED_LINKS)
+
+
+def pop_non_otlp_dropped(attrs: dict) -> tuple[int, int, int]:
+    """The dropped counts a Jaeger or Zipkin span carries as tags (0 when absent, as the mapping
+    writes none then), taken out of `attrs`: they are the span's record, not its attributes."""
+    if attrs.keys().isdisjoint(NON_OTLP_DROPPED):
+        return 0, 0, 0
+    return tuple(_count(attrs.pop(name, 0)) for name in NON_OTLP_DROPPED)
+
+
+_MAX_COUNT = 2**31 - 1  # the INTEGER the dropped counts are stored in (a larger count is stored as this)
+_MAX_BRACKETS = MAX_VALUE_DEPTH + 1  # in an attributes object's JSON: its own brace, and the values'
+_TOO_DEEP = object()
+
+
+def _limit_value(value, depth: int):
+    """`value` (an attribute value `depth` levels down) within the length and depth limits:
+    (value, changed), or (_TOO_DEEP, True). Recurses at most MAX_VALUE_DEPTH levels."""
+    kind = type(value)
+    if kind is str or kind is bytes or kind is bytearray:
+        return (value[:MAX_VALUE_LENGTH], True) if len(value) > MAX_VALUE_LENGTH else (value, False)
+    if kind is list or kind is dict:
+        if depth >= MAX_VALUE_DEPTH:
+            return _TOO_DEEP, True
+        changed = False
+        if kind is list:
+            out = []
+            for item in value:
+                item, cut = _limit_value(item, depth + 1)
+                if item is _TOO_DEEP:
+                    return _TOO_DEEP, True
+                out.append(item)
+                changed |= cut
+        else:
+            out = {}
+            for key, item in value.items():
+                item, cut = _limit_value(item, depth + 1)
+                if item is _TOO_DEEP:
+                    return _TOO_DEEP, True
+                out[key] = item
+                changed |= cut
+        return (out, True) if changed else (value, False)
+    return value, False
+
+
+def limit_attributes(attrs: dict, max_count: int = MAX_ATTRIBUTES) -> tuple[dict, int]:
+    """`attrs` within the limits, and how many attributes were dropped or truncated. The same dict
+    when nothing was (the common case: callers test the cheap `_may_exceed` first)."""
+    out: dict = {}
+    cut = 0
+    for i, (key, value) in enumerate(attrs.items()):
+        if i >= max_count:
+            cut += len(attrs) - max_count
+            break
+        value, changed = _limit_value(value, 0)
+        if changed:
+            cut += 1
+            if value is _TOO_DEEP:
+                continue
+        out[key] = value
+    return (out, cut) if cut else (attrs, 0)
+
+
+def _may_exceed(attrs: dict, text: str, max_count: int) -> bool:
+    """Whether `attrs`, written as the JSON `text`, may be beyond a limit. No string in it can be
+    longer than the text, nor nest deeper than its brackets: for a normal span this is two
+    length tests and two counts in C, and only a span that fails them is walked value by value."""
+    return (len(attrs) > max_count or len(text) > MAX_VALUE_LENGTH
+            or text.count("[") + text.count("{") > _MAX_BRACKETS)
+
+
+def _attributes_json(attrs: dict, max_count: int) -> tuple[dict, str, int]:
+    """(attrs within the limits, their JSON, attributes dropped or truncated)."""
+    try:
+        text = _json(attrs)
+    except RecursionError:  # nested beyond what the encoder recurses through: cut below
+        text = None
+    if text is not None and not _may_exceed(attrs, text, max_count):
+        return attrs, text, 0
+    attrs, cut = limit_attributes(attrs, max_count)
+    return attrs, (_json(attrs) if cut or text is None else text), cut
+
+
+def _limit_events(events: list) -> tuple[list, int, int]:
+    """(events within the limits, attributes dropped or truncated in them, events dropped)."""
+    dropped_events = max(len(events) - MAX_EVENTS, 0)
+    if dropped_events:
+        events = events[:MAX_EVENTS]
+    cut = 0
+    out = None
+    for i, event in enumerate(events):
+        attrs = event.get("attributes") if type(event) is dict else None
+        if type(attrs) is not dict or not attrs:
+            continue
+        limited, n = limit_attributes(attrs, MAX_EVENT_ATTRIBUTES)
+        if n:
+            cut += n
+            if out is None:
+                out = list(events)
+            out[i] = {**event, "attributes": limited}
+    return (out if out is not None else events), cut, dropped_events
+
+
+def _events_json(events) -> tuple[str, int, int]:
+    """(the events' JSON within the limits, attributes dropped or truncated in them, events
+    dropped). The cheap test first, as `_may_exceed`: each event adds two brackets of its own."""
+    if type(events) is not list:  # not OTLP's shape (a hostile dump): stored as it is
+        try:
+            return _json(events), 0, 0
+        except RecursionError:
+            return "[]", 0, 0
+    try:
+        text = _json(events)
+    except RecursionError:
+        text = None
+    if (text is not None and len(events) <= MAX_EVENTS and len(text) <= MAX_VALUE_LENGTH
+            and text.count("[") + text.count("{") <= MAX_VALUE_DEPTH + 1 + 2 * len(events)
+            and _event_attribute_counts_fit(events)):
+        return text, 0, 0
+    limited, cut, dropped = _limit_events(events)
+    if text is None or cut or dropped:
+        try:
+            text = _json(limited)
+        except RecursionError:  # nested deeply outside the attributes (not OTLP's shape)
+            return "[]", cut, len(events)
+    return text, cut, dropped
+
+
+def _event_attribute_counts_fit(events: list) -> bool:
+    for event in events:
+        attrs = event.get("attributes") if type(event) is dict else None
+        if type(attrs) is dict and len(attrs) > MAX_EVENT_ATTRIBUTES:
+            return False
+    return True
+
+
+def _count(value) -> int:
+    """A sender's dropped count as stored: a non-negative integer of the INTEGER range (OTLP's
+    counts are uint32: a larger one is stored as 2^31-1)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return 0
+    return min(max(number, 0), _MAX_COUNT)
+
+
+def _total(sender, ours: int):
+    """The stored count: the sender's (None: its format cannot say) plus ours."""
+    if sender is None:
+        return ours or None
+    if type(sender) is not int or not 0 <= sender <= _MAX_COUNT:
+        sender = _count(sender)
+    return min(sender + ours, _MAX_COUNT) if ours else sender
+
 
 # The typed columns filled from span attributes, in row order, each with the names it may
 # arrive under (newest first). `_typed_values` finds them in one pass over the span's keys.
@@ -336,12 +544,19 @@ class SpanBatch:
         scope_version: str | None = None,
         events: list | None = None,
         links: list[Link] | None = None,
+        dropped_attributes_count: int | None = 0,
+        dropped_events_count: int | None = 0,
+        dropped_links_count: int | None = 0,
         id_pad: bool = False,
         where: str | Callable[[], str] = "",
     ) -> bool:
         """Add one span. Returns False (and records why in `rejected`) if it cannot be stored.
         `where` names the span in that message; a callable is only called for a rejected span
-        (a dump loader's place, with the span's name, costs more to format than to check)."""
+        (a dump loader's place, with the span's name, costs more to format than to check).
+
+        The dropped counts are the sender's (OTLP's; `dropped_attributes_count` summed over the
+        span, its events and its links), None from a format that cannot carry them. What the
+        limits above drop or truncate is added to them."""
         try:
             # ids already in their stored form (OTLP JSON) are taken as they are, as normalize_id would
             if type(trace_id) is str and _HEX_TRACE(trace_id) and trace_id != _ZERO_TRACE:
@@ -362,17 +577,24 @@ class SpanBatch:
                     if "all zeros" not in str(exc):
                         raise
             link_rows = []
-            for link in links or ():
-                link_rows.append(
-                    (
-                        tid,
-                        sid,
-                        normalize_id(link.trace_id, 16, "link trace id", pad=id_pad),
-                        normalize_id(link.span_id, 8, "link span id", pad=id_pad),
-                        link.trace_state or None,
-                        _json(link.attributes or {}),
+            cut_attributes = 0
+            if links:
+                if len(links) > MAX_LINKS:
+                    dropped_links_count = _total(dropped_links_count, len(links) - MAX_LINKS)
+                    links = links[:MAX_LINKS]
+                for link in links:
+                    _, link_json, n = _attributes_json(link.attributes or {}, MAX_LINK_ATTRIBUTES)
+                    cut_attributes += n
+                    link_rows.append(
+                        (
+                            tid,
+                            sid,
+                            normalize_id(link.trace_id, 16, "link trace id", pad=id_pad),
+                            normalize_id(link.span_id, 8, "link span id", pad=id_pad),
+                            link.trace_state or None,
+                            link_json,
+                        )
                     )
-                )
             if not ((start_ns is None or 0 <= start_ns <= _MAX_NS) and (end_ns is None or 0 <= end_ns <= _MAX_NS)):
                 for label, ns in (("start time", start_ns), ("end time", end_ns)):
                     if ns is not None and not 0 <= ns <= _MAX_NS:
@@ -383,6 +605,28 @@ class SpanBatch:
             self.rejected.append(f"{where}: {exc}" if where else str(exc))
             return False
         attrs = attributes or {}
+        try:
+            attrs_json = _json(attrs)
+        except RecursionError:  # nested beyond what the encoder recurses through: cut below
+            attrs_json = None
+        # _may_exceed, inline: the hot path
+        if attrs_json is None or len(attrs) > MAX_ATTRIBUTES or len(attrs_json) > MAX_VALUE_LENGTH \
+                or attrs_json.count("[") + attrs_json.count("{") > _MAX_BRACKETS:
+            attrs, attrs_json, n = _attributes_json(attrs, MAX_ATTRIBUTES)
+            cut_attributes += n
+        if events:
+            events_json, n, n_events = _events_json(events)
+            if n_events:
+                dropped_events_count = _total(dropped_events_count, n_events)
+            cut_attributes += n
+        else:
+            events_json = "[]"
+        if cut_attributes or type(dropped_attributes_count) is not int or not 0 <= dropped_attributes_count <= _MAX_COUNT:
+            dropped_attributes_count = _total(dropped_attributes_count, cut_attributes)
+        if dropped_events_count and (type(dropped_events_count) is not int or not 0 < dropped_events_count <= _MAX_COUNT):
+            dropped_events_count = _total(dropped_events_count, 0)
+        if dropped_links_count and (type(dropped_links_count) is not int or not 0 < dropped_links_count <= _MAX_COUNT):
+            dropped_links_count = _total(dropped_links_count, 0)
         typed = _typed_values(attrs)
         destination = typed[_DESTINATION_COLUMN]
         if (destination is None and typed[_SYSTEM_COLUMN] is not None) or (
@@ -418,10 +662,13 @@ class SpanBatch:
                 scope_name or None,
                 scope_version or None,
                 *typed,  # messaging_system .. retry_attempt
-                _json(attrs),
+                attrs_json,
                 self._last_resource_json,
-                _json(events) if events else "[]",
+                events_json,
                 self.source,
+                dropped_attributes_count,
+                dropped_events_count,
+                dropped_links_count,
             )
         )
         self.link_rows.extend(link_rows)

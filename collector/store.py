@@ -12,8 +12,9 @@ Two different spans share a key only by an MD5 collision by chance: ~1e-19 at 1e
 Code that deletes spans must delete their span_keys too, or a re-sent copy counts as a duplicate.
 
 Stores written before span_keys existed had the primary key on `spans`: opening one writable
-rebuilds `spans` without it and fills `span_keys` (once, said on stderr). Read-only opens read
-either layout as they are.
+rebuilds `spans` without it and fills `span_keys` (once, said on stderr). Stores of schema 2 get
+the dropped-count columns (NULL for the spans already stored) on their first writable open, said
+on stderr too. Read-only opens read any older layout as it is.
 """
 
 from __future__ import annotations
@@ -66,7 +67,17 @@ SPAN_COLUMNS: list[tuple[str, str]] = [
     ("resource_attributes", "JSON"),
     ("events", "JSON"),  # [{"name", "time_ns", "attributes"}]
     ("source", "VARCHAR"),  # where the span came from: otlp-grpc, otlp-http, or a file name
+    # What the sender dropped (its OTLP counts) plus what choreoscope's limits dropped or truncated
+    # (collector/spanbatch.py LIMITS). NULL: the source cannot say and nothing was cut here
+    # (otel_traces; spans stored before schema 3). INTEGER: a count beyond 2^31-1 (OTLP's are
+    # uint32) is stored as 2^31-1; 4 bytes a row of WAL and store rather than BIGINT's 8. Last, so a
+    # migrated store's columns (added by ALTER TABLE) are in the same order as a new store's.
+    ("dropped_attributes_count", "INTEGER"),  # the span's, its events' and its links' attributes
+    ("dropped_events_count", "INTEGER"),
+    ("dropped_links_count", "INTEGER"),
 ]
+# The columns schema 3 added (a store of schema 2 or older is given them by ensure_schema).
+DROPPED_COUNT_COLUMNS = ("dropped_attributes_count", "dropped_events_count", "dropped_links_count")
 
 LINK_COLUMNS: list[tuple[str, str]] = [
     ("trace_id", "VARCHAR NOT NULL"),  # the span that holds the link
@@ -101,9 +112,9 @@ def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
 SPAN_KEY_SQL = "md5_number(trace_id || ':' || span_id)"
 
 # The layout version of a store, kept in STORE_META_TABLE (one row). 1: the primary key on
-# `spans` (no table recorded it); 2: `span_keys`. A store of a higher version is refused with a
+# `spans` (no table recorded it); 2: `span_keys`; 3: the dropped counts (DROPPED_COUNT_COLUMNS). A store of a higher version is refused with a
 # message to upgrade (collector/store_errors.py); a lower one is migrated by ensure_schema.
-STORE_SCHEMA_VERSION = 2
+STORE_SCHEMA_VERSION = 3
 STORE_META_TABLE = "choreoscope_store"
 
 SCHEMA_DDL = [
@@ -211,11 +222,19 @@ def _spans_have_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
                             "AND table_name = 'spans' AND constraint_type = 'PRIMARY KEY'"))
 
 
+def _span_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [c for (c,) in con.execute(
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
+        "AND table_name = 'spans' ORDER BY ordinal_position").fetchall()]
+
+
 def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> None:
-    """Create the tables a store needs; migrate a store of the primary-key layout (see above)."""
+    """Create the tables a store needs; migrate a store of an older layout (see above)."""
     tables = _tables(con)
     legacy = "spans" in tables and _spans_have_primary_key(con)
     fill_keys = "spans" in tables and "span_keys" not in tables
+    old_columns = _span_columns(con) if "spans" in tables else SPAN_COLUMN_NAMES
+    missing = [(name, sqltype) for name, sqltype in SPAN_COLUMNS if name not in old_columns]
     if legacy or fill_keys:
         n = scalar(con, "SELECT count(*) FROM spans")
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): duplicate spans are "
@@ -224,15 +243,30 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         con.execute("BEGIN TRANSACTION")
         try:
             if legacy:
+                kept = [c for c in SPAN_COLUMN_NAMES if c in old_columns]
                 con.execute(_ddl("_spans_migrating", SPAN_COLUMNS, None))
-                con.execute(f"INSERT INTO _spans_migrating SELECT {', '.join(SPAN_COLUMN_NAMES)} FROM spans")
+                con.execute(f"INSERT INTO _spans_migrating ({', '.join(kept)}) SELECT {', '.join(kept)} FROM spans")
                 con.execute("DROP TABLE spans")
                 con.execute("ALTER TABLE _spans_migrating RENAME TO spans")
+                missing = []
             con.execute("DROP TABLE IF EXISTS span_keys")
             con.execute(SCHEMA_DDL[2])
             # DISTINCT: a store without the primary key (none written by choreoscope) could
             # hold a span twice; its key is kept once.
             con.execute(f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM spans")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    if missing:
+        n = scalar(con, "SELECT count(*) FROM spans")
+        print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): spans now record "
+              f"{', '.join(name for name, _ in missing)} (what the sender and choreoscope's limits dropped; "
+              "NULL for the spans already stored); this happens once", file=sys.stderr, flush=True)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for name, sqltype in missing:  # appended: the order SPAN_COLUMNS ends with
+                con.execute(f"ALTER TABLE spans ADD COLUMN {name} {sqltype}")
             con.execute("COMMIT")
         except BaseException:
             con.execute("ROLLBACK")

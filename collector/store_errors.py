@@ -116,3 +116,28 @@ def store_path(con) -> str:
         return rows[0][0] if rows and rows[0][0] else "the store"
     except Exception:  # noqa: BLE001 - only for a message
         return "the store"
+
+
+def unreadable(con) -> str | None:
+    """DuckDB's words for the first damaged block of the store behind `con`, or None when every
+    block of every table reads back with its checksum.
+
+    For commands that open a store and then serve it (the dashboard): damage is otherwise found
+    by the first query that reads the block, in the middle of a page. Every column of every row is
+    read once (a hash of each, so nothing is kept): ~0.05 s for a store of 100k spans (18 MB).
+    """
+    import duckdb
+
+    tables = [t for (t,) in con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND database_name = current_database() "
+        "AND schema_name = 'main' ORDER BY table_name").fetchall()]
+    for table in tables:
+        quoted = '"' + table.replace('"', '""') + '"'
+        try:
+            con.execute(f"SELECT bit_xor(hash(COLUMNS(*))) FROM {quoted}").fetchall()
+        except duckdb.Error as exc:
+            detail = damage_detail(exc)
+            if detail is not None:
+                return f"{detail} (reading table {table})"
+            raise
+    return None

@@ -27,6 +27,21 @@ def _is_duckdb_file(path: str) -> bool:
         return False
 
 
+def _check_readable(path: str) -> None:
+    """Raise StoreDamagedError if a block of the store is damaged: connect finds a truncated file,
+    but a damaged block only when a query reads it, which would be a page of the running dashboard
+    showing a traceback. Reads every table once (collector/store_errors.py `unreadable`)."""
+    from choreoscope.collector import store_errors
+
+    con = store.connect(path, read_only=True)
+    try:
+        detail = store_errors.unreadable(con)
+    finally:
+        con.close()
+    if detail is not None:
+        raise store.StoreDamagedError(store_errors.damaged_message(path, detail))
+
+
 def _needs_analysis(path: str) -> str | None:
     """Why the store must be analysed before it is shown (None if its results are current)."""
     con = store.connect(path, read_only=True)
@@ -77,6 +92,7 @@ def run(args) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     try:
+        _check_readable(path)  # before an analysis writes to it, or a page meets the damage
         why = _needs_analysis(path)
         if why:
             _analyse(path, why)

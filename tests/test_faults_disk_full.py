@@ -1,8 +1,9 @@
 """The disk filling up under `choreoscope serve`: exporters are told to retry, nothing acknowledged
 is lost, and ingest resumes by itself once space returns.
 
-The store lives on a real size-limited file system: an 8 MiB tmpfs (`mount -t tmpfs -o size=8m`),
-or, where tmpfs cannot be mounted, a loop-mounted 16 MiB ext4 image. Both need root (CI runs the
+The store lives on a real size-limited file system: a 16 MiB tmpfs (`mount -t tmpfs -o size=16m`),
+or, where tmpfs cannot be mounted, a loop-mounted 32 MiB ext4 image (8 MiB left the WAL test at the
+edge: a few bytes more per row decided whether a checkpoint found room once space came back). Both need root (CI runs the
 suite as root, as this container does); without either the test is skipped and says why.
 (RLIMIT_FSIZE was the other candidate; it makes writes fail with EFBIG, not ENOSPC, so it would
 not exercise the condition a full disk really produces.) A ballast file fills the file system
@@ -56,18 +57,18 @@ def _mount_small_fs(where: Path) -> str:
         pytest.skip("needs root to mount a size-limited file system (tmpfs or a loop-mounted ext4 image)")
     tried = []
     if shutil.which("mount"):
-        done = _run("mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(where))
+        done = _run("mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where))
         if done.returncode == 0:
-            return "tmpfs size=8m"
+            return "tmpfs size=16m"
         tried.append(f"tmpfs: {done.stderr.strip()}")
         if shutil.which("mkfs.ext4"):
             image = where.parent / "small.ext4"
             with open(image, "wb") as fh:
-                fh.truncate(16 << 20)
+                fh.truncate(32 << 20)
             made = _run("mkfs.ext4", "-q", "-F", str(image))
             done = _run("mount", "-o", "loop", str(image), str(where)) if made.returncode == 0 else made
             if done.returncode == 0:
-                return "loop-mounted ext4, 16 MiB"
+                return "loop-mounted ext4, 32 MiB"
             tried.append(f"ext4 loop: {done.stderr.strip()}")
     pytest.skip("cannot mount a size-limited file system here (" + "; ".join(tried or ["no mount command"]) + ")")
 
@@ -216,8 +217,8 @@ def test_disk_filling_while_the_wal_grows_skips_checkpoints_and_never_invalidate
     query fails until the file is reopened); a commit that runs out of space is only rolled back.
     So the receiver's writer checkpoints itself, only with room on the disk (collector.ingest
     NO_AUTO_CHECKPOINT). Here, in-process (the real Receiver, gRPC exporter and DuckDB file; the
-    checkpoint size lowered from 64 MiB to 128 KiB to fit the 8 MiB file system): the WAL grows
-    past the checkpoint size with ~900 KB left, checkpoints are skipped, the disk fills, commits
+    checkpoint size lowered from 64 MiB to 128 KiB to fit the 16 MiB file system): the WAL grows
+    past the checkpoint size with 1 MiB left, checkpoints are skipped, the disk fills, commits
     fail retryably, and with the ballast gone ingest and checkpoints resume, nothing lost."""
     fs = tmp_path / "fs"
     how = _mount_small_fs(fs)
@@ -242,7 +243,7 @@ def test_disk_filling_while_the_wal_grows_skips_checkpoints_and_never_invalidate
             assert send(f"room-{i}") == SpanExportResult.SUCCESS
         assert rec.ingester.checkpoints > 0
         ballast = fs / "ballast"
-        _fill(ballast, leave=900 << 10)
+        _fill(ballast, leave=1 << 20)  # under checkpoint_room (1 MiB + a quarter of the file + the WAL twice)
         stopped_at = next((i for i in range(60) if send(f"tight-{i}") == SpanExportResult.FAILURE), None)
         assert stopped_at is not None, f"{how}: the disk never filled"
         assert rec.ingester.checkpoints_skipped > 0  # the WAL passed the size while room was short

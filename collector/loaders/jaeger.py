@@ -16,7 +16,7 @@ import base64
 
 from choreoscope.collector import semconv as sc
 from choreoscope.collector.loaders.sink import FileSink
-from choreoscope.collector.spanbatch import Link
+from choreoscope.collector.spanbatch import Link, pop_non_otlp_dropped
 
 _KINDS = {"client": "CLIENT", "server": "SERVER", "producer": "PRODUCER", "consumer": "CONSUMER",
           "internal": "INTERNAL"}
@@ -119,6 +119,9 @@ def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
         events.append({"name": str(name), "time_ns": int(log["timestamp"]) * 1000, "attributes": fields})
     start_us = int(span["startTime"])
     duration_us = int(span.get("duration") or 0)
+    attributes = {k: v for k, v in attrs.items()
+                  if k not in _CONSUMED_TAGS and not (k == sc.JAEGER_ERROR and _is_bool(v))}
+    dropped_attributes, dropped_events, dropped_links = pop_non_otlp_dropped(attributes)
     sink.batch.add(
         trace_id=trace_id,
         span_id=span["spanID"],
@@ -130,13 +133,15 @@ def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
         end_ns=(start_us + duration_us) * 1000,
         status_code=status,
         status_message=attrs.get(sc.JAEGER_STATUS_DESCRIPTION),
-        attributes={k: v for k, v in attrs.items()
-                    if k not in _CONSUMED_TAGS and not (k == sc.JAEGER_ERROR and _is_bool(v))},
+        attributes=attributes,
         resource_attributes=resource,
         scope_name=sc.first(attrs, sc.JAEGER_SCOPE_NAME),
         scope_version=sc.first(attrs, sc.JAEGER_SCOPE_VERSION),
         events=events,
         links=links,
+        dropped_attributes_count=dropped_attributes,
+        dropped_events_count=dropped_events,
+        dropped_links_count=dropped_links,
         id_pad=True,
         where=f"{sink.result.path}:{place} (span {span.get('spanID')!r}, {span.get('operationName')!r})",
     )

@@ -68,8 +68,9 @@ def load_resource_spans(items: list, sink: FileSink, where: str) -> None:
         marks = (len(batch.rows), len(batch.link_rows), len(batch.rejected))
         try:
             _add_resource_spans_fast(rs, sink, place)
-        except (KeyError, TypeError, ValueError, AttributeError, binascii.Error):
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError, binascii.Error):
             # Something unusual: undo the partial walk and let the protobuf decoder name the problem.
+            # (OverflowError: int() of an Infinity, which Python's JSON reads, as a time or a count.)
             del batch.rows[marks[0]:], batch.link_rows[marks[1]:], batch.rejected[marks[2]:]
         else:
             sink.maybe_flush()
@@ -146,6 +147,13 @@ def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
             code = status.get("code")
             events = get("events")
             links = get("links")
+            # the sender's dropped attributes: the span's own, and its events' and links' (as
+            # collector.otlp sums them; a count the exact decoder would refuse raises here too)
+            dropped_attributes = int(get("droppedAttributesCount", 0))
+            if events:
+                dropped_attributes += sum(int(e.get("droppedAttributesCount", 0)) for e in events)
+            if links:
+                dropped_attributes += sum(int(lk.get("droppedAttributesCount", 0)) for lk in links)
             add(
                 trace_id=get("traceId", ""),
                 span_id=get("spanId", ""),
@@ -171,6 +179,9 @@ def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
                          _key_values(lk.get("attributes")))
                     for lk in links
                 ] if links else None,
+                dropped_attributes_count=dropped_attributes,
+                dropped_events_count=int(get("droppedEventsCount", 0)),
+                dropped_links_count=int(get("droppedLinksCount", 0)),
                 where=_SpanPlace(where, span),
             )
 

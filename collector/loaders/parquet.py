@@ -4,7 +4,9 @@ Three layouts are recognised by their columns:
 
 - `spans`: the store's `spans` columns, as `choreoscope export parquet` writes them. Each row goes
   through `SpanBatch.add` again (attributes, resource and events parsed from their JSON), keeping
-  the row's `source`, so export -> load gives back the same rows.
+  the row's `source`, so export -> load gives back the same rows. The dropped counts are taken as
+  the sender's (an export older than store schema 3 has none: NULL); the limits cut nothing more
+  from a row they already cut.
 - `span_links`: the store's `span_links` columns. Link rows are already normalised: their ids are
   checked with the batch's `normalize_id` and they are inserted as they are.
 - `otel_traces`: the table the OpenTelemetry Collector's ClickHouse exporter fills, as
@@ -17,9 +19,10 @@ Three layouts are recognised by their columns:
   arrays `Events.Timestamp`, `Events.Name`, `Events.Attributes`, `Links.TraceId`, … (or, with
   `flatten_nested = 0`, one list-of-struct column each).
 
-The exporter writes every attribute value as text (`200`, `true`, `12.5`, arrays as JSON), so
-those spans' attributes are strings in the store. The typed columns do not suffer: the integer
-ones (`http_status_code`, `retry_attempt`) are parsed from text by the batch. The boolean
+The exporter keeps no dropped counts (they are stored NULL: unknown). It writes every attribute
+value as text (`200`, `true`, `12.5`, arrays as JSON), so those spans' attributes are strings in
+the store. The typed columns do not suffer: the integer ones (`http_status_code`,
+`retry_attempt`) are parsed from text by the batch. The boolean
 `messaging.destination.temporary`/`anonymous` are turned back into booleans here, because the
 batch tests them for `true`.
 
@@ -42,7 +45,13 @@ import pyarrow.parquet as pq
 from choreoscope.collector import semconv as sc
 from choreoscope.collector.loaders.sink import FileSink
 from choreoscope.collector.spanbatch import BadId, Link, normalize_id
-from choreoscope.collector.store import LINK_ARROW_SCHEMA, LINK_COLUMN_NAMES, SPAN_ARROW_SCHEMA, insert_arrow
+from choreoscope.collector.store import (
+    DROPPED_COUNT_COLUMNS,
+    LINK_ARROW_SCHEMA,
+    LINK_COLUMN_NAMES,
+    SPAN_ARROW_SCHEMA,
+    insert_arrow,
+)
 
 MAGIC = b"PAR1"
 BATCH_ROWS = 8192
@@ -50,7 +59,7 @@ BATCH_ROWS = 8192
 # The store columns a `spans` file must have: the raw span; the typed columns are derived again.
 _SPAN_INPUT = ("trace_id", "span_id", "parent_span_id", "trace_state", "name", "kind", "start_ns", "end_ns",
                "status_code", "status_message", "scope_name", "scope_version", "attributes",
-               "resource_attributes", "events", "source")
+               "resource_attributes", "events", "source", *DROPPED_COUNT_COLUMNS)
 _OTEL_REQUIRED = ("Timestamp", "TraceId", "SpanId")
 _EVENT_FIELDS = ("Timestamp", "Name", "Attributes")
 _LINK_FIELDS = ("TraceId", "SpanId", "TraceState", "Attributes")
@@ -238,6 +247,8 @@ def _add_otel_traces(batch: pa.RecordBatch, sink: FileSink, first_row: int) -> N
             status_code=status_of(statuses[i]), status_message=messages[i],
             attributes=attrs, resource_attributes=res, scope_name=scope_name, scope_version=scope_version,
             events=span_events, links=span_links,
+            # the exporter's table has no columns for the sender's dropped counts
+            dropped_attributes_count=None, dropped_events_count=None, dropped_links_count=None,
             where=f"{path}: row {first_row + i}: span {span_ids[i]!r} ({names[i]!r})",
         )
 
@@ -257,7 +268,8 @@ def _add_store_spans(batch: pa.RecordBatch, sink: FileSink, first_row: int) -> N
     spans = sink.batch
     last_res_text, res = None, {}
     for i, (tid, sid, pid, state, name, kind, start, end, status, message, scope_name, scope_version,
-            attrs, res_text, events, source) in enumerate(zip(*cols.values())):
+            attrs, res_text, events, source, dropped_attributes, dropped_events,
+            dropped_links) in enumerate(zip(*cols.values())):
         if res_text != last_res_text:
             res, last_res_text = _loads(res_text, {}), res_text
         spans.source = source or path
@@ -266,6 +278,8 @@ def _add_store_spans(batch: pa.RecordBatch, sink: FileSink, first_row: int) -> N
             kind=kind or sc.SPAN_KINDS[0], start_ns=start, end_ns=end, status_code=status or sc.STATUS_CODES[0],
             status_message=message, attributes=_loads(attrs, {}), resource_attributes=res,
             scope_name=scope_name, scope_version=scope_version, events=_loads(events, None),
+            dropped_attributes_count=dropped_attributes, dropped_events_count=dropped_events,
+            dropped_links_count=dropped_links,
             where=f"{path}: row {first_row + i}: span {sid!r} ({name!r})",
         )
     spans.source = path

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 
 from choreoscope.collector import semconv as sc
 from choreoscope.collector.loaders.sink import FileSink
-from choreoscope.collector.spanbatch import BadId, normalize_id
+from choreoscope.collector.spanbatch import BadId, normalize_id, pop_non_otlp_dropped
 
 _KINDS = {"CLIENT", "SERVER", "PRODUCER", "CONSUMER"}
 _BROKERS = {sc.MESSAGING_SYSTEM_KAFKA, sc.MESSAGING_SYSTEM_RABBITMQ}
@@ -290,6 +290,7 @@ def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
         for a in sorted(annotations.values(), key=lambda a: a["timestamp"])
     ]
     first_n = part.records[0][0]
+    dropped_attributes, dropped_events, dropped_links = pop_non_otlp_dropped(attrs)
     sink.batch.add(
         trace_id=part.trace_id,
         span_id=part.span_id,
@@ -303,6 +304,9 @@ def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
         attributes=attrs,
         resource_attributes=resource,
         events=events,
+        dropped_attributes_count=dropped_attributes,
+        dropped_events_count=dropped_events,
+        dropped_links_count=dropped_links,
         id_pad=True,
         where=f"{sink.result.path}:record {first_n} (span {part.span_id}, {name!r})",
     )
