@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import sys
 import threading
 import time
@@ -139,7 +140,10 @@ def _exit_with_parent(parent_pid: int) -> None:
 
 def _worker_main(conn: Connection, parent_pid: int) -> None:
     """A decode worker: answers each (body, content_type, encoding, limit, source) on its pipe
-    with (True, DecodedExport) or (False, the exception); None (or a closed pipe) ends it."""
+    with (True, DecodedExport) or (False, the exception); None (or a closed pipe) ends it.
+    Ctrl-C reaches the whole process group: the server stops its workers itself (the pipe closes,
+    or _exit_with_parent), so a worker ignores SIGINT instead of dying with a traceback."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent_pid)
     conn.send((True, os.getpid()))  # started
     while True:
