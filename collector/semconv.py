@@ -143,3 +143,11 @@ CONVENTION_PREFIXES = (
 # DB_SYSTEM accepts `db.system.name`. The namespace is no typed column (it stays in the attributes
 # JSON); spanbatch reads it to undo SQLAlchemy's `db.operation` = "<verb> <db.name>".
 DB_NAMESPACE = ("db.namespace", "db.name")
+
+# --- The sender's dropped counts in formats without OTLP's fields (Jaeger, Zipkin): tags, written
+# only when not zero (the spec's "Transformation to non-OTLP Formats": Dropped Attributes Count,
+# Dropped Events Count, Dropped Links Count). spanbatch takes them out of the attributes. ---
+NON_OTLP_DROPPED_ATTRIBUTES = "otel.dropped_attributes_count"
+NON_OTLP_DROPPED_EVENTS = "otel.dropped_events_count"
+NON_OTLP_DROPPED_LINKS = "otel.dropped_links_count"
+NON_OTLP_DROPPED = (NON_OTLP_DROPPED_ATTRIBUTES, NON_OTLP_DROPPED_EVENTS, NON_OTLP_DROPPED_LINKS)

@@ -180,21 +180,12 @@ LIMITS = {
     "attribute value length": MAX_VALUE_LENGTH, "attribute value depth": MAX_VALUE_DEPTH,
 }
 
-# Where formats without OTLP's fields (Jaeger, Zipkin) carry the sender's dropped counts: tags,
-# written only when not zero (the spec's "Transformation to non-OTLP Formats", Dropped Attributes
-# Count / Dropped Events Count / Dropped Links Count). (Names to move into collector/semconv.py.)
-NON_OTLP_DROPPED_ATTRIBUTES = "otel.dropped_attributes_count"
-NON_OTLP_DROPPED_EVENTS = "otel.dropped_events_count"
-NON_OTLP_DROPPED_LINKS = "otel.dropped_links_count"
-NON_OTLP_DROPPED = (NON_OTLP_DROPPED_ATTRIBUTES, NON_OTLP_DROPPED_EVENTS, NON_OTLP_DROPPED_LINKS)
-
-
 def pop_non_otlp_dropped(attrs: dict) -> tuple[int, int, int]:
     """The dropped counts a Jaeger or Zipkin span carries as tags (0 when absent, as the mapping
     writes none then), taken out of `attrs`: they are the span's record, not its attributes."""
-    if attrs.keys().isdisjoint(NON_OTLP_DROPPED):
+    if attrs.keys().isdisjoint(sc.NON_OTLP_DROPPED):
         return 0, 0, 0
-    return tuple(_count(attrs.pop(name, 0)) for name in NON_OTLP_DROPPED)
+    return tuple(_count(attrs.pop(name, 0)) for name in sc.NON_OTLP_DROPPED)
 
 
 _MAX_COUNT = 2**31 - 1  # the INTEGER the dropped counts are stored in (a larger count is stored as this)
