@@ -8,10 +8,13 @@ Reads `span_steps`; writes `data_access` (one row per database span: service, in
 erred) and `shared_resources` (one row per db system, resource, writer and reader, with how often the
 reader came before the writer's first write in an instance).
 
-A table is its db system, its database (`namespace`: `db.namespace`, older `db.name`) and its name.
-Two services' tables of one name in two databases are two tables (each service's own `outbox`);
-where a span records no database (the sqlite3 and pika captures' instrumentations never do) the
-name alone decides, as nothing says they differ. Reads `spans` for the database name only.
+A table is its db system, its server (`server`: the span's peer, `server.address` or
+`peer.service`), its database (`namespace`: `db.namespace`, older `db.name`) and its name. Two
+services' tables of one name in two databases, or in same-named databases on two servers, are two
+tables (each service's own `outbox`); where a span records no server or database (the sqlite3 and
+pika captures' instrumentations never do) the rest decides, as nothing says they differ. (One
+server reached under two names, `localhost` and `127.0.0.1`, reads as two.) Reads `spans` for the
+database name only.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ CREATE OR REPLACE TABLE data_access AS
 SELECT s.trace_id, s.span_id, s.service, s.instance_id, s.workflow_id, s.db_system,
        s.db_collection AS resource, upper(coalesce(s.db_operation, 'QUERY')) AS op,
        upper(coalesce(s.db_operation, '')) IN {WRITE_VERBS} AS writes, s.start_adj, s.end_adj,
-       coalesce(p.is_error, s.is_error) AS handler_error, n.namespace
+       coalesce(p.is_error, s.is_error) AS handler_error, n.namespace, s.peer AS server
 FROM span_steps s
 LEFT JOIN span_steps p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
 LEFT JOIN (SELECT trace_id, span_id,
@@ -41,11 +44,12 @@ SHARED_SQL = """
 WITH access AS (SELECT * FROM data_access WHERE resource IS NOT NULL),
 pairs AS (
     SELECT DISTINCT w.db_system, w.resource, w.service AS writer, r.service AS reader
-    FROM (SELECT DISTINCT db_system, resource, service, namespace FROM access WHERE writes) w
-    JOIN (SELECT db_system, resource, service, namespace, bool_or(writes) AS also_writes
+    FROM (SELECT DISTINCT db_system, resource, service, namespace, server FROM access WHERE writes) w
+    JOIN (SELECT db_system, resource, service, namespace, server, bool_or(writes) AS also_writes
           FROM access GROUP BY ALL) r
       ON r.db_system = w.db_system AND r.resource = w.resource AND r.service <> w.service
      AND (r.namespace IS NULL OR w.namespace IS NULL OR r.namespace = w.namespace)
+     AND (r.server IS NULL OR w.server IS NULL OR r.server = w.server)
     -- when both write, report the pair once (alphabetical writer first)
     WHERE NOT (r.also_writes AND r.service < w.service)
 ),

@@ -68,6 +68,18 @@ SCENARIOS = {
          "deliveries per message {1: 184, 2: 1, 3: 10, 4: 5}"),  # the real retry
         "skew-corrected 2/25 (8.0%), raw 0/25 (0.0%)", ("--races", "0"),
         frozenset({"implicit_ordering [ledger, payouts] payout.requested", "retry_loop [payouts]"})),
+    "media_release_grpc": Scenario(
+        21, 160,
+        ("45/45 entries backed by the data",
+         "ingest-orchestrator -> media-catalog: 921 calls, 7 distinct operations",
+         "earlier steps never undone: {'billing': 12} (runs that undid some earlier step but not another: 12)",
+         "(attempts {2: 7, 3: 3}, last attempt OK 10/10, failed attempts UNAVAILABLE 13/13, sequential True)",
+         "stream messages per RPC span (18, 60)",  # the Transcode stream: many messages, no retry
+         "media@pg-ops.internal: janitor {'write': 16}; media@pg-transcode.internal: transcoder {'write': 800}",
+         "sitemap-builder starts after janitor ends in 16/16 (100.0%) (paired by time",  # cron times only
+         "84 observed ({'time': 84})"),  # release-orchestrator -> audit-log without trace context
+        "earlier steps never undone: {'billing': 2}", ("--calm",),
+        frozenset({"retry_loop [release-orchestrator]", "missing_compensation [release-orchestrator]"})),
 }
 
 
