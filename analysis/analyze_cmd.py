@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 
 from choreoscope.analysis.graph_export import report_dot, report_mermaid
-from choreoscope.analysis.open_inputs import InputError, open_inputs, warn_load_errors
+from choreoscope.analysis.open_inputs import (
+    InputError,
+    open_inputs,
+    open_lake,
+    parquet_lake,
+    warn_load_errors,
+)
 from choreoscope.analysis.pipeline import AnalysisError, run_pipeline
 from choreoscope.analysis.report import build_report, validate_report
 from choreoscope.analysis.report_md import report_markdown
@@ -22,8 +29,17 @@ RENDERERS = {
 
 def analyze(inputs: list[str], db: str, intended: list[str] | None = None, engine=None) -> dict:
     """Load/open the inputs, run every stage, return the validated JSON report. `engine`
-    (analysis.engine_spark.SparkEngine) runs the per-span stages elsewhere; None: all on DuckDB."""
-    opened = open_inputs(inputs, db)
+    (analysis.engine_spark.SparkEngine) runs the per-span stages elsewhere; None: all on DuckDB.
+    With the Spark engine, inputs in choreoscope's own Parquet layout are not loaded: Spark reads
+    them, the DuckDB stages read views over them (`open_inputs.parquet_lake`)."""
+    lake = parquet_lake(inputs) if engine is not None and hasattr(engine, "lake") else None
+    if lake is not None:  # choreoscope's own Parquet: Spark reads it, DuckDB gets views (or a copy)
+        opened = open_lake(lake)
+        engine = replace(engine, lake=lake)
+        if lake.remote:
+            engine.copy_inputs(opened.con)
+    else:
+        opened = open_inputs(inputs, db)
     try:
         warn_load_errors(opened)
         run_pipeline(opened.con, intended, engine=engine)

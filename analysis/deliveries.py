@@ -185,7 +185,7 @@ ended AS (
 )
 SELECT * EXCLUDE (final_steps, missing),
        CASE WHEN attempt < attempts THEN coalesce(missing, []) ELSE [] END AS missing_steps,
-       attempt < attempts AND (ended IN ('error', 'retry', 'unfinished') OR coalesce(len(missing), 0) > 0) AS gave_up
+       attempt < attempts AND (ended IN ('error', 'retry', 'unfinished') OR coalesce(array_length(missing), 0) > 0) AS gave_up
 FROM (SELECT *, list_sort(list_filter(final_steps, lambda x: NOT list_contains(work_steps, x))) AS missing
       FROM ended)
 """

@@ -7,14 +7,16 @@ stage such as the connected components does not grow its plan each round). DDL a
 DataFrame operations: CREATE ... AS is a new view, INSERT a union, ALTER ... RENAME a re-registered
 view.
 
-`SparkEngine.run` exports the store's `spans` and `span_links` to Parquet (the layout of
-`choreoscope export parquet`), reads them on Spark, runs SPARK_STAGES in pipeline order and writes
-each table those stages own back into the DuckDB store (through Arrow), where the other stages,
-the detectors and the report read them as if DuckDB had made them.
+`SparkEngine.run` reads the input on Spark — the input Parquet itself when it is choreoscope's own
+layout (`lake`, from `open_inputs.parquet_lake`), else the store's `spans` and `span_links`
+exported to Parquet (the layout of `choreoscope export parquet`) —, runs SPARK_STAGES in pipeline
+order and writes each table those stages own back into the DuckDB store (through Arrow), where the
+other stages, the detectors and the report read them as if DuckDB had made them.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import tempfile
 import time
@@ -25,12 +27,14 @@ import pyarrow as pa
 from sqlglot import exp
 
 from choreoscope.analysis import spark_sql
-from choreoscope.collector.store import LINK_COLUMNS, SPAN_COLUMNS
+from choreoscope.analysis.open_inputs import ParquetLake
+from choreoscope.collector.store import LINK_COLUMN_NAMES, LINK_COLUMNS, SPAN_COLUMN_NAMES, SPAN_COLUMNS
 
 # The stages that run on Spark: the ones over every span (or every edge). Their reads must be
-# input tables or tables written by an earlier stage of this list (`check_stages`).
+# input tables or tables written by an earlier stage of this list (`check_stages`). Patterns
+# (per workflow, over a few small tables) stays on DuckDB; orderings and handling do not read it.
 SPARK_STAGES = ("steps", "parent edges", "clock skew", "causal edges", "instances", "span steps",
-                "span edges", "workflows")
+                "deliveries", "span edges", "workflows", "data access", "orderings", "handling")
 DEFAULT_MASTER = "local[*]"
 _SPARK_TYPES = {"VARCHAR": "STRING", "JSON": "STRING", "BIGINT": "BIGINT", "INTEGER": "INT"}
 INPUT_SCHEMAS = {
@@ -51,17 +55,28 @@ SESSION_CONF = {
     "spark.sql.session.timeZone": "UTC",
     "spark.driver.memory": "2g",
     "spark.sql.execution.arrow.pyspark.enabled": "true",
+    # the recursive walks (deliveries' work, handling) bound their own depth (MAX_DEPTH); their rows
+    # grow with the spans, past Spark's default cap of a million
+    "spark.sql.cteRecursionRowLimit": "-1",
 }
 
 
 def spark_session(master: str = DEFAULT_MASTER, conf: dict[str, str] | None = None):
-    """A SparkSession on `master` (imported here: pyspark is an optional dependency)."""
+    """A SparkSession on `master` (imported here: pyspark is an optional dependency).
+
+    Under `spark-submit` (which starts the driver's JVM and says so in PYSPARK_GATEWAY_PORT) its
+    `--master` and `--conf` settings win over the defaults here: the default master `local[*]`
+    and a SESSION_CONF key that spark-submit set are not applied."""
     try:
+        from pyspark import SparkConf
         from pyspark.sql import SparkSession
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise RuntimeError("--engine spark needs pyspark: pip install 'choreoscope[spark]' (and Java 17)") from exc
-    builder = SparkSession.builder.master(master).appName("choreoscope")
-    for key, value in {**SESSION_CONF, **(conf or {})}.items():
+    submitted = dict(SparkConf().getAll()) if os.environ.get("PYSPARK_GATEWAY_PORT") else {}
+    builder = SparkSession.builder.appName("choreoscope")
+    if not (submitted.get("spark.master") and master == DEFAULT_MASTER):
+        builder = builder.master(master)
+    for key, value in {**{k: v for k, v in SESSION_CONF.items() if k not in submitted}, **(conf or {})}.items():
         builder = builder.config(key, value)
     session = builder.getOrCreate()
     session.sparkContext.setLogLevel("ERROR")
@@ -182,11 +197,45 @@ class SparkEngine:
     master: str = DEFAULT_MASTER
     spark: object = None
     stage_names: tuple[str, ...] = SPARK_STAGES
+    lake: ParquetLake | None = None  # the input Parquet itself (else the store is exported)
 
     def session(self):
         if self.spark is None:
             self.spark = spark_session(self.master)
         return self.spark
+
+    def read_lake(self, table: str):
+        """The DataFrame of input table `table` (`spans`, `span_links`) read from `self.lake`: its
+        store columns (a Hive `day` partition column is left out). A remote `span_links/` that
+        does not exist is no links."""
+        spark = self.session()
+        paths = list(getattr(self.lake, table))
+        schema = INPUT_SCHEMAS[table]
+        if not paths:
+            return spark.createDataFrame([], schema=schema)
+        reader = spark.read.schema(schema)
+        if self.lake.remote:
+            from pyspark.errors import AnalysisException
+
+            try:
+                df = reader.parquet(*paths)
+            except AnalysisException as exc:
+                if table != "span_links" or "PATH_NOT_FOUND" not in str(exc):
+                    raise
+                return spark.createDataFrame([], schema=schema)
+        else:
+            df = reader.parquet(*paths)
+        return df.select(*[f"`{c}`" for c in (SPAN_COLUMN_NAMES if table == "spans" else LINK_COLUMN_NAMES)])
+
+    def copy_inputs(self, con: duckdb.DuckDBPyConnection) -> None:
+        """Fill the DuckDB store's `spans` and `span_links` from a remote lake (which DuckDB cannot
+        read), for the stages and the report that stay on DuckDB; through the driver, as Arrow."""
+        for table in ("spans", "span_links"):
+            con.register("_lake_rows", self.read_lake(table).toArrow())
+            try:
+                con.execute(f"INSERT INTO {table} SELECT * FROM _lake_rows")
+            finally:
+                con.unregister("_lake_rows")
 
     def run(self, con: duckdb.DuckDBPyConnection, ctx, stages, inputs: tuple[str, ...]) -> list[str]:
         """Run the Spark stages over the store behind `con`; their tables replace the store's.
@@ -199,9 +248,13 @@ class SparkEngine:
         workdir = tempfile.mkdtemp(prefix="choreoscope-spark-")
         try:
             started = time.perf_counter()
-            export_parquet(con, workdir)
+            if self.lake is None:
+                export_parquet(con, workdir)
             for table in inputs:  # with the schema given: a table without rows has no files
-                df = spark.read.schema(INPUT_SCHEMAS[table]).parquet(f"{workdir}/{table}")
+                if self.lake is not None:
+                    df = self.read_lake(table)
+                else:
+                    df = spark.read.schema(INPUT_SCHEMAS[table]).parquet(f"{workdir}/{table}")
                 store.put(table, df)
             ctx.timings["spark: input"] = time.perf_counter() - started
             for stage in chosen:
@@ -212,9 +265,12 @@ class SparkEngine:
                     raise RuntimeError(f"{stage.name} (on Spark): {type(exc).__name__}: {exc}") from exc
                 ctx.timings[stage.name] = time.perf_counter() - started
             started = time.perf_counter()
+            # a local master's files are on this machine: the tables come back as Parquet, without
+            # collecting them in the driver (at 1M spans that lost task results on a 2 GB driver)
+            via = f"{workdir}/out" if spark.sparkContext.master.startswith("local") else None
             for stage in chosen:
                 for table in stage.writes:
-                    copy_to_duckdb(con, table, store.tables[table])
+                    copy_to_duckdb(con, table, store.tables[table], via)
             ctx.timings["spark: output"] = time.perf_counter() - started
         finally:
             for name in list(store.tables):
@@ -223,8 +279,16 @@ class SparkEngine:
         return [s.name for s in chosen]
 
 
-def copy_to_duckdb(con: duckdb.DuckDBPyConnection, name: str, df) -> None:
-    """Replace table `name` of the DuckDB store with the rows of the Spark DataFrame `df`."""
+def copy_to_duckdb(con: duckdb.DuckDBPyConnection, name: str, df, via: str | None = None) -> None:
+    """Replace table `name` of the DuckDB store with the rows of the Spark DataFrame `df`: written
+    as Parquet under the directory `via` (which DuckDB must be able to read: a local master's), or
+    without one collected in the driver as Arrow."""
+    if via is not None:
+        path = f"{via}/{name}"
+        df.write.parquet(path)
+        if any(f.endswith(".parquet") for f in os.listdir(path)):
+            con.execute(f"CREATE OR REPLACE TABLE \"{name}\" AS SELECT * FROM read_parquet('{path}/*.parquet')")
+            return
     table = df.toArrow()
     con.register("_spark_rows", table)
     try:

@@ -10,10 +10,15 @@ wrong or not at all and sqlglot raises for none of them (found by the differenti
   `1`: back-references are rewritten; DuckDB without `'g'` replaces the first match only, which
   Spark cannot do, so that raises;
 - `regexp_full_match` has no Spark function: `RLIKE '^(?:p)$'`;
-- `list(x ORDER BY k…)` loses its ORDER BY (`collect_list` has none): sorted structs;
-  `list(DISTINCT x ORDER BY x)` is `array_sort(collect_set(x))`;
-- `t.* EXCLUDE (c…)` becomes `* EXCEPT`, Databricks-only: expanded from the registered table's
-  columns (`columns_of`);
+- aggregates Spark has with other results or not at all (`_aggregate`): `list(x ORDER BY k…)`
+  loses its ORDER BY and `list(x)` gives `[]` over no rows (DuckDB: NULL) and drops NULLs, so
+  lists are collected as structs and sorted by a comparator with DuckDB's order (NULLS LAST);
+  `first(x ORDER BY k…)` does not parse on Spark; `min(x, n)` does not exist; `corr` and
+  `regr_slope` are NULL on Spark where DuckDB gives NaN (a variance of 0);
+- `row_number() OVER ()` needs an ORDER BY on Spark: `ORDER BY NULL` (any numbering, as DuckDB's);
+- `t.* EXCLUDE (c…)` becomes `t.* EXCEPT`: expanded from the registered table's columns
+  (`columns_of`); over a subquery or a CTE it is left as `* EXCEPT (c…)`, which recent Spark
+  runs (4.3, the version tested);
 - `ASOF JOIN` is emitted as is: rewritten to a sort-based as-of join (`_asof_join`);
 - a scalar subquery in the SELECT list of a grouped query (DuckDB accepts it when it is correlated
   on group keys only, so it is one value per group) is wrapped in `first()`, as Spark requires;
@@ -80,9 +85,93 @@ def _fix_node(node: exp.Expression) -> exp.Expression:
         return _full_match([node.this, node.expression])
     if isinstance(node, exp.PercentileCont) and node.expression is not None:
         return exp.Anonymous(this="percentile", expressions=[node.this, node.expression])
-    if isinstance(node, exp.ArrayAgg) and isinstance(node.this, exp.Order):
-        return _ordered_list(node.this)
+    if isinstance(node, exp.Window) and isinstance(node.this, exp.RowNumber) and not any(
+            node.args.get(a) for a in ("order", "partition_by", "spec", "alias")):  # OVER (): Spark wants an ORDER BY
+        node.set("order", exp.Order(expressions=[exp.Ordered(this=exp.Null())]))
+        return node
+    if isinstance(node, exp.Filter) and _rewritten_aggregate(node.this):
+        return _aggregate(node.this, node.expression.this, node.parent)
+    if _rewritten_aggregate(node) and not isinstance(node.parent, exp.Filter):
+        return _aggregate(node, None, node.parent)
     return node
+
+
+def _rewritten_aggregate(node: exp.Expression) -> bool:
+    """The aggregates whose Spark translation by sqlglot is wrong or missing (see `_aggregate`)."""
+    return (isinstance(node, exp.ArrayAgg) and not isinstance(node.this, exp.Distinct)
+            or isinstance(node, exp.First) and isinstance(node.this, exp.Order)
+            or isinstance(node, (exp.Min, exp.Max)) and node.args.get("count") is not None
+            or isinstance(node, (exp.Corr, exp.RegrSlope)))
+
+
+def _spark(node: exp.Expression | None) -> str:
+    return node.transform(_fix_node).sql(dialect="spark", unsupported_level=ErrorLevel.RAISE)
+
+
+def _aggregate(agg: exp.Expression, cond: exp.Expression | None, parent: exp.Expression | None) -> exp.Expression:
+    """DuckDB aggregates in Spark SQL with DuckDB's results, `cond` being a FILTER (WHERE cond):
+    - `list(x [ORDER BY k…])`: NULL over no rows (Spark's collect_list gives []), NULL elements
+      kept (collect_list drops them), the order (ASC/DESC, DuckDB's NULLS LAST or as written)
+      kept by sorting structs with a comparator; `list(DISTINCT x ORDER BY x)` is
+      `array_sort(collect_set(x))`;
+    - `first(x ORDER BY k…)`: the first of the same sorted structs;
+    - `min(x, n)` (DuckDB's n smallest, ascending): the sorted list sliced;
+    - `corr`, `regr_slope`: DuckDB gives NaN where a variance is 0 over one row or more, Spark
+      NULL: NaN when Spark's is NULL over a non-empty input."""
+    if isinstance(parent, exp.Window):
+        raise NotPortable(f"{agg.sql(dialect='duckdb')} OVER (…) is not translated")
+    where = None if cond is None else _spark(cond)
+    if isinstance(agg, (exp.Corr, exp.RegrSlope)):
+        a, b = _spark(agg.this), _spark(agg.expression)
+        name = "corr" if isinstance(agg, exp.Corr) else "regr_slope"
+        call = f"{name}({a}, {b})" + ("" if where is None else f" FILTER (WHERE {where})")
+        both = f"{a} IS NOT NULL AND {b} IS NOT NULL" + ("" if where is None else f" AND ({where})")
+        return _parse(f"coalesce({call}, CASE WHEN count(CASE WHEN {both} THEN 1 END) > 0 "
+                      "THEN CAST('NaN' AS DOUBLE) END)")
+    if isinstance(agg, (exp.Min, exp.Max)):
+        if isinstance(agg, exp.Max):
+            raise NotPortable("max(x, n) is not translated")
+        value = _only_if(_spark(agg.this), where)
+        return _parse(f"CASE WHEN size(collect_list({value})) = 0 THEN NULL "
+                      f"ELSE slice(array_sort(collect_list({value})), 1, {_spark(agg.args['count'])}) END")
+    order = agg.this if isinstance(agg.this, exp.Order) else None
+    value = order.this if order is not None else agg.this
+    keys = list(order.expressions) if order is not None else []
+    if isinstance(value, exp.Distinct):
+        inner = value.expressions[0]
+        if len(keys) != 1 or keys[0].this != inner or keys[0].args.get("desc"):
+            raise NotPortable("list(DISTINCT x ORDER BY y) with y other than x ascending is not translated")
+        collected = f"collect_set({_only_if(_spark(inner), where)})"
+        return _parse(f"CASE WHEN size({collected}) = 0 THEN NULL ELSE array_sort({collected}) END")
+    fields = "".join(f"'k{i}', {_spark(key.this)}, " for i, key in enumerate(keys))
+    element = f"named_struct({fields}'v', {_spark(value)})"
+    collected = f"collect_list({_only_if(element, where)})"
+    ordered = f"array_sort({collected}, (_a, _b) -> {_comparator(keys)})" if keys else collected
+    if isinstance(agg, exp.First):
+        return _parse(f"element_at({ordered}, 1).v")
+    return _parse(f"CASE WHEN size({collected}) = 0 THEN NULL ELSE transform({ordered}, _s -> _s.v) END")
+
+
+def _only_if(value: str, where: str | None) -> str:
+    return value if where is None else f"CASE WHEN {where} THEN {value} END"
+
+
+def _comparator(keys: list[exp.Expression]) -> str:
+    """A Spark array_sort comparator of structs (_a, _b) by fields k0, k1, … as DuckDB orders
+    them: ASC or DESC, NULLS LAST unless written otherwise."""
+    cmp = "0"
+    for i in reversed(range(len(keys))):
+        key = keys[i]
+        up = -1 if key.args.get("desc") else 1
+        nulls = -1 if key.args.get("nulls_first") else 1
+        a, b = f"_a.k{i}", f"_b.k{i}"
+        cmp = (f"CASE WHEN {a} IS NULL AND {b} IS NULL THEN {cmp} WHEN {a} IS NULL THEN {nulls} "
+               f"WHEN {b} IS NULL THEN {-nulls} WHEN {a} < {b} THEN {-up} WHEN {a} > {b} THEN {up} ELSE {cmp} END")
+    return cmp
+
+
+def _parse(spark_sql: str) -> exp.Expression:
+    return sqlglot.parse_one(spark_sql, read="spark")
 
 
 def _slice(node: exp.Bracket) -> exp.Expression:
@@ -115,27 +204,6 @@ def _full_match(args: list[exp.Expression]) -> exp.Expression:
     return exp.RegexpLike(this=value, expression=exp.Literal.string(f"^(?:{pattern.name})$"))
 
 
-def _ordered_list(order: exp.Order) -> exp.Expression:
-    value = order.this
-    keys = order.expressions
-    if any(k.args.get("desc") for k in keys):
-        raise NotPortable("list(... ORDER BY ... DESC) is not translated")
-    if isinstance(value, exp.Distinct):
-        inner = value.expressions[0]
-        if len(keys) != 1 or keys[0].this != inner:
-            raise NotPortable("list(DISTINCT x ORDER BY y) with y other than x is not translated")
-        return exp.Anonymous(this="array_sort", expressions=[
-            exp.Anonymous(this="collect_set", expressions=[inner])])
-    fields: list[exp.Expression] = []
-    for i, key in enumerate(keys):
-        fields += [exp.Literal.string(f"k{i}"), key.this]
-    fields += [exp.Literal.string("v"), value]
-    sorted_structs = exp.Anonymous(this="array_sort", expressions=[
-        exp.Anonymous(this="collect_list", expressions=[exp.Anonymous(this="named_struct", expressions=fields)])])
-    return sqlglot.parse_one("transform(_s, x -> x.v)", read="spark").transform(
-        lambda n: sorted_structs if isinstance(n, exp.Column) and n.name == "_s" else n)
-
-
 def _wrap_grouped_subqueries(select: exp.Select) -> None:
     if not select.args.get("group"):
         return
@@ -164,9 +232,13 @@ def _expand_excludes(select: exp.Select, columns_of: Callable[[str], list[str]] 
         excluded = {c.name for c in (star.args.get("except_") or star.args.get("except"))}
         qualifier = projection.table if isinstance(projection, exp.Column) else ""
         table = _alias_tables(select).get(qualifier) if qualifier else None
-        if not isinstance(table, exp.Table) or columns_of is None:
-            raise NotPortable("* EXCLUDE is translated only on a table the engine holds")
-        names = [c for c in columns_of(table.name) if c not in excluded]
+        try:
+            held = columns_of(table.name) if isinstance(table, exp.Table) and columns_of else None
+        except NotPortable:  # a CTE's name, not a table
+            held = None
+        if held is None:  # a subquery or a CTE: Spark's own `* EXCEPT`
+            continue
+        names = [c for c in held if c not in excluded]
         expanded = [exp.column(c, table=qualifier or None) for c in names]
         select.expressions[i:i + 1] = expanded
         select.set("expressions", select.expressions)

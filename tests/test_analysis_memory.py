@@ -44,3 +44,20 @@ def test_a_stage_that_runs_out_of_memory_runs_again_with_more(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "ran out of its memory limit (4 MiB); running it again with 8 MiB" in err
     assert reports[0] == reports[1]
+
+
+def test_a_dump_is_analysed_in_memory_spilling_into_a_directory_of_its_own(tmp_path, monkeypatch):
+    """Not DuckDB's default `.tmp` in the working directory, which may be read-only or a repository."""
+    import os
+
+    from choreoscope.analysis.open_inputs import open_inputs
+
+    monkeypatch.chdir(tmp_path)
+    opened = open_inputs([str(DUMP)], "unused.duckdb")
+    spill = opened.spill.name
+    assert _limit(opened.con) and os.path.isdir(spill) and not spill.startswith(str(tmp_path))
+    assert opened.con.execute("SELECT current_setting('temp_directory')").fetchall()[0][0] == spill
+    opened.con.execute("SET memory_limit = '4MB'")  # spills (and raises the limit as it must)
+    run_pipeline(opened.con)
+    assert not (tmp_path / ".tmp").exists()  # DuckDB's default would be there until the close
+    opened.con.close()
