@@ -169,6 +169,24 @@ FROM _ord_occ GROUP BY step_no
 
 # Database spans attributed to the handler step that ran them (see the module docstring).
 _H = "role IN ('consumer', 'server')"
+
+
+def _nearest_handler(p: str) -> tuple[str, str]:
+    """(select list, joins): the nearest handler span up to three parents above the span `{p}0`
+    (`{p}1`, `{p}2`, `{p}3` its parent, grandparent and great-grandparent), its step only when it
+    is of `{p}0`'s service: handler_step, handler_end, handler_span_id."""
+    def first(column: str) -> str:
+        return "CASE " + " ".join(f"WHEN {p}{i}.{_H} THEN {column.format(a=f'{p}{i}')}" for i in (1, 2, 3)) + " END"
+
+    select = (f"{first(f'(CASE WHEN {{a}}.service = {p}0.service THEN {{a}}.step_id END)')} AS handler_step, "
+              f"{first('{a}.end_adj')} AS handler_end, {first('{a}.span_id')} AS handler_span_id")
+    joins = "\n".join(f"LEFT JOIN span_steps {p}{i} ON {p}{i}.trace_id = {p}{i - 1}.trace_id "
+                      f"AND {p}{i}.span_id = {p}{i - 1}.parent_span_id" for i in (1, 2, 3))
+    return select, joins
+
+
+_OWN_HANDLER = _nearest_handler("p")     # of the database span's own service
+_CALLER_HANDLER = _nearest_handler("q")  # of the client span that called the owning server span
 ACCESS_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ord_access AS
 WITH db AS (
@@ -178,38 +196,18 @@ WITH db AS (
     FROM span_steps WHERE db_system IS NOT NULL AND db_collection IS NOT NULL
 ),
 own AS (
-    SELECT db.*,
-           CASE WHEN p1.{_H} THEN (CASE WHEN p1.service = db.service THEN p1.step_id END)
-                WHEN p2.{_H} THEN (CASE WHEN p2.service = db.service THEN p2.step_id END)
-                WHEN p3.{_H} THEN (CASE WHEN p3.service = db.service THEN p3.step_id END)
-           END AS handler_step,
-           CASE WHEN p1.{_H} THEN p1.end_adj WHEN p2.{_H} THEN p2.end_adj WHEN p3.{_H} THEN p3.end_adj
-           END AS handler_end,
-           CASE WHEN p1.{_H} THEN p1.span_id WHEN p2.{_H} THEN p2.span_id WHEN p3.{_H} THEN p3.span_id
-           END AS handler_span_id,
-           p1.span_id IS NULL AS orphan
-    FROM db
-    LEFT JOIN span_steps p1 ON p1.trace_id = db.trace_id AND p1.span_id = db.parent_span_id
-    LEFT JOIN span_steps p2 ON p2.trace_id = p1.trace_id AND p2.span_id = p1.parent_span_id
-    LEFT JOIN span_steps p3 ON p3.trace_id = p2.trace_id AND p3.span_id = p2.parent_span_id
+    SELECT p0.*, {_OWN_HANDLER[0]}, p1.span_id IS NULL AS orphan
+    FROM db p0
+    {_OWN_HANDLER[1]}
 ),
 on_behalf AS (  -- the same access for the handler that called this one synchronously (see above)
     SELECT o.trace_id, o.span_id, o.parent_span_id, o.service, o.instance_id, o.workflow_id, o.db_system,
-           o.resource, o.writes, o.start_adj, o.end_adj,
-           CASE WHEN q1.{_H} THEN (CASE WHEN q1.service = c.service THEN q1.step_id END)
-                WHEN q2.{_H} THEN (CASE WHEN q2.service = c.service THEN q2.step_id END)
-                WHEN q3.{_H} THEN (CASE WHEN q3.service = c.service THEN q3.step_id END)
-           END AS handler_step,
-           CASE WHEN q1.{_H} THEN q1.end_adj WHEN q2.{_H} THEN q2.end_adj WHEN q3.{_H} THEN q3.end_adj
-           END AS handler_end,
-           NULL AS handler_span_id, false AS orphan
+           o.resource, o.writes, o.start_adj, o.end_adj, {_CALLER_HANDLER[0]}, false AS orphan
     FROM own o
     JOIN span_steps h ON h.trace_id = o.trace_id AND h.span_id = o.handler_span_id AND h.role = 'server'
-    JOIN span_steps c ON c.trace_id = h.trace_id AND c.span_id = h.parent_span_id AND c.role = 'client'
-                     AND c.service <> h.service
-    LEFT JOIN span_steps q1 ON q1.trace_id = c.trace_id AND q1.span_id = c.parent_span_id
-    LEFT JOIN span_steps q2 ON q2.trace_id = q1.trace_id AND q2.span_id = q1.parent_span_id
-    LEFT JOIN span_steps q3 ON q3.trace_id = q2.trace_id AND q3.span_id = q2.parent_span_id
+    JOIN span_steps q0 ON q0.trace_id = h.trace_id AND q0.span_id = h.parent_span_id AND q0.role = 'client'
+                      AND q0.service <> h.service
+    {_CALLER_HANDLER[1]}
     WHERE o.handler_step IS NOT NULL
 ),
 up AS (SELECT * FROM own UNION ALL SELECT * FROM on_behalf),
