@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import duckdb
 
+from choreoscope.collector import semconv as sc
+
 WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "UPSERT", "MERGE", "SET", "PUT", "REPLACE")
+# The database a span names, under its attribute names newest first (semconv DB_NAMESPACE).
+_NAMESPACE_SQL = "coalesce(" + ", ".join(
+    f"json_extract_string(attributes, '$.\"{name}\"')" for name in sc.DB_NAMESPACE) + ")"
 
 ACCESS_SQL = f"""
 CREATE OR REPLACE TABLE data_access AS
@@ -31,10 +36,7 @@ SELECT s.trace_id, s.span_id, s.service, s.instance_id, s.workflow_id, s.db_syst
        coalesce(p.is_error, s.is_error) AS handler_error, n.namespace, s.peer AS server
 FROM span_steps s
 LEFT JOIN span_steps p ON p.trace_id = s.trace_id AND p.span_id = s.parent_span_id
-LEFT JOIN (SELECT trace_id, span_id,
-                  coalesce(json_extract_string(attributes, '$."db.namespace"'),
-                           json_extract_string(attributes, '$."db.name"')) AS namespace
-           FROM spans WHERE db_system IS NOT NULL) n
+LEFT JOIN (SELECT trace_id, span_id, {_NAMESPACE_SQL} AS namespace FROM spans WHERE db_system IS NOT NULL) n
   ON n.trace_id = s.trace_id AND n.span_id = s.span_id
 WHERE s.db_system IS NOT NULL
 """
