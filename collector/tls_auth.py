@@ -149,18 +149,18 @@ def exposure_warning(host: str, security: ServerSecurity, dashboard: bool, recei
     `receiver` False: the offline dashboard alone (it serves pages, it takes no spans)."""
     if is_loopback(host):
         return None
+    if receiver:
+        in_clear = "spans (and any token) cross the network in plain text and can be read or altered"
+        open_to = ("anyone who can reach the ports can write spans into the store"
+                   + (" and read the dashboard" if dashboard else ""))
+    else:
+        in_clear = "the pages (and the token) cross the network in plain text"
+        open_to = "anyone who can reach the port can read the dashboard: the store's services, traces and findings"
     risks = []
     if not security.tls:
-        risks.append(("without TLS, spans (and any token) cross the network in plain text and can be "
-                      "read or altered" if receiver else
-                      "without TLS, the pages (and the token) cross the network in plain text")
-                     + " (--tls-cert/--tls-key)")
+        risks.append(f"without TLS, {in_clear} (--tls-cert/--tls-key)")
     if security.token is None:
-        risks.append(("without a token, anyone who can reach the ports can write spans into the store"
-                      + (" and read the dashboard" if dashboard else "")) if receiver else
-                     "without a token, anyone who can reach the port can read the dashboard: the store's "
-                     "services, traces and findings")
-        risks[-1] += " (--bearer-token-file)"
+        risks.append(f"without a token, {open_to} (--bearer-token-file)")
     if not risks:
         return None
     return f"warning: listening on {host}, not loopback: " + "; ".join(risks) + "."
