@@ -22,9 +22,23 @@ CONSUMERS = (
 )
 
 
-def _record(instances: int = 6):
+def _named_table(op: str, table: str, _database: str | None) -> dict:
+    """A database span naming its table in `db.collection.name`."""
+    return {"db.system.name": "postgresql", "db.operation.name": op, "db.collection.name": table}
+
+
+def _statement_text(op: str, table: str, database: str | None) -> dict:
+    """A database span with the table only in its statement, and its database when given."""
+    text = f"{op} * FROM {table}" if op == "SELECT" else f"{op} INTO {table} VALUES (1)"
+    return {"db.system.name": "postgresql", "db.query.text": text, **({"db.namespace": database} if database else {})}
+
+
+def _record(consumers=CONSUMERS, query_attributes=_named_table, instances: int = 6):
+    """`instances` orders, each sent as an event to `consumers`, (service, consumer start ms,
+    statements as (operation, table, start ms[, database])); `query_attributes` makes a statement's
+    span attributes."""
     exporter = InMemorySpanExporter()
-    tracers = {name: sdk_tracer(exporter, name, "owner-tests") for name in ("api", *(c[0] for c in CONSUMERS))}
+    tracers = {name: sdk_tracer(exporter, name, "owner-tests") for name in ("api", *(c[0] for c in consumers))}
     for i in range(instances):
         t0 = BASE_NS + i * INSTANCE_GAP_NS
         server = tracers["api"].start_span("POST /orders", kind=SpanKind.SERVER, start_time=t0,
@@ -34,16 +48,14 @@ def _record(instances: int = 6):
                                          attributes={**EVENT, "messaging.operation.type": "send",
                                                      "messaging.message.id": f"m{i}"})
         send.end(t0 + 20 * MS)
-        for service, start, statements in CONSUMERS:
+        for service, start, statements in consumers:
             consumer = tracers[service].start_span("orders.placed process", context=set_span_in_context(send),
                                                    kind=SpanKind.CONSUMER, start_time=t0 + start * MS,
                                                    attributes={**EVENT, "messaging.operation.type": "process"})
-            for op, table, at in statements:
+            for op, table, at, *database in statements:
                 query = tracers[service].start_span(f"{op} {table}", context=set_span_in_context(consumer),
                                                     kind=SpanKind.CLIENT, start_time=t0 + at * MS,
-                                                    attributes={"db.system.name": "postgresql",
-                                                                "db.operation.name": op,
-                                                                "db.collection.name": table})
+                                                    attributes=query_attributes(op, table, *(database or [None])))
                 query.end(t0 + (at + 2) * MS)
             consumer.end(t0 + (start + 15) * MS)
         server.end(t0 + 200 * MS)
@@ -66,44 +78,20 @@ def test_a_table_of_four_services_is_one_finding_and_a_table_of_two_a_pair(tmp_p
     assert shared["reservations"].services == ["stock", "ship"]
 
 
-def _record_with_databases(instances: int = 6):
-    """stock writes `outbox` and `reservations` in database `stock`; ship reads an `outbox` of its
-    own database `ship`; reports reads `reservations` with no database recorded."""
-    consumers = (("stock", 30, (("INSERT", "outbox", "stock"), ("INSERT", "reservations", "stock"))),
-                 ("ship", 60, (("SELECT", "outbox", "ship"),)),
-                 ("reports", 90, (("SELECT", "reservations", None),)))
-    exporter = InMemorySpanExporter()
-    tracers = {name: sdk_tracer(exporter, name, "owner-tests") for name in ("api", "stock", "ship", "reports")}
-    for i in range(instances):
-        t0 = BASE_NS + i * INSTANCE_GAP_NS
-        server = tracers["api"].start_span("POST /orders", kind=SpanKind.SERVER, start_time=t0,
-                                           attributes={"http.request.method": "POST", "http.route": "/orders"})
-        send = tracers["api"].start_span("orders.placed send", context=set_span_in_context(server),
-                                         kind=SpanKind.PRODUCER, start_time=t0 + 10 * MS,
-                                         attributes={**EVENT, "messaging.operation.type": "send"})
-        send.end(t0 + 20 * MS)
-        for service, start, statements in consumers:
-            consumer = tracers[service].start_span("orders.placed process", context=set_span_in_context(send),
-                                                   kind=SpanKind.CONSUMER, start_time=t0 + start * MS,
-                                                   attributes={**EVENT, "messaging.operation.type": "process"})
-            for n, (op, table, database) in enumerate(statements):
-                attributes = {"db.system.name": "postgresql", "db.query.text": f"{op} * FROM {table}"
-                              if op == "SELECT" else f"{op} INTO {table} VALUES (1)"}
-                if database:
-                    attributes["db.namespace"] = database
-                query = tracers[service].start_span(op, context=set_span_in_context(consumer), kind=SpanKind.CLIENT,
-                                                    start_time=t0 + (start + 2 + 3 * n) * MS, attributes=attributes)
-                query.end(t0 + (start + 4 + 3 * n) * MS)
-            consumer.end(t0 + (start + 15) * MS)
-        server.end(t0 + 200 * MS)
-    return exporter.get_finished_spans()
+# stock writes `outbox` and `reservations` in database `stock`; ship reads an `outbox` of its own
+# database `ship`; reports reads `reservations` with no database recorded.
+DATABASE_CONSUMERS = (
+    ("stock", 30, (("INSERT", "outbox", 32, "stock"), ("INSERT", "reservations", 35, "stock"))),
+    ("ship", 60, (("SELECT", "outbox", 62, "ship"),)),
+    ("reports", 90, (("SELECT", "reservations", 92, None),)),
+)
 
 
 def test_same_named_tables_of_two_databases_are_not_shared(tmp_path):
     """A table is its database and its name: ship's own `outbox` is not stock's. A span that
     records no database is matched by the name alone (nothing says the tables differ)."""
     dump = tmp_path / "databases.otlp.jsonl"
-    write_otlp_jsonl(_record_with_databases(), dump)
+    write_otlp_jsonl(_record(DATABASE_CONSUMERS, _statement_text), dump)
     con = analysed_store([dump], tmp_path / "databases.duckdb")
     shared = {f.resource: f.services for f in load_findings(con) if f.kind == "shared_data_coupling"}
     assert shared == {"reservations": ["stock", "reports"]}
