@@ -1,5 +1,6 @@
-"""Golden JSON reports: what `analyze` reports on the samples (with their intended workflows) and on
-every real dump in ../shared/real_traces, frozen so a restructuring can be shown not to change a
+"""Golden JSON reports: what `analyze` reports on the samples (with their intended workflows), on
+every real dump in ../shared/real_traces and on small bench sets (bench/gen_dump.py, seeded: the
+shapes the speed benchmarks run at 1M spans, so a speed-up is shown to change no report), frozen so a restructuring can be shown not to change a
 single finding, edge or count (floats compared to 6 significant digits: DuckDB's parallel
 aggregates differ in the last bits between runs).
 
@@ -12,7 +13,11 @@ users will see.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import tempfile
+from functools import cache
+from pathlib import Path
 
 from choreoscope.analysis.analyze_cmd import analyze
 from choreoscope.sample_traces.generate import DUMPS_DIR, scenario_dir
@@ -35,6 +40,30 @@ def real_cases() -> dict[str, tuple[list[str], list[str]]]:
         f"real-{path.parent.name}-{path.stem}": ([str(path)], [])
         for path in sorted(REAL_TRACES.rglob("*.json")) if not path.name.endswith(".manifest.json")
     }
+
+
+# (spans, seed) of the bench sets: 20k spans reach all 40 flow shapes and every convention the
+# generator mixes, in a report of ~0.8 MB (the report's size grows with the shapes, not the spans).
+BENCH_SETS = ((20_000, 7),)
+
+
+def bench_cases() -> dict[str, tuple[list[str], list[str]]]:
+    return {f"bench-{spans}-seed{seed}": ([str(_bench_dump(spans, seed))], []) for spans, seed in BENCH_SETS}
+
+
+@cache
+def _bench_dump(spans: int, seed: int) -> Path:
+    """The bench set written once per test process (a few MB, under a second)."""
+    spec = importlib.util.spec_from_file_location("gen_dump", REPO / "bench" / "gen_dump.py")
+    gen_dump = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen_dump)
+    path = Path(tempfile.mkdtemp(prefix="choreoscope-bench-set-")) / f"bench-{spans}-seed{seed}.jsonl"
+    gen_dump.generate(str(path), spans, seed)
+    return path
+
+
+def all_cases() -> dict[str, tuple[list[str], list[str]]]:
+    return {**sample_cases(), **real_cases(), **bench_cases()}
 
 
 def normalised(value):
@@ -61,7 +90,7 @@ def golden(name: str) -> dict:
 
 def update() -> None:
     GOLDEN_DIR.mkdir(exist_ok=True)
-    for name, (inputs, intended) in {**sample_cases(), **real_cases()}.items():
+    for name, (inputs, intended) in all_cases().items():
         (GOLDEN_DIR / f"{name}.json").write_text(json.dumps(report_for(inputs, intended), indent=1, sort_keys=True)
                                                  + "\n")
         print("wrote", name)
