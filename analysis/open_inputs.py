@@ -65,7 +65,8 @@ def open_inputs(inputs: list[str], db: str) -> OpenedInput:
 
     con, spill = _memory_store()
     store.ensure_schema(con)
-    result = load_paths(con, inputs)
+    result = load_paths(con, inputs, dedup_after=True)
+    con.execute("DROP TABLE span_keys")  # empty (dedup_after): this store is read, not added to
     opened = OpenedInput(con, ", ".join(inputs), list(result.errors), result.spans_rejected, spill)
     if store.scalar(con, "SELECT count(*) FROM spans") == 0:
         raise InputError("no spans could be loaded from " + ", ".join(inputs) + _errors_suffix(opened))

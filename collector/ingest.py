@@ -323,10 +323,7 @@ class Ingester:
         for skip_duplicates in (False, True):
             try:
                 cur.execute("BEGIN TRANSACTION")
-                if skip_duplicates:
-                    added = store.insert_arrow(cur, spans, links, skip_duplicates=True)
-                else:
-                    added = _insert_new(cur, spans, links)
+                added = store.insert_arrow(cur, spans, links, skip_duplicates=skip_duplicates)
                 cur.execute("COMMIT")
                 error = None
                 break
@@ -412,18 +409,6 @@ class Ingester:
         print(f"choreoscope serve: a commit of {n} spans failed: {error} (exporters are answered "
               f"UNAVAILABLE / 503 and retry; {self._commits_failed} failed commits so far)",
               file=sys.stderr, flush=True)
-
-
-def _insert_new(cur: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None) -> int:
-    """`store.insert_arrow(..., skip_duplicates=False)` inside the group's transaction: the span
-    keys (the one index), the spans, the links. Raises ConstraintException on a duplicate."""
-    _choreoscope_incoming_spans = spans  # read by name in the SQL below (replacement scan)
-    cur.execute(f"INSERT INTO span_keys SELECT {store.SPAN_KEY_SQL} FROM _choreoscope_incoming_spans").fetchall()
-    added = cur.execute("INSERT INTO spans SELECT * FROM _choreoscope_incoming_spans").fetchall()[0][0]
-    if links is not None and links.num_rows:
-        _choreoscope_incoming_links = links
-        cur.execute("INSERT OR IGNORE INTO span_links SELECT * FROM _choreoscope_incoming_links").fetchall()
-    return added
 
 
 def _is_duplicate_key(exc: BaseException | None) -> bool:

@@ -573,19 +573,16 @@ class SpanBatch:
                 if len(links) > MAX_LINKS:
                     dropped_links_count = _total(dropped_links_count, len(links) - MAX_LINKS)
                     links = links[:MAX_LINKS]
+                seen: set[tuple[str, str]] = set()
                 for link in links:
+                    target = (normalize_id(link.trace_id, 16, "link trace id", pad=id_pad),
+                              normalize_id(link.span_id, 8, "link span id", pad=id_pad))
+                    if target in seen:  # the same link again: stored once, the first (store.py)
+                        continue
+                    seen.add(target)
                     _, link_json, n = _attributes_json(link.attributes or {}, MAX_LINK_ATTRIBUTES)
                     cut_attributes += n
-                    link_rows.append(
-                        (
-                            tid,
-                            sid,
-                            normalize_id(link.trace_id, 16, "link trace id", pad=id_pad),
-                            normalize_id(link.span_id, 8, "link span id", pad=id_pad),
-                            link.trace_state or None,
-                            link_json,
-                        )
-                    )
+                    link_rows.append((tid, sid, *target, link.trace_state or None, link_json))
             if not ((start_ns is None or 0 <= start_ns <= _MAX_NS) and (end_ns is None or 0 <= end_ns <= _MAX_NS)):
                 for label, ns in (("start time", start_ns), ("end time", end_ns)):
                     if ns is not None and not 0 <= ns <= _MAX_NS:

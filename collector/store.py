@@ -11,10 +11,18 @@ spans the row itself dominates and the layouts were within noise: bench/ingest.p
 Two different spans share a key only by an MD5 collision by chance: ~1e-19 at 1e10 spans.
 Code that deletes spans must delete their span_keys too, or a re-sent copy counts as a duplicate.
 
+`span_links` has no index either: a span's links travel with it, so a link row is new exactly when
+its span is (the span's key decides), and a span's repeated links are dropped before the store
+(`SpanBatch.add`). Its primary key on four VARCHAR ids made storing 394k links 14x dearer than
+the plain insert (0.85 s against 0.06 s of CPU per 157k links; the spans' own insert and key cost
+1.4 s per 400k spans), more than the spans' key: links without their spans (a Parquet
+`span_links/` file) are checked against the stored ones in one anti-join instead.
+
 Stores written before span_keys existed had the primary key on `spans`: opening one writable
 rebuilds `spans` without it and fills `span_keys` (once, said on stderr). Stores of schema 2 get
 the dropped-count columns (NULL for the spans already stored) on their first writable open, said
-on stderr too. Read-only opens read any older layout as it is.
+on stderr too; stores of schema 3 get `span_links` rebuilt without its primary key. Read-only opens
+read any older layout as it is.
 """
 
 from __future__ import annotations
@@ -112,14 +120,15 @@ def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
 SPAN_KEY_SQL = "md5_number(trace_id || ':' || span_id)"
 
 # The layout version of a store, kept in STORE_META_TABLE (one row). 1: the primary key on
-# `spans` (no table recorded it); 2: `span_keys`; 3: the dropped counts (DROPPED_COUNT_COLUMNS). A store of a higher version is refused with a
-# message to upgrade (collector/store_errors.py); a lower one is migrated by ensure_schema.
-STORE_SCHEMA_VERSION = 3
+# `spans` (no table recorded it); 2: `span_keys`; 3: the dropped counts (DROPPED_COUNT_COLUMNS);
+# 4: `span_links` without its primary key. A store of a higher version is refused with a message
+# to upgrade (collector/store_errors.py); a lower one is migrated by ensure_schema.
+STORE_SCHEMA_VERSION = 4
 STORE_META_TABLE = "choreoscope_store"
 
 SCHEMA_DDL = [
     _ddl("spans", SPAN_COLUMNS, None),
-    _ddl("span_links", LINK_COLUMNS, "trace_id, span_id, linked_trace_id, linked_span_id"),
+    _ddl("span_links", LINK_COLUMNS, None),
     _ddl("span_keys", [("key", "UHUGEINT NOT NULL")], "key"),
 ]
 
@@ -222,6 +231,11 @@ def _spans_have_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
                             "AND table_name = 'spans' AND constraint_type = 'PRIMARY KEY'"))
 
 
+def _links_have_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
+    return bool(scalar(con, "SELECT count(*) FROM duckdb_constraints() WHERE schema_name = 'main' "
+                            "AND table_name = 'span_links' AND constraint_type = 'PRIMARY KEY'"))
+
+
 def _span_columns(con: duckdb.DuckDBPyConnection) -> list[str]:
     return [c for (c,) in con.execute(
         "SELECT column_name FROM information_schema.columns WHERE table_schema = 'main' "
@@ -271,6 +285,21 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    if "span_links" in tables and _links_have_primary_key(con):
+        n = scalar(con, "SELECT count(*) FROM span_links")
+        print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} span links): links are now "
+              "told apart through their spans instead of a primary key on span_links; this happens once",
+              file=sys.stderr, flush=True)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute(_ddl("_span_links_migrating", LINK_COLUMNS, None))
+            con.execute("INSERT INTO _span_links_migrating SELECT * FROM span_links")
+            con.execute("DROP TABLE span_links")
+            con.execute("ALTER TABLE _span_links_migrating RENAME TO span_links")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
     for ddl in SCHEMA_DDL:
         con.execute(ddl)
     # The schema version, for a later choreoscope to read (and an older one to refuse the store).
@@ -285,29 +314,32 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None,
-                 skip_duplicates: bool = True) -> int:
-    """Insert span and link rows, skipping (trace_id, span_id) already stored. Returns spans added.
+                 skip_duplicates: bool = True, *, keys: bool = True) -> int:
+    """Insert span rows and the links they hold, skipping spans already stored. Returns spans added.
 
     Call it inside a transaction (the loaders' chunks and the receiver's group commit are one
-    each): the span keys and the spans must commit together, else a crash between the two would
-    leave a key whose span a retry could no longer store. A span twice in `spans` is stored once
-    (its first row). `skip_duplicates=False` inserts without sorting out duplicates (faster) and
-    raises duckdb.ConstraintException if one is already stored or repeated: for callers that
-    retry with the check when that happens.
+    each): the span keys, the spans and their links must commit together, else a crash between
+    them would leave a key whose span (or links) a retry could no longer store. A span twice in
+    `spans` is stored once (its first row), with its links once. `skip_duplicates=False` inserts
+    without sorting out duplicates (faster) and raises duckdb.ConstraintException if a span is
+    already stored or repeated: for callers that retry with the check when that happens.
+    `keys=False` (with `skip_duplicates=False`) stores no span keys: for a store that is filled
+    once and deduplicated afterwards (`drop_repeated_spans`), the analysis's in-memory store of a
+    dump. Links without spans (`spans` empty) are stored unless stored already (`insert_links`).
     """
-    added = _insert_spans(con, spans, skip_duplicates)
-    _insert_links(con, links)
-    return added
-
-
-def _insert_spans(con: duckdb.DuckDBPyConnection, spans: pa.Table, skip_duplicates: bool) -> int:
     if not spans.num_rows:
+        insert_links(con, links)
         return 0
     if not skip_duplicates:
         _incoming_spans = spans  # read by name below (DuckDB's replacement scan)
-        con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM _incoming_spans").fetchall()
+        if keys:
+            con.execute(f"INSERT INTO span_keys SELECT {SPAN_KEY_SQL} FROM _incoming_spans").fetchall()
         # con.execute here, not scalar(): the replacement scan looks in the calling frame
-        return con.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()[0][0]
+        added = con.execute("INSERT INTO spans SELECT * FROM _incoming_spans").fetchall()[0][0]
+        if links is not None and links.num_rows:  # every span is new, so is each of its links
+            _incoming_links = links
+            con.execute("INSERT INTO span_links SELECT * FROM _incoming_links").fetchall()
+        return added
     # The rare path (a retry or a re-load): registered views, since the replacement scan of
     # local variables does not reach into INSERT … RETURNING.
     con.register("_incoming_spans", spans.append_column("_ord", pa.array(range(spans.num_rows), pa.int64())))
@@ -321,22 +353,69 @@ def _insert_spans(con: duckdb.DuckDBPyConnection, spans: pa.Table, skip_duplicat
             return 0
         con.register("_new_span_keys", pa.table({"hi": new_keys["hi"], "lo": new_keys["lo"]}))
         cols = ", ".join(SPAN_COLUMN_NAMES)
-        return scalar(con, f"""
+        added = scalar(con, f"""
             INSERT INTO spans SELECT {cols} FROM (
               SELECT *, {SPAN_KEY_SQL} AS _key FROM _incoming_spans
             ) SEMI JOIN _new_span_keys
               ON (_key >> 64)::UBIGINT = _new_span_keys.hi
               AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo
             QUALIFY row_number() OVER (PARTITION BY _key ORDER BY _ord) = 1""")
+        if links is not None and links.num_rows:
+            # The links of the spans just stored, once each (a span sent twice in this batch
+            # brought its links twice).
+            con.register("_incoming_links", links)
+            lcols = ", ".join(LINK_COLUMN_NAMES)
+            con.execute(f"""
+                INSERT INTO span_links SELECT DISTINCT ON ({LINK_KEY}) {lcols} FROM (
+                  SELECT *, {SPAN_KEY_SQL} AS _key FROM _incoming_links
+                ) SEMI JOIN _new_span_keys
+                  ON (_key >> 64)::UBIGINT = _new_span_keys.hi
+                  AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo""").fetchall()
+        return added
     finally:
         con.unregister("_incoming_spans")
         con.unregister("_new_span_keys")
+        con.unregister("_incoming_links")
 
 
-def _insert_links(con: duckdb.DuckDBPyConnection, links: pa.Table | None) -> None:
-    if links is not None and links.num_rows:
-        _incoming_links = links  # read by name below
-        con.execute("INSERT OR IGNORE INTO span_links SELECT * FROM _incoming_links").fetchall()
+# What tells one link row from another: the span holding it and the span it points to.
+LINK_KEY = "trace_id, span_id, linked_trace_id, linked_span_id"
+
+
+def insert_links(con: duckdb.DuckDBPyConnection, links: pa.Table | None) -> None:
+    """Links that come without their spans (a Parquet `span_links/` file): each stored once, those
+    stored already skipped, in one anti-join against the stored links."""
+    if links is None or not links.num_rows:
+        return
+    con.register("_incoming_links", links)
+    try:
+        lcols = ", ".join(LINK_COLUMN_NAMES)
+        con.execute(f"""
+            INSERT INTO span_links SELECT DISTINCT ON ({LINK_KEY}) {lcols} FROM _incoming_links
+            ANTI JOIN span_links USING ({LINK_KEY})""").fetchall()
+    finally:
+        con.unregister("_incoming_links")
+
+
+def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
+    """Remove the later copies of spans stored more than once (and of their links) from a store
+    filled with `keys=False`. Returns the copies removed. One aggregate (~0.15 s at 1M spans) when
+    there are none, the usual case. No keys are recorded (1.3 s at 1M): such a store is read, not
+    added to, and its caller drops `span_keys` so that an insert would fail, not double a span."""
+    total, distinct = con.execute(
+        "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchall()[0]
+    if total != distinct:
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DELETE FROM spans WHERE rowid NOT IN (SELECT min(rowid) FROM spans "
+                        "GROUP BY trace_id, span_id)")
+            con.execute(f"DELETE FROM span_links WHERE rowid NOT IN (SELECT min(rowid) FROM span_links "
+                        f"GROUP BY {LINK_KEY})")
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    return total - distinct
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

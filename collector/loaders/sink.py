@@ -54,8 +54,12 @@ class FileSink:
         *,
         chunk_spans: int = CHUNK_SPANS,
         on_flush: Callable[[FileResult], None] | None = None,
+        keys: bool = True,
     ) -> None:
         self.con = con
+        # False: no span keys stored, duplicates removed after the load (store.insert_arrow's
+        # `keys`, `load_paths`'s `dedup_after`)
+        self.keys = keys
         self.result = result
         self.chunk_spans = chunk_spans
         self.on_flush = on_flush
@@ -114,7 +118,7 @@ class FileSink:
             if self._open is None:
                 self.con.execute("BEGIN TRANSACTION")
                 self._open = True
-            self._added_now += insert_arrow(self.con, spans, links, skip_duplicates=False)
+            self._added_now += insert_arrow(self.con, spans, links, skip_duplicates=False, keys=self.keys)
         except duckdb.Error as exc:
             self._rollback()
             self._open = False  # store_held stores the group the usual way
@@ -189,10 +193,11 @@ class FileSink:
         are rarely stored already (a re-load): the plain insert, about twice as fast, is tried
         first, and after a duplicate key the chunk is redone with the check, as the receiver
         does; once a file has shown a duplicate, its later chunks go straight to the check."""
-        for skip_duplicates in (False, True) if not self._seen_duplicate else (True,):
+        attempts = (False,) if not self.keys else (False, True) if not self._seen_duplicate else (True,)
+        for skip_duplicates in attempts:
             self.con.execute("BEGIN TRANSACTION")
             try:
-                added = insert_arrow(self.con, spans, links, skip_duplicates=skip_duplicates)
+                added = insert_arrow(self.con, spans, links, skip_duplicates=skip_duplicates, keys=self.keys)
                 self.con.execute("COMMIT")
                 return added
             except duckdb.ConstraintException:
