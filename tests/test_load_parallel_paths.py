@@ -73,6 +73,25 @@ def test_json_lines_as_bytes_give_the_serial_rows_lines_and_messages(tmp_path, s
     assert any("\ufffd" in row[4] for row in rows_serial[0])  # the bad byte became U+FFFD
 
 
+def test_lf_only_lines_read_as_bytes_give_the_serial_rows_lines_and_messages(tmp_path, spans, monkeypatch):
+    """Without a CR the workers parse the lines' bytes: a bad byte, a line blank only as text
+    (U+0085, U+2028) and a broken line still give what the text reader gives."""
+    head = spans[:-1]
+    lines = [_json_line(head[i:i + 2]) for i in range(0, len(head), 2)]
+    lines[1] = lines[1][: len(lines[1]) // 2]  # a line cut in half
+    last = ids_to_hex(json_format.MessageToDict(encode_spans(spans[-1:])))
+    last["resourceSpans"][0]["scopeSpans"][0]["spans"][0]["name"] = "bad \udcff byte"  # 0xff, below
+    body = "\n".join([*lines[:3], "\u0085\u2028 ", *lines[3:], json.dumps(last, ensure_ascii=False)]) + "\n"
+    dump = tmp_path / "lf.jsonl"
+    dump.write_bytes(body.encode("utf-8", "surrogateescape"))
+    (serial, rows_serial), (parallel, rows_parallel) = _load_both(tmp_path, dump, monkeypatch)
+    assert parallel.errors == serial.errors
+    assert [e.split(":")[1] for e in serial.errors] == ["2"]
+    assert parallel.spans_loaded == serial.spans_loaded == len(spans) - 2
+    assert rows_parallel == rows_serial
+    assert any("\ufffd" in row[4] for row in rows_serial[0])
+
+
 def _framed(messages: list[bytes]) -> bytes:
     return b"".join(struct.pack(">I", len(m)) + m for m in messages)
 
@@ -110,6 +129,25 @@ def test_a_span_twice_is_stored_once_and_a_reload_stores_nothing(tmp_path, spans
     assert _state(con) == rows
     assert con.execute("SELECT count(*) FROM span_keys").fetchone()[0] == len(spans)
     con.close()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_load_deduplicated_afterwards_keeps_the_rows_of_the_checked_load(tmp_path, spans, monkeypatch, workers):
+    """`dedup_after` (the analysis's store of dumps): no keys while loading, the same rows after,
+    a span repeated in the file and across files counted once."""
+    monkeypatch.setattr(loaders, "TASK_BYTES", 300)
+    dump = tmp_path / "twice.jsonl"
+    dump.write_text("\n".join([_json_line(spans), _json_line(spans[:3])]) + "\n")
+    other = tmp_path / "other.jsonl"
+    other.write_text(_json_line(spans[-2:]) + "\n")
+    checked = store.connect(tmp_path / "checked.duckdb")
+    expected = load_paths(checked, [dump, other], workers=0)
+    con = store.connect(":memory:")
+    res = load_paths(con, [dump, other], workers=workers, chunk_spans=5, dedup_after=True)
+    assert (res.spans_loaded, res.duplicates_skipped, res.errors) == (len(spans), 5, []) == (
+        expected.spans_loaded, expected.duplicates_skipped, expected.errors)
+    assert _state(con) == _state(checked) and _state(con)[1], "the spans carry links"
+    assert store.scalar(con, "SELECT count(*) FROM span_keys") == 0
 
 
 def test_a_truncated_gz_keeps_the_lines_the_workers_were_given(tmp_path, spans, monkeypatch):
