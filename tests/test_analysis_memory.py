@@ -1,5 +1,6 @@
 """The analysis bounds DuckDB's memory (its default is 80% of RAM, cached up to that): the limit
-is lowered to ANALYSIS_MEMORY_LIMIT for the run, and a lower limit already set is kept."""
+is lowered to ANALYSIS_MEMORY_LIMIT for the run (plus what an in-memory store's tables hold), and a
+lower limit already set is kept."""
 
 from __future__ import annotations
 
@@ -24,6 +25,27 @@ def test_the_analysis_runs_within_the_bound_and_keeps_a_lower_limit(tmp_path):
     con.execute("SET memory_limit = '300MB'")
     run_pipeline(con)
     assert _limit(con) == "286.1 MiB"
+
+
+def test_an_in_memory_store_gets_the_bound_on_top_of_what_its_tables_hold(tmp_path):
+    """Its tables cannot be evicted to a file: under the bare bound the stages would spill them."""
+    import duckdb
+
+    from choreoscope.analysis import pipeline
+
+    con = duckdb.connect(":memory:")
+    store.ensure_schema(con)
+    assert load_paths(con, [DUMP]).ok
+    con.execute("CREATE TABLE ballast AS SELECT repeat('x', 1000) || i AS s FROM range(300000) t(i)")
+    held = pipeline._in_memory_bytes(con)
+    assert held == store.scalar(con, "SELECT sum(memory_usage_bytes) FROM duckdb_memory()") > 250e6
+    con.execute("SET memory_limit = '16GB'")
+    pipeline.bound_memory(con)
+    # (DuckDB shows the setting cut to a tenth of a GiB)
+    assert abs(pipeline._memory_limit(con) - (ANALYSIS_MEMORY_LIMIT + held)) < 0.1 * (1 << 30)
+    on_file = store.connect(tmp_path / "f.duckdb")
+    assert load_paths(on_file, [DUMP]).ok
+    assert pipeline._in_memory_bytes(on_file) == 0
 
 
 def test_a_stage_that_runs_out_of_memory_runs_again_with_more(tmp_path, capsys):
