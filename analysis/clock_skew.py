@@ -96,7 +96,13 @@ def solve_offsets(
     component_of: dict[str, int] = {}
     for index, component in enumerate(components):
         root = max(component, key=lambda s: (span_counts.get(s, 0), s))
-        tree = nx.maximum_spanning_tree(graph.subgraph(component), weight="n")
+        # the component in the graph's (sorted) order: a subgraph view of a small component
+        # iterates the set of its nodes, whose order changes with every process (string hashing),
+        # and with it the tree where pair counts tie, and the offsets
+        sub = nx.Graph()
+        sub.add_nodes_from(s for s in graph if s in component)
+        sub.add_edges_from((u, v, d) for u, v, d in graph.edges(data=True) if u in component)
+        tree = nx.maximum_spanning_tree(sub, weight="n")
         offsets[root] = 0.0
         for u, v in nx.bfs_edges(tree, root):
             data = graph[u][v]
