@@ -129,7 +129,8 @@ HANDLER_SQL = "s.role IN ('consumer', 'server')"
 # message id where the step's others carry one handled nothing (an empty long poll). `inst_no` and
 # `step_no` (one per workflow and step) are integer keys for the pairing below: the instance x
 # step x step join and its grouping are the stage's bulk, and long text keys made them slow.
-# Instances are numbered in entry trace order, so the smallest numbers are the example traces.
+# Instances are numbered in entry trace order, so the smallest numbers are the example traces; the
+# numbers are given over the (few) instances and steps, not by ranking every occurrence.
 OCC_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ord_occ AS
 WITH h AS (
@@ -148,15 +149,23 @@ occ AS (
            -- two replicas after a rebalance) are two handlings, not a retry
            CASE WHEN count(s.messaging_message_id) = count(*)
                 THEN count(*) - count(DISTINCT s.messaging_message_id) + 1 ELSE count(*) END AS attempts,
-           bool_or(s.is_error) AS any_error,
-           any_value(i.start_adj) AS inst_start, any_value(i.entry_trace_id) AS entry_trace_id
-    FROM h s JOIN instances i USING (instance_id)
+           bool_or(s.is_error) AS any_error
+    FROM h s
     WHERE NOT s.wrapper AND NOT s.poll
     GROUP BY s.workflow_id, s.instance_id, s.step_id
+),
+inst AS (
+    SELECT instance_id, start_adj AS inst_start, entry_trace_id,
+           row_number() OVER (ORDER BY entry_trace_id, instance_id) AS inst_no
+    FROM instances
+),
+steps AS (
+    SELECT workflow_id, step_id, row_number() OVER (ORDER BY workflow_id, step_id) AS step_no
+    FROM (SELECT DISTINCT workflow_id, step_id FROM occ)
 )
-SELECT *, dense_rank() OVER (ORDER BY entry_trace_id, instance_id) AS inst_no,
-       dense_rank() OVER (ORDER BY workflow_id, step_id) AS step_no
-FROM occ
+SELECT occ.*, i.inst_start, i.entry_trace_id, i.inst_no, st.step_no
+FROM occ JOIN inst i USING (instance_id) JOIN steps st USING (workflow_id, step_id)
+ORDER BY st.step_no, i.inst_no  -- the pairs then come grouped by step: their aggregation took half as long
 """
 
 # The names behind each step_no (a step of one workflow).
@@ -227,11 +236,22 @@ WHERE coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) IS NOT N
 GROUP BY ALL
 """
 
+# The pairs of handler steps of one workflow not explained causally (the common causes are found
+# for these, whether or not the two ever share an instance).
+STEP_PAIRS_SQL = """
+CREATE OR REPLACE TEMP TABLE _ord_step_pairs AS
+SELECT sa.step_no AS a_no, sb.step_no AS b_no, sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b
+FROM _ord_steps sa JOIN _ord_steps sb ON sb.workflow_id = sa.workflow_id AND sb.step_no <> sa.step_no
+WHERE NOT EXISTS (SELECT 1 FROM _explained_pairs x
+                  WHERE x.workflow_id = sa.workflow_id AND x.a = sa.step_id AND x.b = sb.step_id)
+"""
+
 # Every pair of handler steps of one instance not explained causally, keyed by numbers (the names
-# are joined back once per step pair, in ORDERINGS_SQL).
+# are joined back once per step pair): CTEs of ORDERINGS_SQL, which aggregates the rows as they
+# come (one row per instance and pair, over ten million at 1M spans: writing them to a table cost
+# more than the aggregation).
 PAIRS_SQL = """
-CREATE OR REPLACE TEMP TABLE _ord_pairs AS
-WITH access AS (   -- the table accesses keyed like the occurrences they belong to
+access AS (   -- the table accesses keyed like the occurrences they belong to
     SELECT o.inst_no, o.step_no, x.db_system, x.resource, x.first_write_end, x.write_settled,
            x.first_read, x.last_read, x.reads
     FROM _ord_access x JOIN _ord_occ o ON o.instance_id = x.instance_id AND o.step_id = x.step_id
@@ -254,8 +274,9 @@ explained AS (
     FROM _explained_pairs x
     JOIN _ord_steps sa ON sa.workflow_id = x.workflow_id AND sa.step_id = x.a
     JOIN _ord_steps sb ON sb.workflow_id = x.workflow_id AND sb.step_id = x.b
-)
-SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
+),
+pairs AS (
+    SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
        a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
        b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start,
        d.inst_no IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
@@ -263,30 +284,26 @@ SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
        coalesce(d.read_uncommitted AND NOT d.read_before_write, false) AS uncertain,
        CASE WHEN d.inst_no IS NOT NULL THEN d.read_before_write ELSE b.first_start < a.last_end END AS broken,
        CASE WHEN d.inst_no IS NOT NULL THEN d.final_read_after ELSE a.last_end <= b.final_start END AS final_ok
-FROM _ord_occ a JOIN _ord_occ b   -- one instance is one workflow's
-  ON a.inst_no = b.inst_no AND a.step_no <> b.step_no
-LEFT JOIN data d ON d.inst_no = a.inst_no AND d.a_no = a.step_no AND d.b_no = b.step_no
-WHERE NOT EXISTS (SELECT 1 FROM explained x WHERE x.a_no = a.step_no AND x.b_no = b.step_no)
+    FROM _ord_occ a JOIN _ord_occ b   -- one instance is one workflow's
+      ON a.inst_no = b.inst_no AND a.step_no <> b.step_no
+    LEFT JOIN data d ON d.inst_no = a.inst_no AND d.a_no = a.step_no AND d.b_no = b.step_no
+    WHERE NOT EXISTS (SELECT 1 FROM explained x WHERE x.a_no = a.step_no AND x.b_no = b.step_no)
+)
 """
 
 # The common cause of (A, B): of the steps causing both, the one fewest hops (then edges) above them.
 CAUSE_SQL = """
 CREATE OR REPLACE TEMP TABLE _ord_cause AS
-WITH p AS (
-    SELECT q.a_no, q.b_no, sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b
-    FROM (SELECT DISTINCT a_no, b_no FROM _ord_pairs) q
-    JOIN _ord_steps sa ON sa.step_no = q.a_no JOIN _ord_steps sb ON sb.step_no = q.b_no
-),
-c AS (
+WITH c AS (
     SELECT p.a_no, p.b_no, ha.ancestor AS common_cause, ha.hops AS hops_a, hb.hops AS hops_b,
            row_number() OVER (PARTITION BY p.a_no, p.b_no
                               ORDER BY ha.hops + hb.hops, ha.edges + hb.edges, ha.ancestor) AS rank
-    FROM p
+    FROM _ord_step_pairs p
     JOIN _ancestor_hops ha ON ha.workflow_id = p.workflow_id AND ha.step = p.step_a
     JOIN _ancestor_hops hb ON hb.workflow_id = p.workflow_id AND hb.step = p.step_b AND hb.ancestor = ha.ancestor
 )
 SELECT p.a_no, p.b_no, c.common_cause, c.hops_a, c.hops_b, da.hops AS depth_a, db.hops AS depth_b
-FROM p
+FROM _ord_step_pairs p
 LEFT JOIN c ON c.a_no = p.a_no AND c.b_no = p.b_no AND c.rank = 1
 LEFT JOIN _ancestor_hops da ON da.workflow_id = p.workflow_id AND da.step = p.step_a AND da.ancestor = p.workflow_id
 LEFT JOIN _ancestor_hops db ON db.workflow_id = p.workflow_id AND db.step = p.step_b AND db.ancestor = p.workflow_id
@@ -301,9 +318,10 @@ LEFT JOIN (SELECT step_id, any_value(operation) AS event FROM span_steps WHERE r
   ON e.step_id = c.common_cause
 """
 
-ORDERINGS_SQL = """
+ORDERINGS_SQL = f"""
 CREATE OR REPLACE TABLE step_orderings AS
-WITH causes AS (
+WITH {PAIRS_SQL},
+causes AS (
     SELECT common_cause, row_number() OVER () AS cause_no
     FROM (SELECT DISTINCT common_cause FROM _ord_cause WHERE common_cause IS NOT NULL)
 ),
@@ -313,15 +331,16 @@ cause_time AS (   -- when the common cause happened in each instance (its first 
     JOIN (SELECT DISTINCT instance_id, inst_no FROM _ord_occ) o ON o.instance_id = s.instance_id
     GROUP BY ALL
 ),
+pair_cause AS (   -- per step pair; its other columns are joined once per pair, after the aggregation
+    SELECT c.a_no, c.b_no, k.cause_no FROM _ord_cause c LEFT JOIN causes k ON k.common_cause = c.common_cause
+),
 p AS (
-    SELECT p.*, c.common_cause, c.cause_event, c.hops_a, c.hops_b, c.depth_a, c.depth_b,
-           coalesce(ct.cause_start, p.inst_start) AS cause_start,
+    SELECT p.*, coalesce(ct.cause_start, p.inst_start) AS cause_start,
            b_attempts > 1 AS b_retry,
            (b_attempts > 1 OR b_error OR reread) AS harmed
-    FROM _ord_pairs p
-    JOIN _ord_cause c USING (a_no, b_no)
-    LEFT JOIN causes k ON k.common_cause = c.common_cause
-    LEFT JOIN cause_time ct ON ct.inst_no = p.inst_no AND ct.cause_no = k.cause_no
+    FROM pairs p
+    JOIN pair_cause c USING (a_no, b_no)
+    LEFT JOIN cause_time ct ON ct.inst_no = p.inst_no AND ct.cause_no = c.cause_no
 ),
 agg AS (
     SELECT a_no, b_no,
@@ -344,8 +363,6 @@ agg AS (
        count(*) FILTER (WHERE broken AND reread) AS broken_rereads,
        count(*) FILTER (WHERE uncertain) AS uncertain_instances,
        count(*) FILTER (WHERE NOT broken AND NOT uncertain AND harmed) AS ordered_harmed,
-       any_value(common_cause) AS common_cause, any_value(cause_event) AS cause_event, any_value(hops_a) AS hops_a, any_value(hops_b) AS hops_b,
-       any_value(depth_a) AS depth_a, any_value(depth_b) AS depth_b,
        quantile_cont((b_final - a_end) / 1e6, [0.5, 0.9]) FILTER (WHERE a_end <= b_final) AS gap_ms,
        quantile_cont((b_first - inst_start) / 1e6, 0.5) AS b_start_p50_ms,
        quantile_cont((a_end - inst_start) / 1e6, 0.5) AS a_end_p50_ms,
@@ -379,13 +396,14 @@ SELECT sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b, sa.service AS
        agg.b_early_retries, agg.b_errors_when_ordered, agg.b_retried, agg.data_instances,
        agg.shared_tables, agg.reads_before_write, agg.final_ordered, agg.broken_instances,
        agg.broken_harmed, agg.broken_errors, agg.broken_retries, agg.broken_rereads,
-       agg.uncertain_instances, agg.ordered_harmed, agg.common_cause, agg.cause_event, agg.hops_a,
-       agg.hops_b, agg.depth_a, agg.depth_b,
+       agg.uncertain_instances, agg.ordered_harmed, c.common_cause, c.cause_event, c.hops_a,
+       c.hops_b, c.depth_a, c.depth_b,
        agg.gap_ms[1] AS gap_p50_ms, agg.gap_ms[2] AS gap_p90_ms, agg.b_start_p50_ms, agg.a_end_p50_ms,
        agg.a_end_stddev_ms, agg.follow_corr, agg.follow_slope, agg.cause_a_end_stddev_ms,
        agg.cause_follow_corr, agg.cause_follow_slope,
        ex.trace_ids AS example_trace_ids, bx.trace_ids AS broken_example_trace_ids
 FROM agg JOIN _ord_steps sa ON sa.step_no = agg.a_no JOIN _ord_steps sb ON sb.step_no = agg.b_no
+JOIN _ord_cause c ON c.a_no = agg.a_no AND c.b_no = agg.b_no
 LEFT JOIN examples ex ON ex.a_no = agg.a_no AND ex.b_no = agg.b_no AND NOT ex.broken
 LEFT JOIN examples bx ON bx.a_no = agg.a_no AND bx.b_no = agg.b_no AND bx.broken
 """
@@ -440,10 +458,10 @@ def build_orderings(con: duckdb.DuckDBPyConnection) -> None:
     con.register("_explained_pairs", _excluded_pairs(_with_replies(con, graphs), handlers))
     con.register("_ancestor_hops", ancestor_hops(graphs, handlers))
     try:
-        for sql in (OCC_SQL, STEPS_SQL, ACCESS_SQL, PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
+        for sql in (OCC_SQL, STEPS_SQL, ACCESS_SQL, STEP_PAIRS_SQL, CAUSE_SQL, CAUSE_EVENT_SQL, ORDERINGS_SQL):
             con.execute(sql)
     finally:
         con.unregister("_explained_pairs")
         con.unregister("_ancestor_hops")
-        for scratch in ("_ord_occ", "_ord_steps", "_ord_access", "_ord_pairs", "_ord_cause"):
+        for scratch in ("_ord_occ", "_ord_steps", "_ord_access", "_ord_step_pairs", "_ord_cause"):
             con.execute(f"DROP TABLE IF EXISTS {scratch}")
