@@ -46,6 +46,8 @@ import json
 
 import duckdb
 
+from choreoscope.analysis.clock_skew import INT64_MAX
+
 MAX_STEPS = 100_000  # moves of one walk: a guard, a walk only goes back in time
 
 _CAUSE_RANK = "CASE evidence WHEN 'parent' THEN 0 WHEN 'link' THEN 1 WHEN 'message_id' THEN 2 " \
@@ -65,11 +67,11 @@ def _orderings(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
 
 
 def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
-    # Spans and edges keyed by a span number (`sk`): the walk's windows and joins on integers
-    # instead of (trace id, span id) strings, which made them several times slower.
+    # Spans and edges keyed by a span number (`sk`, the row id: nothing to number): the walk's
+    # joins on integers instead of (trace id, span id) strings, which made them several times slower.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _cp_spans AS
-        SELECT row_number() OVER () AS sk, trace_id, span_id, instance_id, workflow_id, step_id, service, role,
+        SELECT rowid AS sk, trace_id, span_id, instance_id, workflow_id, step_id, service, role,
                start_adj, end_adj
         FROM span_steps""")
     con.execute("""
@@ -83,48 +85,51 @@ def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
     pairs = _orderings(con)
     if pairs:
         con.executemany("INSERT INTO _cp_orderings VALUES (?, ?, ?)", pairs)
+    # The cause of each span: an arg_min per span, not a window sorting every edge.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cp_cause AS
-        SELECT dst_sk AS sk, src_sk, via, src_start_adj AS p_start
-        FROM _cp_edges
-        QUALIFY row_number() OVER (PARTITION BY dst_sk
-                                   ORDER BY {_CAUSE_RANK}, confidence DESC, src_trace_id, src_span_id) = 1""")
+        SELECT sk, c.src_sk, c.via, c.p_start FROM (
+            SELECT dst_sk AS sk,
+                   arg_min(struct_pack(src_sk := src_sk, via := via, p_start := src_start_adj),
+                           ({_CAUSE_RANK}, -confidence, src_trace_id, src_span_id)) AS c
+            FROM _cp_edges GROUP BY dst_sk)""")
     # Client spans calling an instrumented server: their own time is the network's.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _cp_network AS
         SELECT DISTINCT src_sk AS sk FROM _cp_edges
         WHERE via = 'call' AND src_role = 'client' AND dst_role = 'server'""")
+    # Side-sink traces: entered from other traces by links only, and nothing out of them (each
+    # condition one pass over the edges, grouped by trace).
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _cp_side AS
+        WITH linked AS (
+            SELECT dst_trace_id AS trace_id FROM span_edges WHERE src_trace_id <> dst_trace_id
+            GROUP BY dst_trace_id HAVING count(*) FILTER (WHERE evidence <> 'link') = 0),
+        leaving AS (
+            SELECT DISTINCT src_trace_id AS trace_id FROM span_edges
+            WHERE dst_trace_id <> src_trace_id OR dst_service <> src_service)
         SELECT s.trace_id FROM (SELECT DISTINCT trace_id, instance_id FROM span_steps) s
         JOIN instances i USING (instance_id)
+        JOIN linked USING (trace_id)
         WHERE s.trace_id <> i.entry_trace_id
-          AND EXISTS (SELECT 1 FROM span_edges e WHERE e.dst_trace_id = s.trace_id AND e.src_trace_id <> s.trace_id)
-          AND NOT EXISTS (SELECT 1 FROM span_edges e WHERE e.dst_trace_id = s.trace_id
-                          AND e.src_trace_id <> s.trace_id AND e.evidence <> 'link')
-          AND NOT EXISTS (SELECT 1 FROM span_edges e WHERE e.src_trace_id = s.trace_id
-                          AND (e.dst_trace_id <> s.trace_id OR e.dst_service <> e.src_service))""")
+          AND NOT EXISTS (SELECT 1 FROM leaving o WHERE o.trace_id = s.trace_id)""")
     # The walk's choices, made once for every span: entering span `p` at its end, the child ending
     # last inside it (`ask` NULL); leaving child `ask` of `p` at its start, the child of `p` ending
-    # last before it. One window over each parent's child ends and the times asked about.
-    con.execute("""
+    # last before it (ties: the earliest start, then span id). An as-of join of the times asked
+    # about to each parent's child ends (a span with no end asks after all of them): half the time
+    # of a window over both.
+    con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cp_choice AS
         WITH kids AS (
             SELECT src_sk AS p, dst_sk AS c, dst_span_id AS c_span, dst_start_adj AS c_start, dst_end_adj AS c_end
             FROM _cp_edges WHERE dst_end_adj > dst_start_adj),
-        marks AS (
-            SELECT p, c_end AS t_at, 0 AS is_ask, c_start, c, c_span, NULL::BIGINT AS ask FROM kids
-            UNION ALL
-            SELECT p, c_start, 1, NULL, NULL, NULL, c FROM kids
-            UNION ALL
-            SELECT sk, end_adj, 1, NULL, NULL, NULL, NULL FROM _cp_spans),
-        asked AS (
-            SELECT *, last_value(CASE WHEN is_ask = 0 THEN struct_pack(c := c, e := t_at) END IGNORE NULLS)
-                      OVER (PARTITION BY p ORDER BY t_at, is_ask, c_start DESC, c_span DESC
-                            ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS best
-            FROM marks)
-        SELECT p, ask, best.c AS b, best.e AS b_end
-        FROM asked WHERE is_ask = 1 AND best IS NOT NULL""")
+        last_at AS (SELECT p, c_end, arg_min(c, (c_start, c_span)) AS c FROM kids GROUP BY p, c_end),
+        asks AS (
+            SELECT p, c_start AS t, c AS ask FROM kids
+            UNION ALL  -- a span without children has no choice to make
+            SELECT sk, end_adj, NULL FROM _cp_spans WHERE sk IN (SELECT p FROM kids))
+        SELECT a.p, a.ask, k.c AS b, k.c_end AS b_end
+        FROM asks a ASOF JOIN last_at k ON k.p = a.p AND k.c_end <= coalesce(a.t, {INT64_MAX})""")
     # A consumer's wait: the last-ending span of the step its implicit ordering puts first, ended
     # after the send started and before the consumer did.
     con.execute("""
@@ -164,20 +169,22 @@ def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
         JOIN own p ON p.sk = k.src_sk
         LEFT JOIN _cp_wait w ON w.sk = c.sk
         LEFT JOIN _cp_choice b ON b.p = p.sk AND b.ask = c.sk""")
-    # The walk: from each instance's last end, one move at a time (a recursive CTE: pointer chasing).
+    # The walk: from each instance's last end (an arg_min per instance; `~` reverses the order of
+    # an integer without overflowing), one move at a time (a recursive CTE: pointer chasing); each
+    # row carries its move, so the moves are joined once.
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cp_seg AS
-        WITH RECURSIVE walk(instance_id, state, sk, seq) AS (
-            SELECT instance_id, 'E', sk, 0 FROM (
-                SELECT instance_id, sk FROM _cp_spans
-                WHERE trace_id NOT IN (SELECT trace_id FROM _cp_side)
-                QUALIFY row_number() OVER (PARTITION BY instance_id ORDER BY end_adj DESC, start_adj, span_id) = 1)
+        WITH RECURSIVE walk(instance_id, seq, kind, seg_sk, waits_on, start_adj, end_adj, next_state, next_sk) AS (
+            SELECT s.instance_id, 0, m.kind, m.seg_sk, m.waits_on, m.seg_start, m.seg_end, m.next_state, m.next_sk
+            FROM (SELECT instance_id, arg_min(sk, (~end_adj, start_adj, span_id)) AS sk FROM _cp_spans
+                  WHERE trace_id NOT IN (SELECT trace_id FROM _cp_side) GROUP BY instance_id) s
+            JOIN _cp_move m ON m.state = 'E' AND m.sk = s.sk
             UNION ALL
-            SELECT w.instance_id, m.next_state, m.next_sk, w.seq + 1
-            FROM walk w JOIN _cp_move m USING (state, sk)
+            SELECT w.instance_id, w.seq + 1, m.kind, m.seg_sk, m.waits_on, m.seg_start, m.seg_end, m.next_state,
+                   m.next_sk
+            FROM walk w JOIN _cp_move m ON m.state = w.next_state AND m.sk = w.next_sk
             WHERE w.seq < {MAX_STEPS})
-        SELECT w.instance_id, w.seq, m.kind, m.seg_sk, m.waits_on, m.seg_start AS start_adj, m.seg_end AS end_adj
-        FROM walk w JOIN _cp_move m USING (state, sk)""")
+        SELECT instance_id, seq, kind, seg_sk, waits_on, start_adj, end_adj FROM walk""")
     con.execute("""
         CREATE OR REPLACE TABLE critical_path_segments AS
         SELECT s.workflow_id, g.instance_id, g.seq, g.kind, s.trace_id, s.span_id, s.step_id, s.service,
