@@ -47,14 +47,13 @@ SENDS = f"""
 # destination is consumed and the consumer's produced, although no span of the other side names
 # them. An SNS topic delivered to SQS queues (an inferred `subscription` edge with raw delivery off,
 # a link with it on), a pika consumer (exchange only) under a producer naming the routing key.
+# `span_edges` holds the causal edges already joined to both spans.
 EDGE_ENDS = """
-    SELECT p.messaging_destination AS produced, c.messaging_destination AS consumed
-    FROM causal_edges e
-    JOIN span_steps p ON p.trace_id = e.src_trace_id AND p.span_id = e.src_span_id
-    JOIN span_steps c ON c.trace_id = e.dst_trace_id AND c.span_id = e.dst_span_id
-    WHERE e.via = 'event' AND p.role = 'producer' AND c.role = 'consumer'
-      AND p.messaging_destination IS NOT NULL AND c.messaging_destination IS NOT NULL
-      AND p.messaging_destination <> c.messaging_destination
+    SELECT src_messaging_destination AS produced, dst_messaging_destination AS consumed
+    FROM span_edges
+    WHERE via = 'event' AND src_role = 'producer' AND dst_role = 'consumer'
+      AND src_messaging_destination IS NOT NULL AND dst_messaging_destination IS NOT NULL
+      AND src_messaging_destination <> dst_messaging_destination
 """
 
 DEAD_SQL = f"""

@@ -228,7 +228,16 @@ def forward_step(compensation: str, candidates: list[str]) -> str | None:
     return best
 
 
+def _any_compensation(con) -> bool:
+    """Whether any span's operation names a compensation (by the SQL test and by is_compensation):
+    without one there is no saga to check, and the per-span queries below are skipped."""
+    ops = con.execute(f"SELECT operation, {_COMPENSATING} FROM (SELECT DISTINCT operation FROM span_steps)").fetchall()
+    return any(matched or is_compensation(op) for op, matched in ops)
+
+
 def detect(con) -> list[Finding]:
+    if not _any_compensation(con):
+        return []
     entries = workflow_entries(con)
     con.execute(ACTIONS_SQL)
     try:
