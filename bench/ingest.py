@@ -12,7 +12,7 @@ and prints for each spans/s, export latency p50/p99, peak RSS of the server and 
 workers, then each serve's rate as a ratio of the sink's. Every serve run checks its store holds
 each span sent exactly once (none lost, none twice). The load average is printed with them.
 
-    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10]
+    .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10] [--links 0]
         [--decode-workers 2] [--only sink,serve,dashboard] [--store-only] [--serve-arg=--queue-spans=20000]
         [--py-spy PATH [--profile-dir DIR]]
 
@@ -39,8 +39,10 @@ REPO = Path(__file__).resolve().parent.parent
 EXPORT = "/opentelemetry.proto.collector.trace.v1.TraceService/Export"
 
 
-def build_requests(client: int, n_requests: int, n_spans: int, n_attrs: int) -> list[bytes]:
-    """Serialized export requests: random ids (a trace of up to 10 spans), mixed attribute types."""
+def build_requests(client: int, n_requests: int, n_spans: int, n_attrs: int, n_links: int = 0) -> list[bytes]:
+    """Serialized export requests: random ids (a trace of up to 10 spans), mixed attribute types;
+    each trace's root links to `n_links` spans of the traces before it (a consumer started in a
+    new trace, as messaging instrumentations link a message's send)."""
     from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
     bodies = []
@@ -55,12 +57,18 @@ def build_requests(client: int, n_requests: int, n_spans: int, n_attrs: int) -> 
         ss = rs.scope_spans.add()
         ss.scope.name = "bench"
         trace_id = root = b""
+        earlier: list[tuple[bytes, bytes]] = []
         for i in range(n_spans):
             span = ss.spans.add()
             if i % 10 == 0:
+                if trace_id:
+                    earlier.append((trace_id, root))
                 trace_id, root = os.urandom(16), os.urandom(8)
                 span.span_id = root
                 span.kind = 2
+                for linked_trace, linked_span in earlier[-n_links:] if n_links else ():
+                    link = span.links.add()
+                    link.trace_id, link.span_id = linked_trace, linked_span
             else:
                 span.span_id = os.urandom(8)
                 span.parent_span_id = root
@@ -101,7 +109,7 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
 
     import grpc
 
-    bodies = build_requests(client, args.requests, args.spans, args.attrs)
+    bodies = build_requests(client, args.requests, args.spans, args.attrs, args.links)
     latencies: list[float] = []
     refusals = [0]
     with grpc.insecure_channel(address) as channel:
@@ -356,7 +364,7 @@ def store_only(args) -> None:
 
     pool = DecodePool(0)
     tables = [pool.decode(body, PROTOBUF, "identity", 16 * 1024 * 1024, "otlp-grpc").spans
-              for c in range(args.clients) for body in build_requests(c, args.requests, args.spans, args.attrs)]
+              for c in range(args.clients) for body in build_requests(c, args.requests, args.spans, args.attrs, args.links)]
     per_group = max(1, TARGET_GROUP_SPANS // args.spans)
     groups = [pa.concat_tables(tables[i:i + per_group]).combine_chunks() for i in range(0, len(tables), per_group)]
     n = sum(t.num_rows for t in groups)
@@ -396,6 +404,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=500, help="requests per client")
     parser.add_argument("--spans", type=int, default=100, help="spans per request")
     parser.add_argument("--attrs", type=int, default=10, help="attributes per span")
+    parser.add_argument("--links", type=int, default=0,
+                        help="links on each trace's root to the traces before it in its request")
     parser.add_argument("--decode-workers", type=int, default=2, help="serve --decode-workers (and the sink's)")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra serve argument (repeatable), e.g. --serve-arg=--queue-spans=20000")
@@ -410,7 +420,7 @@ def main() -> int:
         return sink_main(args.decode_workers)
 
     print(f"clients={args.clients}x{args.streams} streams, {args.clients * args.requests} requests of "
-          f"{args.spans} spans, {args.attrs} attributes/span; load average before: "
+          f"{args.spans} spans, {args.attrs} attributes/span, {args.links} links/trace root; load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if args.store_only:
         store_only(args)
