@@ -29,6 +29,9 @@ from collections import Counter, defaultdict
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))  # truth_reader.py, beside the scenarios
+from truth_reader import attr_value, load_truth
+
 WRITE_RE = re.compile(r"^\s*(?:INSERT\s+INTO|UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.IGNORECASE)
 UNDO_RE = re.compile(r"^\s*(?:UPDATE|DELETE\s+FROM)\s+\"?(\w+)", re.IGNORECASE)
 READ_RE = re.compile(r"\b(?:FROM|JOIN)\s+\"?(\w+)", re.IGNORECASE)
@@ -41,81 +44,7 @@ GOD_MIN_SHARE = 0.9         # ... in (nearly) all of its instances
 ORCH_MIN_PRODUCERS = 3      # an implicit orchestrator consumes the events of three or more services
 
 
-# ----------------------------------------------------------------------------- truth.yaml (flow subset)
-def _scalar(text: str):
-    text = text.strip()
-    if len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'":
-        return text[1:-1]
-    if re.fullmatch(r"-?\d+", text):
-        return int(text)
-    if text in ("true", "false"):
-        return text == "true"
-    return text
-
-
-def _split_top(body: str) -> list[str]:
-    parts, depth, cur, quote = [], 0, "", None
-    for ch in body:
-        if quote:
-            quote = None if ch == quote else quote
-        elif ch in "\"'":
-            quote = ch
-        elif ch in "[{":
-            depth += 1
-        elif ch in "]}":
-            depth -= 1
-        elif ch == "," and depth == 0:
-            parts.append(cur)
-            cur = ""
-            continue
-        cur += ch
-    if cur.strip():
-        parts.append(cur)
-    return parts
-
-
-def parse_flow(text: str):
-    """`{k: v, k: [a, b], k: {..}, why: "quoted"}` -> dict (the subset truth.yaml uses)."""
-    text = text.strip()
-    if text.startswith("{"):
-        out = {}
-        for part in _split_top(text[1:-1]):
-            key, _, value = part.partition(":")
-            out[key.strip()] = parse_flow(value)
-        return out
-    if text.startswith("["):
-        return [parse_flow(p) for p in _split_top(text[1:-1])]
-    return _scalar(text)
-
-
-def load_truth(path: Path) -> dict:
-    truth: dict = {"workflows": [], "edges": [], "findings": [], "must_not": []}
-    section = None
-    for raw in path.read_text().splitlines():
-        if not raw.strip() or raw.lstrip().startswith("#"):
-            continue
-        if not raw.startswith(" "):
-            key, _, value = raw.partition(":")
-            section = key if key in truth else None
-            if key == "scenario":
-                truth["scenario"] = value.strip()
-            continue
-        line = re.sub(r"\}\s+#.*$", "}", raw.strip())
-        if section and line.startswith("- {"):
-            truth[section].append(parse_flow(line[2:]))
-    return truth
-
-
 # ----------------------------------------------------------------------------- spans
-def _value(v: dict):
-    for key in ("stringValue", "boolValue", "doubleValue"):
-        if key in v:
-            return v[key]
-    if "intValue" in v:
-        return int(v["intValue"])
-    return v
-
-
 def first(attrs: dict, *keys: str):
     for k in keys:
         if k in attrs:
@@ -130,10 +59,10 @@ def load_spans(path: Path) -> list[dict]:
             if not line.strip():
                 continue
             for rs in json.loads(line).get("resourceSpans", []):
-                res = {a["key"]: _value(a["value"]) for a in rs.get("resource", {}).get("attributes", [])}
+                res = {a["key"]: attr_value(a["value"]) for a in rs.get("resource", {}).get("attributes", [])}
                 for ss in rs.get("scopeSpans", []):
                     for s in ss.get("spans", []):
-                        a = {x["key"]: _value(x["value"]) for x in s.get("attributes", [])}
+                        a = {x["key"]: attr_value(x["value"]) for x in s.get("attributes", [])}
                         spans.append({
                             "svc": res.get("service.name"), "ver": res.get("service.version"),
                             "kind": s.get("kind", "").replace("SPAN_KIND_", ""), "name": s.get("name", ""),
