@@ -27,8 +27,10 @@ read any older layout as it is.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
+from collections.abc import Iterator
 
 import duckdb
 import pyarrow as pa
@@ -221,6 +223,18 @@ def damaged_store_error(con: duckdb.DuckDBPyConnection, exc: BaseException) -> S
     return StoreDamagedError(store_errors.damaged_message(store_errors.store_path(con), detail))
 
 
+@contextlib.contextmanager
+def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """One transaction: committed when the block ends, rolled back when it raises."""
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+
+
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {t for (t,) in con.execute(
         "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main'").fetchall()}
@@ -254,8 +268,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): duplicate spans are "
               "now refused through the span_keys table instead of a primary key on spans; "
               "this happens once", file=sys.stderr, flush=True)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             if legacy:
                 kept = [c for c in SPAN_COLUMN_NAMES if c in old_columns]
                 con.execute(_ddl("_spans_migrating", SPAN_COLUMNS, None))
@@ -268,38 +281,24 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
             # DISTINCT: a store without the primary key (none written by choreoscope) could
             # hold a span twice; its key is kept once.
             con.execute(f"INSERT INTO span_keys SELECT DISTINCT {SPAN_KEY_SQL} FROM spans")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     if missing:
         n = scalar(con, "SELECT count(*) FROM spans")
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): spans now record "
               f"{', '.join(name for name, _ in missing)} (what the sender and choreoscope's limits dropped; "
               "NULL for the spans already stored); this happens once", file=sys.stderr, flush=True)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             for name, sqltype in missing:  # appended: the order SPAN_COLUMNS ends with
                 con.execute(f"ALTER TABLE spans ADD COLUMN {name} {sqltype}")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     if "span_links" in tables and _links_have_primary_key(con):
         n = scalar(con, "SELECT count(*) FROM span_links")
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} span links): links are now "
               "told apart through their spans instead of a primary key on span_links; this happens once",
               file=sys.stderr, flush=True)
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             con.execute(_ddl("_span_links_migrating", LINK_COLUMNS, None))
             con.execute("INSERT INTO _span_links_migrating SELECT * FROM span_links")
             con.execute("DROP TABLE span_links")
             con.execute("ALTER TABLE _span_links_migrating RENAME TO span_links")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     for ddl in SCHEMA_DDL:
         con.execute(ddl)
     # The schema version, for a later choreoscope to read (and an older one to refuse the store).
@@ -311,6 +310,12 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         con.execute(f"DELETE FROM {STORE_META_TABLE}")
         con.execute(f"INSERT INTO {STORE_META_TABLE} VALUES (?, ?)",
                     [STORE_SCHEMA_VERSION, f"choreoscope {__version__}"])
+
+
+# The rows (with their SPAN_KEY_SQL as _key) whose key is among `_new_span_keys` (hi and lo halves).
+_NEW_KEYS_ONLY = """SEMI JOIN _new_span_keys
+              ON (_key >> 64)::UBIGINT = _new_span_keys.hi
+              AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo"""
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Table | None,
@@ -356,9 +361,7 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Tabl
         added = scalar(con, f"""
             INSERT INTO spans SELECT {cols} FROM (
               SELECT *, {SPAN_KEY_SQL} AS _key FROM _incoming_spans
-            ) SEMI JOIN _new_span_keys
-              ON (_key >> 64)::UBIGINT = _new_span_keys.hi
-              AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo
+            ) {_NEW_KEYS_ONLY}
             QUALIFY row_number() OVER (PARTITION BY _key ORDER BY _ord) = 1""")
         if links is not None and links.num_rows:
             # The links of the spans just stored, once each (a span sent twice in this batch
@@ -368,9 +371,7 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, spans: pa.Table, links: pa.Tabl
             con.execute(f"""
                 INSERT INTO span_links SELECT DISTINCT ON ({LINK_KEY}) {lcols} FROM (
                   SELECT *, {SPAN_KEY_SQL} AS _key FROM _incoming_links
-                ) SEMI JOIN _new_span_keys
-                  ON (_key >> 64)::UBIGINT = _new_span_keys.hi
-                  AND (_key & 18446744073709551615)::UBIGINT = _new_span_keys.lo""").fetchall()
+                ) {_NEW_KEYS_ONLY}""").fetchall()
         return added
     finally:
         con.unregister("_incoming_spans")
@@ -405,16 +406,11 @@ def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
     total, distinct = con.execute(
         "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchall()[0]
     if total != distinct:
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with _transaction(con):
             con.execute("DELETE FROM spans WHERE rowid NOT IN (SELECT min(rowid) FROM spans "
                         "GROUP BY trace_id, span_id)")
             con.execute(f"DELETE FROM span_links WHERE rowid NOT IN (SELECT min(rowid) FROM span_links "
                         f"GROUP BY {LINK_KEY})")
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
     return total - distinct
 
 
