@@ -13,8 +13,10 @@ users will see.
 from __future__ import annotations
 
 import argparse
+import atexit
 import importlib.util
 import json
+import shutil
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -53,11 +55,13 @@ def bench_cases() -> dict[str, tuple[list[str], list[str]]]:
 
 @cache
 def _bench_dump(spans: int, seed: int) -> Path:
-    """The bench set written once per test process (a few MB, under a second)."""
+    """The bench set written once per test process (a few MB, under a second), removed at its exit."""
     spec = importlib.util.spec_from_file_location("gen_dump", REPO / "bench" / "gen_dump.py")
     gen_dump = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(gen_dump)
-    path = Path(tempfile.mkdtemp(prefix="choreoscope-bench-set-")) / f"bench-{spans}-seed{seed}.jsonl"
+    folder = tempfile.mkdtemp(prefix="choreoscope-bench-set-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    path = Path(folder) / f"bench-{spans}-seed{seed}.jsonl"
     gen_dump.generate(str(path), spans, seed)
     return path
 
