@@ -83,9 +83,7 @@ def bound_memory(con: duckdb.DuckDBPyConnection) -> None:
 
 def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
     """What the tables of an in-memory store hold (0 for a store file: its tables can be evicted)."""
-    (path,) = con.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()"
-                          ).fetchall()[0]
-    if path:
+    if store.scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"):
         return 0
     return int(store.scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"))
 
