@@ -47,11 +47,16 @@ import json
 import duckdb
 
 from choreoscope.analysis.clock_skew import INT64_MAX
+from choreoscope.collector import store
 
 MAX_STEPS = 100_000  # moves of one walk: a guard, a walk only goes back in time
 
 _CAUSE_RANK = "CASE evidence WHEN 'parent' THEN 0 WHEN 'link' THEN 1 WHEN 'message_id' THEN 2 " \
               "WHEN 'subscription' THEN 3 ELSE 4 END"
+_SPAN_KEY = "hash({t}, {s})"
+_SPAN_COLUMNS = "trace_id, span_id, instance_id, workflow_id, step_id, service, start_adj, end_adj"
+_EDGE_COLUMNS = ("src_trace_id, src_span_id, dst_span_id, via, evidence, confidence, src_role, dst_role, "
+                 "src_start_adj, dst_start_adj, dst_end_adj")
 
 
 def _orderings(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
@@ -66,33 +71,56 @@ def _orderings(con: duckdb.DuckDBPyConnection) -> list[tuple[str, str, str]]:
     return sorted(p for p in pairs if p[0])
 
 
+def _drop(con: duckdb.DuckDBPyConnection, name: str) -> None:
+    """Drop the temp view or table `name`, whichever it is (DuckDB refuses to drop one as the other)."""
+    kind = store.scalar(con, "SELECT 'VIEW' FROM duckdb_views() WHERE temporary AND view_name = ? UNION ALL "
+                             "SELECT 'TABLE' FROM duckdb_tables() WHERE temporary AND table_name = ?", [name, name])
+    if kind:
+        con.execute(f"DROP {kind} {name}")
+
+
 def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
-    # Spans and edges keyed by a span number (`sk`, the row id: nothing to number): the walk's
-    # joins on integers instead of (trace id, span id) strings, which made them several times slower.
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _cp_spans AS
-        SELECT rowid AS sk, trace_id, span_id, instance_id, workflow_id, step_id, service, role,
-               start_adj, end_adj
-        FROM span_steps""")
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _cp_edges AS
-        SELECT s.sk AS src_sk, d.sk AS dst_sk, e.src_trace_id, e.src_span_id, e.dst_span_id, e.via, e.evidence,
-               e.confidence, e.src_role, e.dst_role, e.src_start_adj, e.dst_start_adj, e.dst_end_adj
-        FROM span_edges e
-        JOIN _cp_spans s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
-        JOIN _cp_spans d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id""")
+    # Spans and edges keyed by an integer (`sk`): the walk's joins on integers instead of (trace id,
+    # span id) strings, which made them several times slower. The key is the ids' hash, in views
+    # (a copy of a million spans and edges took longer than hashing at each use); should two spans
+    # share one (a collision, or a span stored twice), tables numbered by row id stand in.
+    for t in ("_cp_spans", "_cp_edges"):  # as a run that stopped (out of memory) left them
+        _drop(con, t)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW _cp_spans AS
+        SELECT {_SPAN_KEY.format(t="trace_id", s="span_id")} AS sk, {_SPAN_COLUMNS} FROM span_steps""")
+    if store.scalar(con, "SELECT count(DISTINCT sk) = count(*) FROM _cp_spans"):
+        con.execute(f"""
+            CREATE OR REPLACE TEMP VIEW _cp_edges AS
+            SELECT {_SPAN_KEY.format(t="src_trace_id", s="src_span_id")} AS src_sk,
+                   {_SPAN_KEY.format(t="dst_trace_id", s="dst_span_id")} AS dst_sk, {_EDGE_COLUMNS}
+            FROM span_edges""")
+    else:
+        con.execute("DROP VIEW _cp_spans")
+        con.execute(f"CREATE OR REPLACE TEMP TABLE _cp_spans AS SELECT rowid AS sk, {_SPAN_COLUMNS} FROM span_steps")
+        con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE _cp_edges AS
+            SELECT s.sk AS src_sk, d.sk AS dst_sk, {_EDGE_COLUMNS}
+            FROM span_edges e
+            JOIN _cp_spans s ON s.trace_id = e.src_trace_id AND s.span_id = e.src_span_id
+            JOIN _cp_spans d ON d.trace_id = e.dst_trace_id AND d.span_id = e.dst_span_id""")
     con.execute("CREATE OR REPLACE TEMP TABLE _cp_orderings (workflow_id VARCHAR, step_a VARCHAR, step_b VARCHAR)")
     pairs = _orderings(con)
     if pairs:
         con.executemany("INSERT INTO _cp_orderings VALUES (?, ?, ?)", pairs)
-    # The cause of each span: an arg_min per span, not a window sorting every edge.
+    # The cause of each span: an arg_min per span, not a window sorting every edge; and only over
+    # the spans with more than one incoming edge (an arg_min over strings costs twice the counting).
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _cp_cause AS
+        WITH n AS (SELECT dst_sk, count(*) AS n FROM _cp_edges GROUP BY dst_sk),
+        e AS (SELECT e.*, n.n FROM _cp_edges e JOIN n USING (dst_sk))
+        SELECT dst_sk AS sk, src_sk, via, src_start_adj AS p_start FROM e WHERE n = 1
+        UNION ALL
         SELECT sk, c.src_sk, c.via, c.p_start FROM (
             SELECT dst_sk AS sk,
                    arg_min(struct_pack(src_sk := src_sk, via := via, p_start := src_start_adj),
                            ({_CAUSE_RANK}, -confidence, src_trace_id, src_span_id)) AS c
-            FROM _cp_edges GROUP BY dst_sk)""")
+            FROM e WHERE n > 1 GROUP BY dst_sk)""")
     # Client spans calling an instrumented server: their own time is the network's.
     con.execute("""
         CREATE OR REPLACE TEMP TABLE _cp_network AS
@@ -123,7 +151,12 @@ def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
         WITH kids AS (
             SELECT src_sk AS p, dst_sk AS c, dst_span_id AS c_span, dst_start_adj AS c_start, dst_end_adj AS c_end
             FROM _cp_edges WHERE dst_end_adj > dst_start_adj),
-        last_at AS (SELECT p, c_end, arg_min(c, (c_start, c_span)) AS c FROM kids GROUP BY p, c_end),
+        ends AS (SELECT p, c_end, count(*) AS n, any_value(c) AS c FROM kids GROUP BY p, c_end),
+        last_at AS (  -- the arg_min over a string only where children end at once
+            SELECT p, c_end, c FROM ends WHERE n = 1
+            UNION ALL
+            SELECT p, c_end, arg_min(c, (c_start, c_span)) FROM kids
+            SEMI JOIN (SELECT p, c_end FROM ends WHERE n > 1) m USING (p, c_end) GROUP BY p, c_end),
         asks AS (
             SELECT p, c_start AS t, c AS ask FROM kids
             UNION ALL  -- a span without children has no choice to make
@@ -208,7 +241,7 @@ def build_critical_path(con: duckdb.DuckDBPyConnection) -> None:
         FROM per_instance p JOIN wf USING (workflow_id) JOIN total USING (workflow_id)
         GROUP BY p.workflow_id, p.step_id, p.kind
         ORDER BY p.workflow_id, total_share DESC, p.step_id, p.kind""")
-    for t in ("_cp_spans", "_cp_edges", "_cp_orderings", "_cp_cause", "_cp_network", "_cp_side", "_cp_choice", "_cp_wait",
-              "_cp_move", "_cp_seg"):
+    for t in ("_cp_spans", "_cp_edges"):
+        _drop(con, t)
+    for t in ("_cp_orderings", "_cp_cause", "_cp_network", "_cp_side", "_cp_choice", "_cp_wait", "_cp_move", "_cp_seg"):
         con.execute(f"DROP TABLE IF EXISTS {t}")
-

@@ -24,9 +24,14 @@ import duckdb
 from choreoscope.collector import semconv as sc
 
 WRITE_VERBS = ("INSERT", "UPDATE", "DELETE", "UPSERT", "MERGE", "SET", "PUT", "REPLACE")
-# The database a span names, under its attribute names newest first (semconv DB_NAMESPACE).
-_NAMESPACE_SQL = "coalesce(" + ", ".join(
-    f"json_extract_string(attributes, '$.\"{name}\"')" for name in sc.DB_NAMESPACE) + ")"
+# The database a span names, under its attribute names newest first (semconv DB_NAMESPACE). The
+# JSON is parsed only where its text holds a name, or a \\u escape that could spell one: most
+# database spans name none, and parsing theirs was half the stage.
+_NAMESPACE_SQL = (
+    "CASE WHEN " + " OR ".join(f"contains(attributes::VARCHAR, '{text}')"
+                               for text in sorted({*sc.DB_NAMESPACE, "\\u"}))
+    + " THEN coalesce(" + ", ".join(f"json_extract_string(attributes, '$.\"{name}\"')" for name in sc.DB_NAMESPACE)
+    + ") END")
 
 ACCESS_SQL = f"""
 CREATE OR REPLACE TABLE data_access AS
@@ -44,11 +49,13 @@ WHERE s.db_system IS NOT NULL
 
 SHARED_SQL = """
 WITH access AS (SELECT * FROM data_access WHERE resource IS NOT NULL),
+tables AS (  -- each service's tables; the ones it writes to are those it ever writes
+    SELECT db_system, resource, service, namespace, server, bool_or(writes) AS also_writes FROM access GROUP BY ALL
+),
 pairs AS (
     SELECT DISTINCT w.db_system, w.resource, w.service AS writer, r.service AS reader
-    FROM (SELECT DISTINCT db_system, resource, service, namespace, server FROM access WHERE writes) w
-    JOIN (SELECT db_system, resource, service, namespace, server, bool_or(writes) AS also_writes
-          FROM access GROUP BY ALL) r
+    FROM (SELECT * FROM tables WHERE also_writes) w
+    JOIN tables r
       ON r.db_system = w.db_system AND r.resource = w.resource AND r.service <> w.service
      AND (r.namespace IS NULL OR w.namespace IS NULL OR r.namespace = w.namespace)
      AND (r.server IS NULL OR w.server IS NULL OR r.server = w.server)
@@ -57,20 +64,33 @@ pairs AS (
 ),
 writes AS (SELECT instance_id, db_system, resource, service, min(end_adj) AS first_write_end
            FROM access WHERE writes GROUP BY ALL),
-per_pair AS (
-    SELECT p.db_system, p.resource, p.writer, p.reader,
-           list(DISTINCT a.op ORDER BY a.op) AS reader_ops, count(a.span_id) AS reader_accesses,
-           count(DISTINCT a.instance_id) FILTER (WHERE w.instance_id IS NOT NULL) AS shared_instances,
-           count(*) FILTER (WHERE w.instance_id IS NOT NULL AND a.start_adj < w.first_write_end)
-               AS accesses_before_write,
-           count(*) FILTER (WHERE w.instance_id IS NOT NULL AND a.start_adj < w.first_write_end
-                            AND a.handler_error) AS failed_before_write,
-           list(DISTINCT a.trace_id ORDER BY a.trace_id)[1:5] AS trace_ids
+readers AS (  -- what a reader does with the table, whoever writes it: once, not once per writer
+    SELECT a.db_system, a.resource, a.service, list(DISTINCT a.op ORDER BY a.op) AS reader_ops,
+           count(a.span_id) AS reader_accesses, list(DISTINCT a.trace_id ORDER BY a.trace_id)[1:5] AS trace_ids
+    FROM access a
+    JOIN (SELECT DISTINCT db_system, resource, reader FROM pairs) p
+      ON p.db_system = a.db_system AND p.resource = a.resource AND p.reader = a.service
+    GROUP BY a.db_system, a.resource, a.service
+),
+shared AS (  -- the reader's accesses in instances where the writer wrote
+    SELECT p.db_system, p.resource, p.writer, p.reader, count(DISTINCT a.instance_id) AS shared_instances,
+           count(*) FILTER (WHERE a.start_adj < w.first_write_end) AS accesses_before_write,
+           count(*) FILTER (WHERE a.start_adj < w.first_write_end AND a.handler_error) AS failed_before_write
     FROM pairs p
     JOIN access a ON a.db_system = p.db_system AND a.resource = p.resource AND a.service = p.reader
-    LEFT JOIN writes w ON w.instance_id = a.instance_id AND w.db_system = p.db_system
-                      AND w.resource = p.resource AND w.service = p.writer
+    JOIN writes w ON w.instance_id = a.instance_id AND w.db_system = p.db_system
+                 AND w.resource = p.resource AND w.service = p.writer
     GROUP BY ALL
+),
+per_pair AS (
+    SELECT p.db_system, p.resource, p.writer, p.reader, r.reader_ops, r.reader_accesses,
+           coalesce(s.shared_instances, 0) AS shared_instances,
+           coalesce(s.accesses_before_write, 0) AS accesses_before_write,
+           coalesce(s.failed_before_write, 0) AS failed_before_write, r.trace_ids
+    FROM pairs p
+    JOIN readers r ON r.db_system = p.db_system AND r.resource = p.resource AND r.service = p.reader
+    LEFT JOIN shared s ON s.db_system = p.db_system AND s.resource = p.resource AND s.writer = p.writer
+                      AND s.reader = p.reader
 )
 SELECT pp.*, wo.writer_ops, wo.writer_accesses, wo.writer_instances
 FROM per_pair pp

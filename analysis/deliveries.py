@@ -78,13 +78,14 @@ WHERE (s.role = 'consumer' OR {receive_client("s")})
 
 # One row per (service, message, trace, poll): the consumer span if one was exported, else the receive.
 # Only attributes that mention celery are parsed for Celery's state and retries (a text search is
-# far cheaper than parsing every consumer's JSON).
+# far cheaper than parsing every consumer's JSON), and only those spans are joined: joining all of
+# them carried every span's attributes through the join (0.33 s of 0.49 at 1M spans). Each group's
+# span is one of `span_steps`, so each has its row in `spans`.
 _GROUPS_SQL = """
 CREATE OR REPLACE TEMP TABLE _delivery_groups AS
-SELECT g.*, CASE WHEN celery THEN json_extract_string(sp.attributes, '$."celery.state"') END AS state,
+SELECT g.*, json_extract_string(sp.attributes, '$."celery.state"') AS state,
        greatest(coalesce(g.retry_attr, 0),
-                coalesce(CASE WHEN celery THEN TRY_CAST(json_extract_string(sp.attributes, '$."celery.retries"')
-                                                        AS INTEGER) END, 0)) AS retry_count
+                coalesce(TRY_CAST(json_extract_string(sp.attributes, '$."celery.retries"') AS INTEGER), 0)) AS retry_count
 FROM (
     SELECT service, message_key, trace_id, poll_span_id,
            first(span_id ORDER BY is_handler DESC, start_adj, span_id) AS span_id,
@@ -100,14 +101,15 @@ FROM (
     FROM _delivery_spans
     GROUP BY service, message_key, trace_id, poll_span_id
 ) g
-JOIN (SELECT trace_id, span_id, attributes, contains(attributes, '"celery.') AS celery FROM spans) sp
+LEFT JOIN (SELECT trace_id, span_id, attributes FROM spans WHERE contains(attributes, '"celery.')) sp
   ON sp.trace_id = g.trace_id AND sp.span_id = g.span_id
 """
 
 # Spans of a consuming service whose parent was never exported, grouped by the missing parent.
 _ORPHAN_CHILDREN_SQL = """
 CREATE OR REPLACE TEMP TABLE _orphan_children AS
-SELECT s.trace_id, s.span_id, s.parent_span_id AS missing_span_id, s.service, s.role, s.start_adj
+SELECT s.trace_id, s.span_id, s.parent_span_id AS missing_span_id, s.service, s.role, s.start_adj, s.step_id,
+       s.is_error
 FROM span_steps s
 WHERE s.parent_span_id IS NOT NULL AND s.service IN (SELECT DISTINCT service FROM _delivery_groups)
   AND NOT EXISTS (SELECT 1 FROM span_steps p WHERE p.trace_id = s.trace_id AND p.span_id = s.parent_span_id)
@@ -130,27 +132,34 @@ NOT_YET_STATUSES = (404, 409, 412, 425)
 
 # The work of each delivery: its descendants in its own service (stopping at nested consumer spans),
 # and for an unfinished one the orphans under its missing consumer span with their descendants.
+# The walk carries each span's step and error (the delivery's own row, depth 0, needs neither):
+# joining them back from span_steps afterwards cost a hash table over every span.
 _WORK_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _delivery_work AS
-WITH RECURSIVE work(trace_id, span_id, delivery_span_id, service, depth) AS (
-    SELECT trace_id, span_id, span_id, service, 0 FROM _delivery_groups WHERE handler_exported
+WITH RECURSIVE work(trace_id, span_id, delivery_span_id, service, depth, step_id, is_error) AS (
+    SELECT trace_id, span_id, span_id, service, 0, CAST(NULL AS VARCHAR), CAST(NULL AS BOOLEAN)
+    FROM _delivery_groups WHERE handler_exported
     UNION ALL
-    SELECT c.trace_id, c.span_id, w.delivery_span_id, c.service, 1
+    SELECT c.trace_id, c.span_id, w.delivery_span_id, c.service, 1, c.step_id, c.is_error
     FROM _orphan_children c
     JOIN _orphan_owner w ON w.trace_id = c.trace_id AND w.missing_span_id = c.missing_span_id AND w.service = c.service
     WHERE w.delivery_span_id IS NOT NULL AND c.role <> 'consumer'
     UNION ALL
-    SELECT s.trace_id, s.span_id, w.delivery_span_id, w.service, w.depth + 1
+    SELECT s.trace_id, s.span_id, w.delivery_span_id, w.service, w.depth + 1, s.step_id, s.is_error
     FROM work w JOIN span_steps s ON s.trace_id = w.trace_id AND s.parent_span_id = w.span_id
     WHERE s.service = w.service AND s.role <> 'consumer' AND w.depth < {MAX_DEPTH}
 )
-SELECT w.trace_id, w.delivery_span_id,
-       list(DISTINCT s.step_id ORDER BY s.step_id) FILTER (WHERE w.depth > 0) AS work_steps,
-       count(*) FILTER (WHERE w.depth > 0 AND s.is_error AND nf.span_id IS NULL) AS failed_calls
-FROM work w JOIN span_steps s ON s.trace_id = w.trace_id AND s.span_id = w.span_id
-LEFT JOIN (SELECT trace_id, span_id FROM spans WHERE http_status_code IN {NOT_YET_STATUSES}) nf
-       ON nf.trace_id = w.trace_id AND nf.span_id = w.span_id
-GROUP BY w.trace_id, w.delivery_span_id
+SELECT trace_id, delivery_span_id, list(step_id ORDER BY step_id) FILTER (WHERE below) AS work_steps,
+       CAST(coalesce(sum(failed) FILTER (WHERE below), 0) AS BIGINT) AS failed_calls
+FROM (  -- one row per step first: a list(DISTINCT) took three aggregations and a join
+    SELECT w.trace_id, w.delivery_span_id, w.step_id, w.depth > 0 AS below,
+           count(*) FILTER (WHERE w.is_error AND nf.span_id IS NULL) AS failed
+    FROM work w
+    LEFT JOIN (SELECT trace_id, span_id FROM spans WHERE http_status_code IN {NOT_YET_STATUSES}) nf
+           ON nf.trace_id = w.trace_id AND nf.span_id = w.span_id
+    GROUP BY w.trace_id, w.delivery_span_id, w.step_id, w.depth > 0
+)
+GROUP BY trace_id, delivery_span_id
 """
 
 _DELIVERIES_SQL = """
@@ -165,7 +174,10 @@ WITH numbered AS (
            g.handler_exported, g.is_error, g.state, g.retry_count,
            g.retry_count > 0 OR coalesce(lag(g.state) OVER msg = 'RETRY', false) AS explicit_retry,
            coalesce(w.work_steps, []) AS work_steps, coalesce(w.failed_calls, 0) AS failed_calls,
-           coalesce(o.orphaned_spans, 0) AS orphaned_spans
+           coalesce(o.orphaned_spans, 0) AS orphaned_spans,
+           -- the final attempt's work, over the attempts' own order (a second sort by attempt cost 0.3 s)
+           last(coalesce(w.work_steps, [])) OVER (PARTITION BY g.service, g.message_key ORDER BY g.start_adj, g.span_id
+                                                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_steps
     FROM _delivery_groups g
     LEFT JOIN _delivery_work w ON w.trace_id = g.trace_id AND w.delivery_span_id = g.span_id
     LEFT JOIN (SELECT a.trace_id, a.delivery_span_id, count(*) AS orphaned_spans
@@ -178,9 +190,7 @@ ended AS (
     SELECT *, attempt > 1 AS is_redelivery,
            CASE WHEN is_error THEN 'error' WHEN state = 'RETRY' THEN 'retry'
                 WHEN NOT handler_exported THEN 'unfinished'
-                WHEN attempt < attempts THEN 'redelivered' ELSE 'done' END AS ended,
-           last(work_steps) OVER (PARTITION BY service, message_key ORDER BY attempt
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING) AS final_steps
+                WHEN attempt < attempts THEN 'redelivered' ELSE 'done' END AS ended
     FROM numbered
 )
 SELECT * EXCLUDE (final_steps, missing),

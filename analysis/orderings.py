@@ -123,49 +123,55 @@ def ancestor_hops(graphs: dict[str, nx.DiGraph], handlers: set[str]) -> pa.Table
 
 
 HANDLER_SQL = "s.role IN ('consumer', 'server')"
+_H = "role IN ('consumer', 'server')"
 
 # One row per (instance, handler step): its attempts. A span wrapping a span of its own step (a
 # boto3sqs `receive` around its `process`) is one delivery, not two; a consumer span without a
 # message id where the step's others carry one handled nothing (an empty long poll). `inst_no` and
 # `step_no` (one per workflow and step) are integer keys for the pairing below: the instance x
-# step x step join and its grouping are the stage's bulk, and long text keys made them slow.
-# Instances are numbered in entry trace order, so the smallest numbers are the example traces; the
-# numbers are given over the (few) instances and steps, not by ranking every occurrence.
+# step x step join and its grouping are the stage's bulk, and long text keys made them slow. They
+# are given first, over the (few) instances and steps, so the spans are grouped by them too (an
+# instance is one workflow's; a step is one role's, so a span of a handler's step is a handler).
+# Instances are numbered in entry trace order, so the smallest numbers are the example traces.
 OCC_SQL = f"""
 CREATE OR REPLACE TEMP TABLE _ord_occ AS
-WITH h AS (
-    SELECT s.*, EXISTS (SELECT 1 FROM span_steps c WHERE c.trace_id = s.trace_id
-                        AND c.parent_span_id = s.span_id AND c.step_id = s.step_id) AS wrapper,
-           s.role = 'consumer' AND s.messaging_message_id IS NULL
-           AND count(s.messaging_message_id) OVER (PARTITION BY s.instance_id, s.step_id) > 0 AS poll
-    FROM span_steps s WHERE {HANDLER_SQL}
-),
-occ AS (
-    SELECT s.workflow_id, s.instance_id, s.step_id, any_value(s.service) AS service,
-           any_value(CASE WHEN s.role = 'consumer' THEN s.operation END) AS event,
-           min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
-           max(s.end_adj) AS last_end,
-           -- attempts: deliveries of one message; two messages (an upstream that sent twice, e.g.
-           -- two replicas after a rebalance) are two handlings, not a retry
-           CASE WHEN count(s.messaging_message_id) = count(*)
-                THEN count(*) - count(DISTINCT s.messaging_message_id) + 1 ELSE count(*) END AS attempts,
-           bool_or(s.is_error) AS any_error
-    FROM h s
-    WHERE NOT s.wrapper AND NOT s.poll
-    GROUP BY s.workflow_id, s.instance_id, s.step_id
-),
-inst AS (
+WITH inst AS (
     SELECT instance_id, start_adj AS inst_start, entry_trace_id,
            row_number() OVER (ORDER BY entry_trace_id, instance_id) AS inst_no
     FROM instances
 ),
-steps AS (
-    SELECT workflow_id, step_id, row_number() OVER (ORDER BY workflow_id, step_id) AS step_no
-    FROM (SELECT DISTINCT workflow_id, step_id FROM occ)
+steps AS (  -- a step's id names its service, role and operation
+    SELECT workflow_id, step_id, any_value(service) AS service,
+           any_value(CASE WHEN role = 'consumer' THEN operation END) AS event,
+           row_number() OVER (ORDER BY workflow_id, step_id) AS step_no
+    FROM span_steps s WHERE {HANDLER_SQL}
+    GROUP BY workflow_id, step_id
+),
+h AS (
+    SELECT s.trace_id, s.span_id, s.step_id, s.role, s.messaging_message_id AS message_id, s.start_adj, s.end_adj,
+           s.is_error, i.inst_no, st.step_no
+    FROM span_steps s JOIN inst i USING (instance_id) JOIN steps st USING (workflow_id, step_id)
+    WHERE {HANDLER_SQL}
+),
+messages AS (SELECT DISTINCT inst_no, step_no FROM h WHERE message_id IS NOT NULL),
+occ AS (
+    SELECT s.inst_no, s.step_no, min(s.start_adj) AS first_start, max(s.start_adj) AS final_start,
+           max(s.end_adj) AS last_end,
+           -- attempts: deliveries of one message; two messages (an upstream that sent twice, e.g.
+           -- two replicas after a rebalance) are two handlings, not a retry
+           CASE WHEN count(s.message_id) = count(*)
+                THEN count(*) - count(DISTINCT s.message_id) + 1 ELSE count(*) END AS attempts,
+           bool_or(s.is_error) AS any_error
+    FROM h s LEFT JOIN messages m ON m.inst_no = s.inst_no AND m.step_no = s.step_no
+    WHERE NOT EXISTS (SELECT 1 FROM span_steps c WHERE c.trace_id = s.trace_id AND c.parent_span_id = s.span_id
+                      AND c.step_id = s.step_id AND c.{_H})   -- a wrapper
+      AND NOT (s.role = 'consumer' AND s.message_id IS NULL AND m.inst_no IS NOT NULL)   -- a poll
+    GROUP BY s.inst_no, s.step_no
 )
-SELECT occ.*, i.inst_start, i.entry_trace_id, i.inst_no, st.step_no
-FROM occ JOIN inst i USING (instance_id) JOIN steps st USING (workflow_id, step_id)
-ORDER BY st.step_no, i.inst_no  -- the pairs then come grouped by step: their aggregation took half as long
+SELECT st.workflow_id, i.instance_id, st.step_id, st.service, st.event, occ.first_start, occ.final_start,
+       occ.last_end, occ.attempts, occ.any_error, i.inst_start, i.entry_trace_id, occ.inst_no, occ.step_no
+FROM occ JOIN inst i USING (inst_no) JOIN steps st USING (step_no)
+ORDER BY occ.step_no, occ.inst_no  -- the pairs then come grouped by step: their aggregation took half as long
 """
 
 # The names behind each step_no (a step of one workflow).
@@ -177,7 +183,6 @@ FROM _ord_occ GROUP BY step_no
 """
 
 # Database spans attributed to the handler step that ran them (see the module docstring).
-_H = "role IN ('consumer', 'server')"
 
 
 def _nearest_handler(p: str) -> tuple[str, str]:
@@ -189,9 +194,15 @@ def _nearest_handler(p: str) -> tuple[str, str]:
 
     select = (f"{first(f'(CASE WHEN {{a}}.service = {p}0.service THEN {{a}}.step_id END)')} AS handler_step, "
               f"{first('{a}.end_adj')} AS handler_end, {first('{a}.span_id')} AS handler_span_id")
-    joins = "\n".join(f"LEFT JOIN span_steps {p}{i} ON {p}{i}.trace_id = {p}{i - 1}.trace_id "
-                      f"AND {p}{i}.span_id = {p}{i - 1}.parent_span_id" for i in (1, 2, 3))
-    return select, joins
+    # Only what the select list can use is joined: a parent's parent only above a non-handler, the
+    # last one only if it is a handler (each join was a hash table of every span).
+    def join(i: int) -> str:
+        source = f"(SELECT * FROM span_steps WHERE {_H})" if i == 3 else "span_steps"
+        above = f" AND NOT ({p}{i - 1}.{_H})" if i > 1 else ""
+        return (f"LEFT JOIN {source} {p}{i} ON {p}{i}.trace_id = {p}{i - 1}.trace_id "
+                f"AND {p}{i}.span_id = {p}{i - 1}.parent_span_id{above}")
+
+    return select, "\n".join(join(i) for i in (1, 2, 3))
 
 
 _OWN_HANDLER = _nearest_handler("p")     # of the database span's own service
@@ -220,20 +231,21 @@ on_behalf AS (  -- the same access for the handler that called this one synchron
     WHERE o.handler_step IS NOT NULL
 ),
 up AS (SELECT * FROM own UNION ALL SELECT * FROM on_behalf),
-only_step AS (
-    SELECT instance_id, service, min(step_id) AS step_id FROM _ord_occ
-    GROUP BY instance_id, service HAVING count(*) = 1
+only_step AS (   -- for the orphans only: there are few
+    SELECT o.instance_id, o.service, min(o.step_id) AS step_id FROM _ord_occ o
+    WHERE EXISTS (SELECT 1 FROM own x WHERE x.orphan AND x.instance_id = o.instance_id AND x.service = o.service)
+    GROUP BY o.instance_id, o.service HAVING count(*) = 1
 )
-SELECT up.instance_id, up.db_system, up.resource,
-       coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) AS step_id,
+SELECT k.inst_no, k.step_no, up.db_system, up.resource,   -- keyed like the occurrences, by number
        min(up.end_adj) FILTER (WHERE up.writes) AS first_write_end,
        min(greatest(up.end_adj, coalesce(up.handler_end, up.end_adj))) FILTER (WHERE up.writes) AS write_settled,
        min(up.start_adj) FILTER (WHERE NOT up.writes) AS first_read,
        max(up.start_adj) FILTER (WHERE NOT up.writes) AS last_read,
        count(*) FILTER (WHERE NOT up.writes) AS reads
-FROM up LEFT JOIN only_step o ON o.instance_id = up.instance_id AND o.service = up.service
-WHERE coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END) IS NOT NULL
-GROUP BY ALL
+FROM up LEFT JOIN only_step o ON o.instance_id = up.instance_id AND o.service = up.service AND up.orphan
+JOIN _ord_occ k ON k.instance_id = up.instance_id
+               AND k.step_id = coalesce(up.handler_step, CASE WHEN up.orphan THEN o.step_id END)
+GROUP BY k.inst_no, k.step_no, up.db_system, up.resource
 """
 
 # The pairs of handler steps of one workflow not explained causally (the common causes are found
@@ -251,10 +263,9 @@ WHERE NOT EXISTS (SELECT 1 FROM _explained_pairs x
 # come (one row per instance and pair, over ten million at 1M spans: writing them to a table cost
 # more than the aggregation).
 PAIRS_SQL = """
-access AS (   -- the table accesses keyed like the occurrences they belong to
-    SELECT o.inst_no, o.step_no, x.db_system, x.resource, x.first_write_end, x.write_settled,
-           x.first_read, x.last_read, x.reads
-    FROM _ord_access x JOIN _ord_occ o ON o.instance_id = x.instance_id AND o.step_id = x.step_id
+access AS (
+    SELECT inst_no, step_no, db_system, resource, first_write_end, write_settled, first_read, last_read, reads
+    FROM _ord_access
 ),
 data AS (   -- A writes a table B reads, in the same instance
     SELECT w.inst_no, w.step_no AS a_no, r.step_no AS b_no,
@@ -279,7 +290,7 @@ pairs AS (
     SELECT a.step_no AS a_no, b.step_no AS b_no, a.inst_no,
        a.last_end AS a_end, b.first_start AS b_first, b.final_start AS b_final,
        b.attempts AS b_attempts, b.any_error AS b_error, a.inst_start,
-       d.inst_no IS NOT NULL AS data_seen, d.tables, coalesce(d.read_before_write, false) AS read_before_write,
+       d.inst_no IS NOT NULL AS data_seen, coalesce(d.read_before_write, false) AS read_before_write,
        coalesce(d.reread, false) AS reread,
        coalesce(d.read_uncommitted AND NOT d.read_before_write, false) AS uncertain,
        CASE WHEN d.inst_no IS NOT NULL THEN d.read_before_write ELSE b.first_start < a.last_end END AS broken,
@@ -353,7 +364,6 @@ agg AS (
        count(*) FILTER (WHERE b_attempts > 1) AS b_retried,
        -- the order judged on the shared table where there is one, else on the handler spans
        count(*) FILTER (WHERE data_seen) AS data_instances,
-       list_sort(list_distinct(flatten(list(tables) FILTER (WHERE data_seen)))) AS shared_tables,
        count(*) FILTER (WHERE read_before_write) AS reads_before_write,
        count(*) FILTER (WHERE final_ok) AS final_ordered,
        count(*) FILTER (WHERE broken) AS broken_instances,
@@ -383,6 +393,11 @@ agg AS (
     FROM p
     GROUP BY a_no, b_no
 ),
+shared AS (   -- the tables of the pairs' data rows, apart: a list column through every pair cost more
+    SELECT d.a_no, d.b_no, list_sort(list_distinct(flatten(list(d.tables)))) AS shared_tables
+    FROM data d JOIN pair_cause c ON c.a_no = d.a_no AND c.b_no = d.b_no
+    GROUP BY d.a_no, d.b_no
+),
 examples AS (   -- the instance numbers of the examples back to their entry trace ids
     SELECT x.a_no, x.b_no, x.broken, list(e.entry_trace_id ORDER BY x.n) AS trace_ids
     FROM (SELECT a_no, b_no, false AS broken, unnest(example_nos) AS n FROM agg
@@ -394,7 +409,7 @@ SELECT sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b, sa.service AS
        sb.service AS service_b, sa.event AS event_a, sb.event AS event_b,
        agg.both_instances, agg.a_before_b, agg.b_started_early, agg.b_early_errors,
        agg.b_early_retries, agg.b_errors_when_ordered, agg.b_retried, agg.data_instances,
-       agg.shared_tables, agg.reads_before_write, agg.final_ordered, agg.broken_instances,
+       sh.shared_tables, agg.reads_before_write, agg.final_ordered, agg.broken_instances,
        agg.broken_harmed, agg.broken_errors, agg.broken_retries, agg.broken_rereads,
        agg.uncertain_instances, agg.ordered_harmed, c.common_cause, c.cause_event, c.hops_a,
        c.hops_b, c.depth_a, c.depth_b,
@@ -404,6 +419,7 @@ SELECT sa.workflow_id, sa.step_id AS step_a, sb.step_id AS step_b, sa.service AS
        ex.trace_ids AS example_trace_ids, bx.trace_ids AS broken_example_trace_ids
 FROM agg JOIN _ord_steps sa ON sa.step_no = agg.a_no JOIN _ord_steps sb ON sb.step_no = agg.b_no
 JOIN _ord_cause c ON c.a_no = agg.a_no AND c.b_no = agg.b_no
+LEFT JOIN shared sh ON sh.a_no = agg.a_no AND sh.b_no = agg.b_no
 LEFT JOIN examples ex ON ex.a_no = agg.a_no AND ex.b_no = agg.b_no AND NOT ex.broken
 LEFT JOIN examples bx ON bx.a_no = agg.a_no AND bx.b_no = agg.b_no AND bx.broken
 """

@@ -17,15 +17,15 @@ import duckdb
 import networkx as nx
 import pyarrow as pa
 
+from choreoscope.collector import store
+
 WORKFLOW_ROW_TYPES = {c: pa.int64() for c in ("instances", "services", "events", "max_depth", "cycles",
                                                  "fan_out_max", "first_start", "last_end")}
 
 
-def build_workflows(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the workflow tables from `span_steps`, `span_edges`, `unanswered_spans`, `instances`."""
-    con.execute(
-        """
-        CREATE OR REPLACE TABLE workflow_edges AS
+# Every step-to-step edge of every instance (the edges' `joined` and the virtual peers'
+# `unanswered`) as `alle`, with `edge_key`, a hash of the workflow edge it counts towards.
+_EDGE_ROWS = """
         WITH joined AS (
             SELECT workflow_id, instance_id, src_step, dst_step, src_service, dst_service, via, evidence,
                    inferred, confidence, event,
@@ -47,17 +47,45 @@ def build_workflows(con: duckdb.DuckDBPyConnection) -> None:
                    CASE WHEN s.end_adj >= s.start_adj THEN (s.end_adj - s.start_adj) / 1e6 END AS latency_ms
             FROM unanswered_spans s
         ),
-        alle AS (SELECT * FROM joined UNION ALL SELECT * FROM unanswered)
-        SELECT workflow_id, src_step, dst_step, any_value(src_service) AS src_service,
-               any_value(dst_service) AS dst_service, via, event, count(*) AS count,
-               count(DISTINCT instance_id) AS instances,
+        alle AS (SELECT *, {edge_key} AS edge_key FROM (SELECT * FROM joined UNION ALL SELECT * FROM unanswered) e)
+"""
+_EDGE_KEY = "hash(workflow_id, src_step, dst_step, via, event)"
+_EDGE_GROUP = "workflow_id, src_step, dst_step, via, event"
+_EDGE_AGGREGATES = """any_value(src_service) AS src_service, any_value(dst_service) AS dst_service, count(*) AS count,
                bool_and(inferred) AS inferred, max(confidence) AS confidence,
                list(DISTINCT evidence ORDER BY evidence) AS evidence,
-               quantile_cont(latency_ms, 0.5) AS latency_p50_ms, quantile_cont(latency_ms, 0.95) AS latency_p95_ms
-        FROM alle
-        GROUP BY workflow_id, src_step, dst_step, via, event
-        """
-    )
+               quantile_cont(latency_ms, 0.5) AS latency_p50_ms, quantile_cont(latency_ms, 0.95) AS latency_p95_ms"""
+_EDGE_COLUMNS = ("workflow_id, src_step, dst_step, src_service, dst_service, via, event, count, instances, inferred, "
+                 "confidence, evidence, latency_p50_ms, latency_p95_ms")
+
+
+def _build_workflow_edges(con: duckdb.DuckDBPyConnection) -> None:
+    """`workflow_edges`. Its distinct instances are counted per `edge_key`: grouping an integer and
+    an instance instead of five strings and one took half the time at 1M spans. Should two edges
+    share a key, they are counted per edge instead."""
+    rows = _EDGE_ROWS.format(edge_key=_EDGE_KEY)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _wf_edges AS
+        {rows},
+        grouped AS (SELECT {_EDGE_GROUP}, any_value(edge_key) AS edge_key, {_EDGE_AGGREGATES}
+                    FROM alle GROUP BY {_EDGE_GROUP}),
+        counted AS (SELECT edge_key, count(DISTINCT instance_id) AS instances FROM alle GROUP BY edge_key)
+        SELECT g.*, c.instances FROM grouped g JOIN counted c ON c.edge_key = g.edge_key""")
+    if store.scalar(con, "SELECT count(DISTINCT edge_key) = count(*) FROM _wf_edges"):
+        con.execute(f"CREATE OR REPLACE TABLE workflow_edges AS SELECT {_EDGE_COLUMNS} FROM _wf_edges")
+    else:
+        con.execute(f"""
+            CREATE OR REPLACE TABLE workflow_edges AS
+            {rows}
+            SELECT {_EDGE_COLUMNS} FROM (
+                SELECT {_EDGE_GROUP}, count(DISTINCT instance_id) AS instances, {_EDGE_AGGREGATES}
+                FROM alle GROUP BY {_EDGE_GROUP}) e""")
+    con.execute("DROP TABLE _wf_edges")
+
+
+def build_workflows(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the workflow tables from `span_steps`, `span_edges`, `unanswered_spans`, `instances`."""
+    _build_workflow_edges(con)
     con.execute(
         """
         CREATE OR REPLACE TABLE workflow_steps AS
@@ -76,12 +104,12 @@ def build_workflows(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(
         """
         CREATE OR REPLACE TABLE instance_variants AS
-        SELECT i.instance_id, i.workflow_id,
-               md5(coalesce(string_agg(DISTINCT e.src_step || ' > ' || e.dst_step, ' | '
-                                       ORDER BY e.src_step || ' > ' || e.dst_step), i.workflow_id)) AS variant_id
-        FROM instances i
-        LEFT JOIN span_edges e ON e.instance_id = i.instance_id AND e.dst_step <> e.src_step
-        GROUP BY i.instance_id, i.workflow_id
+        WITH edge_sets AS (  -- grouped by the instance alone, then joined: a third faster than grouped after the join
+            SELECT instance_id, string_agg(DISTINCT src_step || ' > ' || dst_step, ' | '
+                                           ORDER BY src_step || ' > ' || dst_step) AS edges
+            FROM span_edges WHERE dst_step <> src_step GROUP BY instance_id)
+        SELECT i.instance_id, i.workflow_id, md5(coalesce(v.edges, i.workflow_id)) AS variant_id
+        FROM instances i LEFT JOIN edge_sets v ON v.instance_id = i.instance_id
         """
     )
     con.execute(

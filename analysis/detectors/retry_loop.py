@@ -48,33 +48,66 @@ MIN_EXTRA_PER_RETRIED = 1.5   # mean extra attempts per retried message or insta
 MIN_LOOPED_SHARE = 0.3        # ... or share of retried ones with three attempts or more
 MIN_WAITED_SHARE = 0.5        # ... or, consumers only: share of retried messages given back with no failing call
 
-# Consumer steps: one row per (workflow, service, step) over the messages it handled.
+# Consumer steps: one row per (workflow, service, step) over the messages it handled. A message
+# handled once (nearly all) is its delivery as it is: the arg_mins over strings, for the few handled
+# again only, were most of the detector's time; and one grouping by instance counts the step's
+# instances, where four distinct counts each grouped every message again.
 DELIVERIES_SQL = """
-WITH messages AS (
+WITH counted AS (SELECT service, message_key, count(*) AS n FROM deliveries GROUP BY service, message_key),
+counted_deliveries AS (
+    SELECT d.*, c.n FROM deliveries d
+    JOIN counted c ON c.service IS NOT DISTINCT FROM d.service AND c.message_key IS NOT DISTINCT FROM d.message_key
+),
+messages AS (
+    SELECT service, message_key, step_id,
+           CASE WHEN attempt IS NOT NULL THEN workflow_id END AS workflow_id,
+           CASE WHEN attempt IS NOT NULL THEN instance_id END AS instance_id,
+           CASE WHEN attempt IS NOT NULL THEN trace_id END AS trace_id, attempts,
+           (gave_up IS TRUE)::BIGINT AS gave_up, ((gave_up AND failed_calls > 0) IS TRUE)::BIGINT AS gave_up_on_failed_call,
+           explicit_retry AS explicit, CASE WHEN attempt IS NOT NULL THEN ended END AS last_ended
+    FROM counted_deliveries WHERE n = 1
+    UNION ALL
     SELECT service, message_key, any_value(step_id) AS step_id,
            arg_min(workflow_id, attempt) AS workflow_id, arg_min(instance_id, attempt) AS instance_id,
            arg_min(trace_id, attempt) AS trace_id, max(attempts) AS attempts,
            count(*) FILTER (WHERE gave_up) AS gave_up,
            count(*) FILTER (WHERE gave_up AND failed_calls > 0) AS gave_up_on_failed_call,
            bool_or(explicit_retry) AS explicit, arg_max(ended, attempt) AS last_ended
-    FROM deliveries GROUP BY service, message_key
+    FROM counted_deliveries WHERE n > 1 GROUP BY service, message_key
 ),
 flagged AS (
     SELECT *, (attempts > 1 AND gave_up > 0) OR explicit AS retried FROM messages
+),
+per_step AS (
+    SELECT workflow_id, service, step_id, count(*) AS messages,
+           count(*) FILTER (WHERE retried) AS retried_messages,
+           sum(attempts - 1) FILTER (WHERE retried) AS extra_attempts, max(attempts) AS max_attempts,
+           median(attempts) FILTER (WHERE retried) AS p50_attempts,
+           count(*) FILTER (WHERE retried AND attempts >= 3) AS looped,
+           count(*) FILTER (WHERE retried AND last_ended = 'done') AS recovered,
+           count(*) FILTER (WHERE retried AND gave_up_on_failed_call = 0) AS waited,
+           list(trace_id ORDER BY attempts DESC, trace_id) FILTER (WHERE retried)[1:5] AS trace_ids
+    FROM flagged GROUP BY ALL
+    HAVING count(*) FILTER (WHERE retried) >= ?
+),
+per_instance AS (
+    SELECT workflow_id, service, step_id, instance_id, bool_or(retried) AS retried,
+           bool_or(retried AND attempts >= 3) AS looped, bool_or(retried AND last_ended = 'done') AS recovered
+    FROM flagged GROUP BY ALL
+),
+instance_counts AS (
+    SELECT workflow_id, service, step_id, count(instance_id) AS instances,
+           count(instance_id) FILTER (WHERE retried) AS retried_instances,
+           count(instance_id) FILTER (WHERE looped) AS looped_instances,
+           count(instance_id) FILTER (WHERE recovered) AS recovered_instances
+    FROM per_instance GROUP BY ALL
 )
-SELECT workflow_id, service, step_id, count(*) AS messages, count(DISTINCT instance_id) AS instances,
-       count(*) FILTER (WHERE retried) AS retried_messages,
-       count(DISTINCT instance_id) FILTER (WHERE retried) AS retried_instances,
-       sum(attempts - 1) FILTER (WHERE retried) AS extra_attempts, max(attempts) AS max_attempts,
-       median(attempts) FILTER (WHERE retried) AS p50_attempts,
-       count(*) FILTER (WHERE retried AND attempts >= 3) AS looped,
-       count(*) FILTER (WHERE retried AND last_ended = 'done') AS recovered,
-       count(DISTINCT instance_id) FILTER (WHERE retried AND attempts >= 3) AS looped_instances,
-       count(DISTINCT instance_id) FILTER (WHERE retried AND last_ended = 'done') AS recovered_instances,
-       count(*) FILTER (WHERE retried AND gave_up_on_failed_call = 0) AS waited,
-       list(trace_id ORDER BY attempts DESC, trace_id) FILTER (WHERE retried)[1:5] AS trace_ids
-FROM flagged GROUP BY ALL
-HAVING count(*) FILTER (WHERE retried) >= ?
+SELECT s.workflow_id, s.service, s.step_id, s.messages, i.instances, s.retried_messages, i.retried_instances,
+       s.extra_attempts, s.max_attempts, s.p50_attempts, s.looped, s.recovered, i.looped_instances,
+       i.recovered_instances, s.waited, s.trace_ids
+FROM per_step s
+JOIN instance_counts i ON i.workflow_id IS NOT DISTINCT FROM s.workflow_id AND i.service IS NOT DISTINCT FROM s.service
+                      AND i.step_id IS NOT DISTINCT FROM s.step_id
 ORDER BY service, retried_messages DESC, step_id
 """
 
