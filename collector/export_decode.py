@@ -25,6 +25,7 @@ from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
+from choreoscope.collector import otlp_arrow
 from choreoscope.collector.otlp import add_resource_spans, export_request_from_json
 from choreoscope.collector.spanbatch import SpanBatch
 
@@ -112,7 +113,19 @@ def parse_request(body: bytes, content_type: str, encoding: str, limit: int) -> 
 
 
 def decode_export(body: bytes, content_type: str, encoding: str, limit: int, source: str) -> DecodedExport:
-    """Parse, normalise (SpanBatch) and tabulate one export request body."""
+    """Parse, normalise (SpanBatch) and tabulate one export request body.
+
+    A protobuf body large enough to pay for it goes the columnar way first (collector/otlp_arrow.py:
+    the same rows, ~2-3x less CPU a span); a request that way cannot reproduce exactly, and any
+    body it cannot decode, is walked as always."""
+    if content_type == PROTOBUF:
+        if encoding == "gzip":
+            body, encoding = gunzip_limited(body, limit), ""
+        if len(body) >= otlp_arrow.MIN_BYTES:
+            fast = otlp_arrow.decode_protobuf(body, source)
+            if fast is not None:
+                spans, links = fast
+                return DecodedExport(spans, links if links.num_rows else None, 0, "")
     request = parse_request(body, content_type, encoding, limit)
     batch = SpanBatch(source=source)
     rejected = add_resource_spans(batch, request.resource_spans, where=f"{source} ")
