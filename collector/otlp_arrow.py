@@ -74,8 +74,8 @@ except ImportError:  # pragma: no cover - ptars is a dependency
 # never). tests/test_otlp_arrow.py calls decode_protobuf directly, whatever the size.
 MIN_BYTES = int(os.environ.get("CHOREOSCOPE_COLUMNAR_MIN_BYTES", str(64 * 1024)))
 
-_MAX_NS = 2**63 - 1
-_MAX_COUNT = 2**31 - 1
+_MAX_NS = sb._MAX_NS  # the store's bounds, spanbatch's own
+_MAX_COUNT = sb._MAX_COUNT
 _STRING = pa.string()
 
 
