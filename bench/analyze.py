@@ -223,11 +223,15 @@ def pm4py_python(given: str | None) -> str | None:
 
 def _run_child(*args: str) -> dict | None:
     """This script in a subprocess (so peak RSS is that run's alone): its last stdout line as JSON,
-    or None after printing its stderr when it failed."""
+    or None after printing its stderr when it failed. The analysis's own notes (a stage run again
+    with more memory) are printed either way: they explain a time."""
     proc = subprocess.run([sys.executable, __file__, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(proc.stderr, file=sys.stderr)
         return None
+    for line in proc.stderr.splitlines():
+        if line.startswith("analysis:"):
+            print(f"  ({line})", file=sys.stderr)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

@@ -8,6 +8,10 @@ per request, no Python loop over spans or attributes. Python runs only per resou
 attributes, by spanbatch's own `_json`/`_text`), per distinct attribute key (its JSON, its typed
 column), and for the few spans spanbatch's rules apply to (below).
 
+`tables` is also the JSON-lines loader's (collector/loaders/otlp_json_arrow.py gives it Arrow's parse
+of OTLP JSON in ptars' shape: ids as hex text, array items parsed, resources made by the JSON walk's
+own code); the conditions below hold for it too.
+
 It must give exactly the rows the walk gives, so it takes only requests whose every span it can
 reproduce exactly; `decode_protobuf` returns None for any other (and for any body ptars cannot
 decode), and the caller walks it. It takes a request when:
@@ -79,7 +83,7 @@ _MAX_COUNT = sb._MAX_COUNT
 _STRING = pa.string()
 
 
-class _Fallback(Exception):
+class Fallback(Exception):
     """The request holds something this path does not reproduce exactly: walk it instead."""
 
 
@@ -101,15 +105,15 @@ def available() -> bool:
 
 # --- small helpers ---------------------------------------------------------------------------
 
-def _field(arr, name: str):
+def struct_field(arr, name: str):
     """A struct child with the struct's own nulls applied (`field` alone does not apply them,
     and costs far less: most structs here have no nulls)."""
     return arr.field(name) if arr.null_count == 0 else pc.struct_field(arr, name)
 
 
-def _check(condition) -> None:
+def fallback_if(condition) -> None:
     if condition:
-        raise _Fallback
+        raise Fallback
 
 
 def _any(mask) -> bool:
@@ -119,7 +123,7 @@ def _any(mask) -> bool:
     return mask.true_count > 0
 
 
-def _flat(list_arr: pa.ListArray) -> pa.Array:
+def flat_items(list_arr: pa.ListArray) -> pa.Array:
     """The items of list_arr's lists, aligned with its offsets (a null list's items too)."""
     offsets = list_arr.offsets
     first = offsets[0].as_py()
@@ -205,16 +209,50 @@ def _hex_rows(raw: np.ndarray) -> pa.Array:
 
 
 def _ids(ids: pa.Array, width: int) -> pa.Array:
-    """Ids that must be valid (`width` bytes, not all zeros: the walk rejects the span) as hex."""
+    """Ids that must be valid (`width` bytes, not all zeros: the walk rejects the span) as hex.
+    Ids already given as text (OTLP JSON) must be in their stored form: lowercase hex."""
+    if pa.types.is_string(ids.type):
+        return _hex_ids(ids, width, parent=False)
     raw, lengths = _id_bytes(ids, width)
-    _check((lengths != width).any() or not raw.any(axis=1).all())
+    fallback_if((lengths != width).any() or not raw.any(axis=1).all())
     return _hex_rows(raw)
+
+
+_HEX_DIGIT = np.zeros(256, dtype=bool)
+_HEX_DIGIT[np.frombuffer(b"0123456789abcdef", dtype=np.uint8)] = True
+
+
+def _hex_ids(ids: pa.Array, width: int, *, parent: bool) -> pa.Array:
+    """Text ids as they are stored (the walk's fast path: `width` bytes as lowercase hex, not all
+    zeros); a parent may also be empty, and empty or all zeros is no parent (null). Any other
+    text (upper case, base64, another width) is the walk's to normalise or reject."""
+    n = len(ids)
+    fallback_if(ids.null_count)
+    offsets = np.frombuffer(ids.buffers()[1], dtype=np.int32)[ids.offset:ids.offset + n + 1]
+    lengths = np.diff(offsets)
+    full = lengths == 2 * width
+    fallback_if(not (full | (lengths == 0)).all() if parent else not full.all())
+    data = ids.buffers()[2]
+    if data is None or offsets[-1] == offsets[0]:
+        return pa.nulls(n, _STRING)
+    chars = np.frombuffer(data, dtype=np.uint8)[offsets[0]:offsets[-1]]
+    fallback_if(not _HEX_DIGIT[chars].all())
+    if full.all():
+        zero = ~(chars.reshape(n, 2 * width) != 0x30).any(axis=1)
+    else:
+        zero = ~full
+        starts = offsets[:-1][full] - offsets[0]
+        zero[full] = ~(chars[starts[:, None] + np.arange(2 * width)] != 0x30).any(axis=1)
+    fallback_if(not parent and zero.any())
+    return pc.if_else(pa.array(zero), _NULL_STRING, ids) if zero.any() else ids
 
 
 def _parent_ids(ids: pa.Array) -> pa.Array:
     """Parent span ids: none (empty or all zeros) as null; any other length is the walk's."""
+    if pa.types.is_string(ids.type):
+        return _hex_ids(ids, 8, parent=True)
     raw, lengths = _id_bytes(ids, 8)
-    _check(((lengths != 0) & (lengths != 8)).any())
+    fallback_if(((lengths != 0) & (lengths != 8)).any())
     hexed = _hex_rows(raw)
     none = ~raw.any(axis=1)
     return pc.if_else(pa.array(none), _NULL_STRING, hexed) if none.any() else hexed
@@ -245,7 +283,7 @@ def _dict_semantics(parents: np.ndarray, codes: np.ndarray, n_codes: int):
 # --- attribute values -----------------------------------------------------------------------
 
 _NULL_STRING = pa.scalar(None, _STRING)
-_ANY_VALUE_FIELDS = ["string_value", "bool_value", "int_value", "double_value", "array_value",
+ANY_VALUE_FIELDS = ["string_value", "bool_value", "int_value", "double_value", "array_value",
                      "kvlist_value", "bytes_value", "string_value_strindex"]
 
 
@@ -253,14 +291,14 @@ def _scalars(values: pa.StructArray, *, allow_arrays: bool):
     """The JSON text of each AnyValue of `values` (a struct array), and the members the typed
     columns read: (json, string_value, int_value, bool_value, double_value, array_value)."""
     n = len(values)
-    _check(values.null_count)  # no value: None in the walk, `null` in its JSON
-    sv, bv, iv, dv, av, kv, by, si = (values.field(name) for name in _ANY_VALUE_FIELDS)
-    _check(kv.null_count != n or by.null_count != n or si.null_count != n)
+    fallback_if(values.null_count)  # no value: None in the walk, `null` in its JSON
+    sv, bv, iv, dv, av, kv, by, si = (values.field(name) for name in ANY_VALUE_FIELDS)
+    fallback_if(kv.null_count != n or by.null_count != n or si.null_count != n)
     arrays = n - av.null_count
-    _check(arrays and not allow_arrays)
+    fallback_if(arrays and not allow_arrays)
     # Each value has a member (no null in the coalesce below) and there are n in all: exactly one
     # each. (ptars keeps every oneof member sent, upb the last one.)
-    _check(5 * n - sv.null_count - bv.null_count - iv.null_count - dv.null_count - av.null_count != n)
+    fallback_if(5 * n - sv.null_count - bv.null_count - iv.null_count - dv.null_count - av.null_count != n)
     parts = []
     if sv.null_count != n:
         parts.append(_quoted(sv))
@@ -276,25 +314,27 @@ def _scalars(values: pa.StructArray, *, allow_arrays: bool):
         json = pa.array([], _STRING)
     else:
         json = parts[0] if len(parts) == 1 else pc.coalesce(*parts)
-        _check(json.null_count)  # an empty value
+        fallback_if(json.null_count)  # an empty value
     return json, sv, iv, bv, dv, av
 
 
 def _array_json(av: pa.StructArray) -> pa.Array:
     """The JSON text of each array value (null where `av` is null): one level of scalars, the
     items (serialized AnyValues: ptars stops at the recursion) decoded by ptars in one call."""
-    items_list = _field(av, "values")
-    items = _flat(items_list)
-    if len(items):
+    items_list = struct_field(av, "values")
+    items = flat_items(items_list)
+    if pa.types.is_struct(items.type):  # items already parsed (OTLP JSON)
+        item_json = _scalars(items, allow_arrays=False)[0]
+    elif len(items):
         try:
             batch = _get_handlers()[1].array_to_record_batch(items)
         except Exception:  # noqa: BLE001 - a malformed item: upb's parse words the error
-            raise _Fallback from None
+            raise Fallback from None
         except BaseException as exc:
             if not _is_panic(exc):
                 raise
-            raise _Fallback from None
-        decoded = pa.StructArray.from_arrays(batch.columns, names=_ANY_VALUE_FIELDS)
+            raise Fallback from None
+        decoded = pa.StructArray.from_arrays(batch.columns, names=ANY_VALUE_FIELDS)
         item_json = _scalars(decoded, allow_arrays=False)[0]
     else:
         item_json = pa.array([], _STRING)
@@ -309,7 +349,7 @@ class _Attrs:
 
     def __init__(self, lists: pa.ListArray, max_count: int):
         n_lists = len(lists)
-        flat = _flat(lists)
+        flat = flat_items(lists)
         lengths = _lengths(lists)
         parents = _parents(lengths)
         if len(flat):
@@ -319,7 +359,7 @@ class _Attrs:
         else:
             names, codes = [], np.zeros(0, dtype=np.int64)
         # every value sent is checked, one its key's later value replaces too (upb parsed it)
-        values = _scalars(_field(flat, "value"), allow_arrays=True)
+        values = _scalars(struct_field(flat, "value"), allow_arrays=True)
         pick = _dict_semantics(parents, codes, len(names))
         if pick is not None:  # a key sent twice in one list: a dict's, the first place, the last value
             keep, source = pick
@@ -327,7 +367,7 @@ class _Attrs:
             values = [pc.take(v, take) for v in values]
             codes, parents = codes[keep], parents[keep]
             lengths = np.bincount(parents, minlength=n_lists)
-        _check(n_lists and lengths.max() > max_count)
+        fallback_if(n_lists and lengths.max() > max_count)
         self.names, self.codes, self.parents, self.lengths = names, codes, parents, lengths
         value_json, self.sv, self.iv, self.bv, self.dv, self.av = values
         if not len(codes):
@@ -338,7 +378,7 @@ class _Attrs:
         pairs = pc.binary_join_element_wise(keys_json.take(pa.array(codes)), value_json, "")
         joined = pc.binary_join(_grouped(lengths, pairs), ",")
         self.json = pc.binary_join_element_wise("{", joined, "}", "")
-        _check(_has_null(self.json))  # spanbatch._json hands such text to the json module
+        fallback_if(_has_null(self.json))  # spanbatch._json hands such text to the json module
 
 
 def _has_null(texts: pa.Array) -> bool:
@@ -354,7 +394,7 @@ def _check_length(texts: pa.Array) -> None:
     if len(texts):
         offsets = np.frombuffer(texts.buffers()[1], dtype=np.int32)[texts.offset:texts.offset + len(texts) + 1]
         if np.diff(offsets).max() > sb.MAX_VALUE_LENGTH:
-            _check(pc.max(pc.utf8_length(texts)).as_py() > sb.MAX_VALUE_LENGTH)
+            fallback_if(pc.max(pc.utf8_length(texts)).as_py() > sb.MAX_VALUE_LENGTH)
 
 
 # --- typed columns --------------------------------------------------------------------------
@@ -497,20 +537,31 @@ def _py_values(sv, iv, bv, dv, av) -> list:
     out = []
     for array, *members in zip(arrays, *columns):
         if array is not None:
-            out.append([any_value(AnyValue.FromString(item)) for item in array["values"]])
+            out.append([_item_value(item) for item in array["values"]])
         else:
             out.append(next((v for v in members if v is not None), None))
     return out
 
 
+def _item_value(item):
+    """An array item as `any_value` makes it: serialized (ptars) and parsed by upb, or already
+    parsed (OTLP JSON: a scalar AnyValue struct with one member set)."""
+    if isinstance(item, bytes):
+        return any_value(AnyValue.FromString(item))
+    return next(v for v in item.values() if v is not None)
+
+
 def _by_spanbatch(out: list, attrs: _Attrs, spans: np.ndarray, keys, columns: tuple[int, ...], rule) -> None:
-    """Typed columns of a few spans (indices) by one of spanbatch's own rules, span by span: `rule`
-    (values, attrs) -> values reads `columns` of the typed values and `keys` of the attributes."""
-    small = _small_attrs(attrs, spans, keys)
-    index = pa.array(spans)
-    current = [[None] * len(spans) if out[c] is None else out[c].take(index).to_pylist() for c in columns]
+    """Typed columns of some spans (indices, ascending) by one of spanbatch's own rules: `rule`
+    (values, attrs) -> values reads `columns` of the typed values and `keys` of the attributes.
+    It runs once for each distinct input (spans of one statement, say, have the same)."""
+    firsts, inverse = _same_inputs(out, attrs, spans, keys, columns)
+    spans_run = spans[firsts]
+    small = _small_attrs(attrs, spans_run, keys)
+    index = pa.array(spans_run)
+    current = [[None] * len(spans_run) if out[c] is None else out[c].take(index).to_pylist() for c in columns]
     results = [[] for _ in columns]
-    for i, span in enumerate(spans.tolist()):
+    for i, span in enumerate(spans_run.tolist()):
         values = [None] * _N_TYPED
         for c, column in zip(columns, current):
             values[c] = column[i]
@@ -519,11 +570,49 @@ def _by_spanbatch(out: list, attrs: _Attrs, spans: np.ndarray, keys, columns: tu
             result.append(values[c])
     mask = np.zeros(len(attrs.lengths), dtype=bool)
     mask[spans] = True
+    spread = pa.array(inverse)
     for c, new in zip(columns, results):
         if out[c] is None and all(v is None for v in new):
             continue
         base = out[c] if out[c] is not None else pa.nulls(len(mask), _STRING)
-        out[c] = pc.replace_with_mask(base, pa.array(mask), pa.array(new, _STRING))
+        out[c] = pc.replace_with_mask(base, pa.array(mask), pa.array(new, _STRING).take(spread))
+
+
+def _same_inputs(out: list, attrs: _Attrs, spans: np.ndarray, keys, columns) -> tuple[np.ndarray, np.ndarray]:
+    """(for each distinct input of a rule, its first span's position in `spans`; for each span,
+    the position of its input among those). The input: the `columns` of the typed values and each
+    of `keys`' values, each member by its own code. Doubles and arrays are never taken as equal
+    to another (-0.0 and 0.0 hash alike, and a rule may tell them apart)."""
+    n = len(spans)
+    index = pa.array(spans)
+    codes = []
+    for c in columns:
+        if out[c] is not None:
+            codes.append(_numpy(pc.dictionary_encode(out[c].take(index)).indices.fill_null(-1)).astype(np.int64))
+    position = np.full(len(attrs.lengths), -1, dtype=np.int64)
+    position[spans] = np.arange(n)
+    owner_of_row = position[attrs.parents]
+    for code, name in enumerate(attrs.names):
+        if name not in keys:
+            continue
+        rows = np.flatnonzero((attrs.codes == code) & (owner_of_row >= 0))
+        if not len(rows):
+            continue
+        owners, take = owner_of_row[rows], pa.array(rows)
+        for member in (attrs.sv, attrs.iv, attrs.bv, attrs.dv, attrs.av):
+            if member.null_count == len(member):
+                continue
+            values = member.take(take)
+            code_of = np.full(n, -1, dtype=np.int64)
+            if member is attrs.sv or member is attrs.iv or member is attrs.bv:
+                code_of[owners] = _numpy(pc.dictionary_encode(values).indices.fill_null(-1))
+            else:
+                code_of[owners] = np.where(_numpy(values.is_valid()), n + np.arange(len(rows)), -1)
+            codes.append(code_of)
+    if not codes:
+        return np.zeros(min(n, 1), dtype=np.int64), np.zeros(n, dtype=np.int64)
+    _, firsts, inverse = np.unique(np.column_stack(codes), axis=0, return_index=True, return_inverse=True)
+    return firsts, inverse.reshape(-1)
 
 
 _STATEMENT_KEYS = frozenset((*sc.DB_QUERY_TEXT, *sc.DB_NAMESPACE))
@@ -562,20 +651,20 @@ def _py_value(value: dict | None):
     members = [(name, v) for name, v in value.items() if v is not None]
     if not members:
         return None
-    _check(len(members) > 1)
+    fallback_if(len(members) > 1)
     kind, v = members[0]
     if kind == "array_value":
         out = []
         for item in v["values"]:
             parsed = AnyValue.FromString(item)
-            _check(parsed.WhichOneof("value") in _NESTED)  # upb's depth limit is the walk's
+            fallback_if(parsed.WhichOneof("value") in _NESTED)  # upb's depth limit is the walk's
             out.append(any_value(parsed))
         return out
     if kind == "kvlist_value":
         out = {}
         for item in v["values"]:
             parsed = KeyValue.FromString(item)
-            _check(parsed.value.WhichOneof("value") in _NESTED)
+            fallback_if(parsed.value.WhichOneof("value") in _NESTED)
             out[parsed.key] = any_value(parsed.value)
         return out
     return v
@@ -587,11 +676,19 @@ _NESTED = ("array_value", "kvlist_value")
 def _resources(rs: pa.StructArray) -> tuple[list[str], list[list]]:
     """Each resource's attributes JSON and its service fields (service_name .. instance id), by
     spanbatch's own code: a request has a resource or a few, each with a few attributes."""
-    texts, services = [], [[], [], [], []]
-    for attributes in _field(_field(rs, "resource"), "attributes").to_pylist():
+    resources = []
+    for attributes in struct_field(struct_field(rs, "resource"), "attributes").to_pylist():
         res = {}
         for kv in attributes or ():
             res[kv["key"]] = _py_value(kv["value"])
+        resources.append(res)
+    return resource_columns(resources)
+
+
+def resource_columns(resources: list[dict]) -> tuple[list[str], list[list]]:
+    """Resources' attributes (as the walk's dicts) as their JSON and service fields."""
+    texts, services = [], [[], [], [], []]
+    for res in resources:
         texts.append(sb._json(res))
         for column, name in zip(services, _SERVICE_KEYS):
             column.append(sb._text(res.get(name)))
@@ -664,29 +761,33 @@ def decode_protobuf(body: bytes, source: str) -> tuple[pa.Table, pa.Table] | Non
             raise
         return None
     try:
-        return _tables(batch, source)
-    except (_Fallback, DecodeError):
+        return tables(batch, source)
+    except (Fallback, DecodeError):
         return None
     except (pa.ArrowException, ValueError, TypeError, OverflowError):
         # something of the body's this path did not foresee: the walk's to judge
         return None
 
 
-def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
-    rs = _flat(batch.column(0))
-    resource_json, services = _resources(rs)
-    ss_list = _field(rs, "scope_spans")
-    ss = _flat(ss_list)
+def tables(batch: pa.RecordBatch, source: str, resources=None) -> tuple[pa.Table, pa.Table]:
+    """The span and link tables of a decoded batch: ptars' (a column of requests' resource spans,
+    the proto's field names and types), or one of that shape another front end made
+    (collector/loaders/otlp_json_arrow.py: ids as hex text, array items parsed, `resources` as the
+    resource columns). Raises Fallback for anything the walk must do."""
+    rs = flat_items(batch.column(0))
+    resource_json, services = resources if resources is not None else _resources(rs)
+    ss_list = struct_field(rs, "scope_spans")
+    ss = flat_items(ss_list)
     ss_lengths = _lengths(ss_list)
-    scope = _field(ss, "scope")
-    scope_attributes = _field(scope, "attributes")
-    if len(_flat(scope_attributes)):  # not stored; their nested values upb validated
-        values = _field(_flat(scope_attributes), "value")
-        _check(values.null_count != len(values) and (
-            _field(values, "array_value").null_count != len(values)
-            or _field(values, "kvlist_value").null_count != len(values)))
-    span_list = _field(ss, "spans")
-    spans = _flat(span_list)
+    scope = struct_field(ss, "scope")
+    scope_attributes = struct_field(scope, "attributes")
+    if len(flat_items(scope_attributes)):  # not stored; their nested values upb validated
+        values = struct_field(flat_items(scope_attributes), "value")
+        fallback_if(values.null_count != len(values) and (
+            struct_field(values, "array_value").null_count != len(values)
+            or struct_field(values, "kvlist_value").null_count != len(values)))
+    span_list = struct_field(ss, "spans")
+    spans = flat_items(span_list)
     n = len(spans)
     if not n:
         return SPAN_ARROW_SCHEMA.empty_table(), LINK_ARROW_SCHEMA.empty_table()
@@ -700,7 +801,7 @@ def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
 
     start = spans.field("start_time_unix_nano")
     end = spans.field("end_time_unix_nano")
-    _check(pc.max(start).as_py() > _MAX_NS or pc.max(end).as_py() > _MAX_NS)
+    fallback_if(pc.max(start).as_py() > _MAX_NS or pc.max(end).as_py() > _MAX_NS)
 
     attrs = _Attrs(spans.field("attributes"), sb.MAX_ATTRIBUTES)
     _check_length(attrs.json)
@@ -710,8 +811,8 @@ def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
     event_list = spans.field("events")
     event_counts = _lengths(event_list)
     if event_counts.any():
-        _check(event_counts.max() > sb.MAX_EVENTS)
-        events = _flat(event_list)
+        fallback_if(event_counts.max() > sb.MAX_EVENTS)
+        events = flat_items(event_list)
         event_attrs = _Attrs(events.field("attributes"), sb.MAX_EVENT_ATTRIBUTES)
         event_json = pc.binary_join_element_wise(
             '{"name":', _quoted(events.field("name")),
@@ -720,7 +821,7 @@ def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
         joined = pc.binary_join(_grouped(event_counts, event_json), ",")
         events_json = pc.binary_join_element_wise("[", joined, "]", "")
         _check_length(events_json)
-        _check(_has_null(events_json))
+        fallback_if(_has_null(events_json))
         dropped_attributes += _sum_by(events.field("dropped_attributes_count"), event_counts)
     else:
         events_json = pa.repeat(pa.scalar("[]", _STRING), n)
@@ -729,14 +830,14 @@ def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
     link_counts = _lengths(link_list)
     links_table = LINK_ARROW_SCHEMA.empty_table()
     if link_counts.any():
-        _check(link_counts.max() > sb.MAX_LINKS)
-        links = _flat(link_list)
+        fallback_if(link_counts.max() > sb.MAX_LINKS)
+        links = flat_items(link_list)
         link_span = _parents(link_counts)
         linked_trace = _ids(links.field("trace_id"), 16)
         linked_span = _ids(links.field("span_id"), 8)
         target = pc.dictionary_encode(pc.binary_join_element_wise(linked_trace, linked_span, ""))
         # a span's repeated link: the walk stores it once
-        _check(_dict_semantics(link_span, _numpy(target.indices).astype(np.int64), len(target.dictionary)))
+        fallback_if(_dict_semantics(link_span, _numpy(target.indices).astype(np.int64), len(target.dictionary)))
         link_attrs = _Attrs(links.field("attributes"), sb.MAX_LINK_ATTRIBUTES)
         _check_length(link_attrs.json)
         dropped_attributes += _sum_by(links.field("dropped_attributes_count"), link_counts)
@@ -753,11 +854,11 @@ def _tables(batch: pa.RecordBatch, source: str) -> tuple[pa.Table, pa.Table]:
         spans.field("name"),
         _enum(spans.field("kind"), _KINDS),
         start.cast(pa.int64()), end.cast(pa.int64()),
-        _enum(_field(status, "code"), _STATUSES),
-        _empty_to_null(_field(status, "message")),
+        _enum(struct_field(status, "code"), _STATUSES),
+        _empty_to_null(struct_field(status, "message")),
         *service_columns,
-        _spread(_empty_to_null(_field(scope, "name")), span_ss, n),
-        _spread(_empty_to_null(_field(scope, "version")), span_ss, n),
+        _spread(_empty_to_null(struct_field(scope, "name")), span_ss, n),
+        _spread(_empty_to_null(struct_field(scope, "version")), span_ss, n),
         *typed,
         attrs.json,
         _spread(pa.array(resource_json, _STRING), span_rs, n),

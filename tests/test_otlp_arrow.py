@@ -474,3 +474,45 @@ def test_concurrent_decodes_agree():
         want = alone[i % len(bodies)]
         assert want is not None and got is not None
         assert got[0].equals(want[0]) and got[1].equals(want[1])
+
+
+# --- the protobuf dump loader -----------------------------------------------------------------
+
+def _store_state(path, monkeypatch, *, columnar: bool, workers: int) -> tuple:
+    from choreoscope.collector import loaders, store
+    from choreoscope.collector.loaders import load_paths, otlp_proto
+
+    with monkeypatch.context() as m:
+        m.setattr(loaders, "TASK_BYTES", 200_000)
+        m.setattr(otlp_proto, "TASK_BYTES", 200_000)
+        if not columnar:
+            m.setattr(otlp_arrow, "decode_protobuf", lambda *a: None)
+        db = path.with_suffix(f".{columnar}{workers}.duckdb")
+        con = store.connect(db)
+        res = load_paths(con, [path], workers=workers).files[0]
+        state = (res.errors, res.spans_loaded, res.spans_rejected,
+                 con.execute("SELECT * FROM spans ORDER BY trace_id, span_id").fetchall(),
+                 con.execute("SELECT * FROM span_links ORDER BY ALL").fetchall())
+        con.close()
+    return state
+
+
+def test_a_framed_protobuf_dump_loads_the_walks_rows_with_large_messages_by_columns(tmp_path, monkeypatch):
+    """The Collector file exporter's proto format: its large messages go the columnar way, serially
+    and in the parse workers, and the store holds what the walk stored; a small message and a
+    broken last frame are the walk's, as before."""
+    bench = _bench()
+    bodies = [*bench.build_requests(0, 4, 300, 10, 2), sdk_requests()[0]]
+    assert sum(len(b) >= otlp_arrow.MIN_BYTES for b in bodies) == 4
+    framed = b"".join(len(b).to_bytes(4, "big") + b for b in bodies) + (9999).to_bytes(4, "big") + b"\x0a\x05"
+    dump = tmp_path / "spans.otlp.pb"
+    dump.write_bytes(framed)
+    calls = []
+    real = otlp_arrow.decode_protobuf
+    monkeypatch.setattr(otlp_arrow, "decode_protobuf", lambda *a: calls.append(1) or real(*a))
+    serial = _store_state(dump, monkeypatch, columnar=True, workers=0)
+    assert len(calls) == 3  # the large messages but the first (which tells the format: walked)
+    assert serial == _store_state(dump, monkeypatch, columnar=False, workers=0)
+    assert serial == _store_state(dump, monkeypatch, columnar=True, workers=2)
+    assert serial[1] == sum(walk(b)[0].num_rows for b in bodies)
+    assert len(serial[0]) == 1 and "truncated" in serial[0][0]

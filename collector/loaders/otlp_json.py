@@ -103,13 +103,14 @@ def _any_value(value: dict):
     if "arrayValue" in value:
         return [_any_value(v) for v in (value["arrayValue"] or {}).get("values", [])]
     if "kvlistValue" in value:
-        return _key_values((value["kvlistValue"] or {}).get("values"))
+        return key_values((value["kvlistValue"] or {}).get("values"))
     if "bytesValue" in value:
         return base64.b64decode(value["bytesValue"], validate=True)
     raise ValueError(f"unknown AnyValue {sorted(value)}")
 
 
-def _key_values(kvs) -> dict:
+def key_values(kvs) -> dict:
+    """OTLP JSON KeyValues as the walk's dict (a key sent twice: its first place, its last value)."""
     out = {}
     for kv in kvs or ():
         key = kv["key"]
@@ -133,7 +134,7 @@ def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
     form, as `collector.otlp.add_resource_spans` gives from the decoded message, several times
     faster than protobuf's JSON parser. Raises on anything unusual (the caller then falls back
     to the exact decoder)."""
-    res = _key_values((rs.get("resource") or {}).get("attributes"))
+    res = key_values((rs.get("resource") or {}).get("attributes"))
     where = f"{sink.result.path}:{place}: "
     add = sink.batch.add
     for ss in rs.get("scopeSpans") or ():
@@ -165,18 +166,18 @@ def _add_resource_spans_fast(rs: dict, sink: FileSink, place: str) -> None:
                 end_ns=int(get("endTimeUnixNano", 0)),
                 status_code=_enum(code, _STATUS_NAMES, sc.STATUS_CODES),
                 status_message=status.get("message", ""),
-                attributes=_key_values(get("attributes")),
+                attributes=key_values(get("attributes")),
                 resource_attributes=res,
                 scope_name=scope_name,
                 scope_version=scope_version,
                 events=[
                     {"name": e.get("name", ""), "time_ns": int(e.get("timeUnixNano", 0)),
-                     "attributes": _key_values(e.get("attributes"))}
+                     "attributes": key_values(e.get("attributes"))}
                     for e in events
                 ] if events else None,
                 links=[
                     Link(lk.get("traceId", ""), lk.get("spanId", ""), lk.get("traceState", ""),
-                         _key_values(lk.get("attributes")))
+                         key_values(lk.get("attributes")))
                     for lk in links
                 ] if links else None,
                 dropped_attributes_count=dropped_attributes,

@@ -17,6 +17,7 @@ from typing import BinaryIO
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 
+from choreoscope.collector import otlp_arrow
 from choreoscope.collector.loaders.parallel import TASK_BYTES, close_pool, gc_paused, parse_pool, run_tasks
 from choreoscope.collector.loaders.sink import CollectSink, FileResult, FileSink
 from choreoscope.collector.otlp import add_resource_spans
@@ -113,7 +114,15 @@ def _load_framed(stream: BinaryIO, sink: FileSink) -> bool:
 
 
 def add_frame(body: bytes, sink: FileSink, where: str) -> None:
-    """Decode one message and add its spans; a message that does not decode is reported."""
+    """Decode one message and add its spans; a message that does not decode is reported. A
+    message as large as the receiver's columnar decode pays for (collector/otlp_arrow.py) is
+    decoded by columns when it can be (the same rows), else walked."""
+    if len(body) >= otlp_arrow.MIN_BYTES:
+        decoded = otlp_arrow.decode_protobuf(body, sink.result.path)
+        if decoded is not None:
+            sink.flush()  # the rows walked before these first
+            sink.keep(*decoded)
+            return
     msg = TracesData()
     try:
         msg.ParseFromString(body)
