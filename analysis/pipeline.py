@@ -50,6 +50,13 @@ RUN_TABLE = "analysis_run"
 # whole DuckDB instance (in `serve` the receiver's group commits share it; they need little) and a
 # lower one already set is kept.
 ANALYSIS_MEMORY_LIMIT = 1 << 30
+# ... for each this many spans: the stages' working sets (step pairs, joins over spans) grow with the
+# spans, so under one fixed limit a larger store spills more and its time grows faster than its size.
+# The bench's 3M-span dump (bench/analyze.py, one run each): 112.8 s under 1 GiB (orderings ran out
+# of it and ran again), 75.0 s under 3 GiB, at the same peak RSS (3.7 GB, the load's). A one-shot
+# command gets this; the long-running processes (`serve`'s live analysis, the dashboard's Load page)
+# keep the one limit: they share their memory with ingest or the page.
+SPANS_PER_LIMIT = 1_000_000
 _MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
                  "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
@@ -70,15 +77,33 @@ def _memory_limit(con: duckdb.DuckDBPyConnection) -> float:
         return float("inf")  # an unlimited or unknown setting
 
 
-def bound_memory(con: duckdb.DuckDBPyConnection) -> None:
-    """Lower DuckDB's memory limit to ANALYSIS_MEMORY_LIMIT unless it is lower already. An
-    in-memory store (`analyze DUMP`) gets the limit on top of what its tables hold already: they
-    live in the buffer pool, so under the bare limit the stages spill their inputs and read them
-    back. The bench's 1M-span store, back to back: 31.4 s, 1.7 GB spilled, peak RSS 1.3 GB under
-    1 GiB; 27.8 s, 1.1 GB spilled, 1.8 GB under this; 24.4 s, none, 3.1 GB with no bound."""
-    limit = ANALYSIS_MEMORY_LIMIT + _in_memory_bytes(con)
+def bound_memory(con: duckdb.DuckDBPyConnection, *, per_span: bool = True) -> None:
+    """Lower DuckDB's memory limit to the analysis's (`working_memory`; with `per_span` False,
+    ANALYSIS_MEMORY_LIMIT whatever the store's size) unless it is lower already. An in-memory store
+    (`analyze DUMP`) gets the limit on top of what its tables hold already: they live in the
+    buffer pool, so under the bare limit the stages spill their inputs and read them back. The
+    bench's 1M-span store, back to back: 31.4 s, 1.7 GB spilled, peak RSS 1.3 GB under 1 GiB;
+    27.8 s, 1.1 GB spilled, 1.8 GB under this; 24.4 s, none, 3.1 GB with no bound."""
+    working = ANALYSIS_MEMORY_LIMIT
+    if per_span:
+        working = working_memory(int(store.scalar(con, "SELECT count(*) FROM spans") or 0), _ram())
+    limit = working + _in_memory_bytes(con)
     if _memory_limit(con) > limit:
         con.execute(f"SET memory_limit = '{limit}B'")
+
+
+def working_memory(spans: int, ram: int) -> int:
+    """ANALYSIS_MEMORY_LIMIT for each SPANS_PER_LIMIT spans (once at least), at most
+    MAX_MEMORY_SHARE of the machine's memory."""
+    scaled = ANALYSIS_MEMORY_LIMIT * max(1.0, spans / SPANS_PER_LIMIT)
+    return int(max(ANALYSIS_MEMORY_LIMIT, min(scaled, ram * MAX_MEMORY_SHARE)))
+
+
+def _ram() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4 * ANALYSIS_MEMORY_LIMIT
 
 
 def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
@@ -90,11 +115,7 @@ def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
 
 def _raise_memory_limit(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
     """Double the memory limit (capped at MAX_MEMORY_SHARE of RAM); False when at the cap already."""
-    try:
-        ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        ram = 4 * ANALYSIS_MEMORY_LIMIT
-    current, cap = _memory_limit(con), int(ram * MAX_MEMORY_SHARE)
+    current, cap = _memory_limit(con), int(_ram() * MAX_MEMORY_SHARE)
     if current >= cap:
         return False
     new = int(min(cap, current * 2))
@@ -256,15 +277,16 @@ def _offload(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext, engine) -> se
 
 
 def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None,
-                 engine=None) -> AnalysisContext:
+                 engine=None, *, memory_per_span: bool = True) -> AnalysisContext:
     """Run every stage over the store behind `con`; results are tables in the same store.
     With an `engine` (`--engine spark`), the stages it runs come first and are skipped here.
+    `memory_per_span` False keeps the memory limit at ANALYSIS_MEMORY_LIMIT (`bound_memory`).
 
     Raises AnalysisError if a stage failed (after running the rest that could run), or if a stage
     created, replaced or dropped a table it does not declare.
     """
     ctx = AnalysisContext(intended_paths=list(intended_paths or []))
-    bound_memory(con)
+    bound_memory(con, per_span=memory_per_span)
     done = _offload(con, ctx, engine) if engine is not None else set()
     failed = False
     for stage in STAGES:
@@ -300,10 +322,11 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
 
 def run_pipeline_atomically(cur: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None) -> AnalysisContext:
     """run_pipeline in one transaction, so readers of the same store (the dashboard) never see
-    half-replaced result tables; on failure nothing of this run stays and the error is raised."""
+    half-replaced result tables; on failure nothing of this run stays and the error is raised.
+    For the long-running processes (live analysis, the dashboard): the one memory limit."""
     cur.execute("BEGIN TRANSACTION")
     try:
-        ctx = run_pipeline(cur, intended_paths)
+        ctx = run_pipeline(cur, intended_paths, memory_per_span=False)
     except BaseException:
         cur.execute("ROLLBACK")
         raise

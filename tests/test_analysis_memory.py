@@ -83,3 +83,24 @@ def test_a_dump_is_analysed_in_memory_spilling_into_a_directory_of_its_own(tmp_p
     run_pipeline(opened.con)
     assert not (tmp_path / ".tmp").exists()  # DuckDB's default would be there until the close
     opened.con.close()
+
+
+def test_the_limit_grows_with_the_spans_up_to_half_the_memory_and_not_for_long_running_processes(
+        tmp_path, monkeypatch):
+    """A larger store's stages work on more rows: a fixed limit would make them spill more and more."""
+    from choreoscope.analysis import pipeline
+
+    gib = 1 << 30
+    assert pipeline.working_memory(0, 24 * gib) == pipeline.working_memory(999_999, 24 * gib) == gib
+    assert pipeline.working_memory(3_000_000, 24 * gib) == 3 * gib
+    assert pipeline.working_memory(30_000_000, 24 * gib) == 12 * gib  # half the machine's
+    assert pipeline.working_memory(30_000_000, gib) == gib  # never below the one limit
+    con = store.connect(tmp_path / "a.duckdb")
+    assert load_paths(con, [DUMP]).ok
+    # as if the store held four times SPANS_PER_LIMIT spans
+    monkeypatch.setattr(pipeline, "SPANS_PER_LIMIT", store.scalar(con, "SELECT count(*) FROM spans") // 4)
+    pipeline.bound_memory(con)
+    assert abs(pipeline._memory_limit(con) - min(4 * gib, pipeline._ram() // 2)) < 0.1 * gib
+    con.execute("SET memory_limit = '16GB'")
+    pipeline.run_pipeline_atomically(con)  # the live analysis, the dashboard's Load page
+    assert _limit(con) == "1.0 GiB"
