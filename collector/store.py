@@ -414,16 +414,26 @@ def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
     return total - distinct
 
 
-@contextlib.contextmanager
-def compressed_once(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
-    """Fill an in-memory store without DuckDB's automatic checkpoints, then compress it in one.
+# An in-memory store whose tables hold at most this much uncompressed is left uncompressed.
+COMPRESS_ABOVE = 1 << 30
 
-    An in-memory database checkpoints too (each time ~16 MB of changes have gathered): it
-    compresses the new rows, 600 MB of spans down to 75 MB per million. Run during a load, in
-    the loading process, on one thread, beside the parse workers, that was ~3 s of CPU per
-    million spans (bench/analyze.py). Here the load writes uncompressed rows and one CHECKPOINT
-    at the end compresses them all, on every thread, once the workers are done (1.7 s at 1M).
-    A store file is left as it is: its checkpoints are how its rows reach the file."""
+
+@contextlib.contextmanager
+def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+    """Fill a temporary in-memory store (the analysis's, of dumps) without DuckDB's automatic
+    checkpoints; compress it once at the end only if it holds more than COMPRESS_ABOVE.
+
+    An in-memory database checkpoints too, each time ~16 MB of changes have gathered: it
+    compresses the new rows, 600 MB of spans down to 75 MB a million. During a load that ran in
+    the loading process, on one thread, beside the parse workers: ~3 s of CPU per million spans.
+    And during the analysis it compressed each stage's tables as they were written, and the later
+    stages decompressed them again. Measured on the bench's 1M-span dump (bench/analyze.py's
+    load and pipeline, twice each): compressed once after the load, 10.3-11.2 s load and 19.8-22.4
+    s analysis at 1.4 GB peak RSS; never compressed, 7.6-9.7 s and 18.3-20.1 s at 1.9 GB. So a
+    store of up to COMPRESS_ABOVE (about 1.7M spans) stays uncompressed, with no checkpoints
+    for its life; a larger one is compressed by one CHECKPOINT at the end of the load, on every
+    thread, once the workers are done, and checkpoints as DuckDB does from then on. A store file
+    is left as it is: its checkpoints are how its rows reach the file."""
     if scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"):
         yield
         return
@@ -432,8 +442,9 @@ def compressed_once(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     try:
         yield
     finally:
-        con.execute(f"SET checkpoint_threshold = '{threshold}'")
-        con.execute("CHECKPOINT")
+        if scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()") > COMPRESS_ABOVE:
+            con.execute(f"SET checkpoint_threshold = '{threshold}'")
+            con.execute("CHECKPOINT")
 
 
 def scalar(con: duckdb.DuckDBPyConnection, sql: str, params: list | None = None):

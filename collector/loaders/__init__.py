@@ -35,7 +35,7 @@ from choreoscope.collector.loaders.parallel import (
     run_tasks,
 )
 from choreoscope.collector.loaders.sink import CHUNK_SPANS, CollectSink, FileResult, FileSink
-from choreoscope.collector.store import compressed_once, drop_repeated_spans
+from choreoscope.collector.store import drop_repeated_spans, filled_in_memory
 
 FORMATS = ("otlp-json", "otlp-proto", "jaeger", "zipkin", "parquet")
 TRIED = ("OTLP JSON ({\"resourceSpans\"}, {\"result\"}, {\"batches\"}), OTLP protobuf (TracesData, "
@@ -115,7 +115,7 @@ def load_paths(
     not per file.
     """
     result = LoadResult()
-    with compressed_once(con) if dedup_after else contextlib.nullcontext():
+    with filled_in_memory(con) if dedup_after else contextlib.nullcontext():
         for path in expand_paths(paths):
             result.files.append(load_file(con, path, fmt, progress=progress, chunk_spans=chunk_spans,
                                           workers=workers, keys=not dedup_after))

@@ -1,0 +1,46 @@
+"""The analysis's temporary in-memory store of dumps (`analyze DUMP`): filled without DuckDB's
+automatic checkpoints, left uncompressed up to store.COMPRESS_ABOVE and compressed once at the
+end of the load above it; a store file keeps its checkpoints."""
+
+from __future__ import annotations
+
+from choreoscope.analysis.open_inputs import open_inputs
+from choreoscope.collector import store
+from choreoscope.collector.loaders import load_paths
+from tests.paths import REPO
+
+DUMP = REPO / "sample_traces" / "dumps" / "ecommerce.otlp.jsonl"
+
+
+def _setting(con) -> str:
+    return store.scalar(con, "SELECT current_setting('checkpoint_threshold')")
+
+
+def _held(con) -> int:
+    return store.scalar(con, "SELECT sum(memory_usage_bytes) FROM duckdb_memory()")
+
+
+def test_a_small_store_stays_uncompressed_without_checkpoints(tmp_path):
+    opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
+    assert _setting(opened.con) == "909.4 TiB"  # (1000 TB, as DuckDB shows it)
+    uncompressed = _held(opened.con)
+    opened.con.execute("CHECKPOINT")  # what the load left undone
+    assert _held(opened.con) < 0.75 * uncompressed
+    assert opened.con.execute("SELECT count(*) FROM spans").fetchall()[0][0] > 1000
+
+
+def test_a_store_above_the_bound_is_compressed_once_and_checkpoints_again(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "COMPRESS_ABOVE", 1 << 20)
+    opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
+    assert _setting(opened.con) == "16.0 MiB"
+    compressed = _held(opened.con)
+    opened.con.execute("CHECKPOINT")
+    assert _held(opened.con) == compressed  # nothing was left to compress
+
+
+def test_a_store_file_keeps_its_checkpoints(tmp_path):
+    con = store.connect(tmp_path / "s.duckdb")
+    with store.filled_in_memory(con):
+        assert _setting(con) == "16.0 MiB"
+        assert load_paths(con, [DUMP]).ok
+    assert _setting(con) == "16.0 MiB"
