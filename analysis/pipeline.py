@@ -11,7 +11,6 @@ it (which read its tables) are listed as skipped, and the caller gets every mess
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -100,10 +99,7 @@ def working_memory(spans: int, ram: int) -> int:
 
 
 def _ram() -> int:
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 4 * ANALYSIS_MEMORY_LIMIT
+    return store.machine_memory()
 
 
 def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:

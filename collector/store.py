@@ -414,8 +414,17 @@ def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
     return total - distinct
 
 
-# An in-memory store whose tables hold at most this much uncompressed is left uncompressed.
+# An in-memory store whose tables hold at most this much uncompressed (or a sixteenth of the
+# machine's memory, if less) is left uncompressed.
 COMPRESS_ABOVE = 1 << 30
+
+
+def machine_memory() -> int:
+    """The machine's physical memory in bytes (4 GiB where it cannot be read)."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 @contextlib.contextmanager
@@ -430,10 +439,11 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     stages decompressed them again. Measured on the bench's 1M-span dump (bench/analyze.py's
     load and pipeline, twice each): compressed once after the load, 10.3-11.2 s load and 19.8-22.4
     s analysis at 1.4 GB peak RSS; never compressed, 7.6-9.7 s and 18.3-20.1 s at 1.9 GB. So a
-    store of up to COMPRESS_ABOVE (about 1.7M spans) stays uncompressed, with no checkpoints
-    for its life; a larger one is compressed by one CHECKPOINT at the end of the load, on every
-    thread, once the workers are done, and checkpoints as DuckDB does from then on. A store file
-    is left as it is: its checkpoints are how its rows reach the file."""
+    store of up to COMPRESS_ABOVE (about 1.7M spans; less on a machine of under 16 GiB) stays
+    uncompressed, with no checkpoints for its life; a larger one is compressed by one CHECKPOINT
+    at the end of the load, on every thread, once the workers are done, and checkpoints as
+    DuckDB does from then on. A store file is left as it is: its checkpoints are how its rows
+    reach the file."""
     if scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"):
         yield
         return
@@ -442,7 +452,8 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     try:
         yield
     finally:
-        if scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()") > COMPRESS_ABOVE:
+        held = scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
+        if held > min(COMPRESS_ABOVE, machine_memory() // 16):
             con.execute(f"SET checkpoint_threshold = '{threshold}'")
             con.execute("CHECKPOINT")
 

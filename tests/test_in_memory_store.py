@@ -44,3 +44,9 @@ def test_a_store_file_keeps_its_checkpoints(tmp_path):
         assert _setting(con) == "16.0 MiB"
         assert load_paths(con, [DUMP]).ok
     assert _setting(con) == "16.0 MiB"
+
+
+def test_on_a_machine_with_little_memory_the_bound_is_a_sixteenth_of_it(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "machine_memory", lambda: 16 << 20)  # a sixteenth: 1 MiB
+    opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
+    assert _setting(opened.con) == "16.0 MiB"
