@@ -83,20 +83,24 @@ def _expected_cut(attrs: dict, limit: int) -> tuple[dict, int]:
         if _depth(value) > MAX_VALUE_DEPTH:
             cut += 1
             continue
-        limited = _truncate(value)
-        cut += limited != value
+        limited, shortened = _truncate(value)
+        cut += shortened
         kept[key] = limited
     return kept, cut
 
 
-def _truncate(value):
+def _truncate(value) -> tuple[object, bool]:
+    """(value with its texts cut to the length limit, whether one was). Whether, not `!=`: a NaN
+    is unequal to itself and is not cut."""
     if isinstance(value, (str, bytes)):
-        return value[:MAX_VALUE_LENGTH]
+        return value[:MAX_VALUE_LENGTH], len(value) > MAX_VALUE_LENGTH
     if isinstance(value, list):
-        return [_truncate(v) for v in value]
+        items = [_truncate(v) for v in value]
+        return [v for v, _ in items], any(c for _, c in items)
     if isinstance(value, dict):
-        return {k: _truncate(v) for k, v in value.items()}
-    return value
+        items = {k: _truncate(v) for k, v in value.items()}
+        return {k: v for k, (v, _) in items.items()}, any(c for _, c in items.values())
+    return value, False
 
 
 def _same(a, b) -> bool:

@@ -17,7 +17,7 @@ from opentelemetry.proto.trace.v1.trace_pb2 import TracesData
 from receiver_fixtures import make_spans
 
 from choreoscope.collector import loaders, store
-from choreoscope.collector.loaders import load_paths, otlp_proto
+from choreoscope.collector.loaders import load_paths, otlp_json_arrow, otlp_proto
 from choreoscope.sample_traces.generate import ids_to_hex
 
 COLUMNS = ", ".join(c for c in store.SPAN_COLUMN_NAMES if c != "source")
@@ -41,16 +41,24 @@ def _state(con) -> tuple:
 
 
 def _load_both(tmp_path, path, monkeypatch, **kw):
-    """The file loaded serially and by two workers in tiny tasks (many tasks, several chunks)."""
+    """The file loaded serially and by two workers in tiny tasks (many tasks, several chunks).
+    Plain OTLP JSON lines are decoded by columns in threads either way: the workers' walk of
+    them is loaded too (the columnar decode turned off), and must give the same."""
     monkeypatch.setattr(loaders, "TASK_BYTES", 300)
     monkeypatch.setattr(otlp_proto, "TASK_BYTES", 300)
     out = []
-    for name, workers in (("serial", 0), ("parallel", 2)):
-        con = store.connect(tmp_path / f"{path.name}-{name}.duckdb")
-        res = load_paths(con, [path], workers=workers, chunk_spans=5, **kw)
-        out.append((res.files[0], _state(con)))
-        con.close()
-    return out
+    for name, workers, columnar in (("serial", 0, True), ("parallel", 2, True), ("walked", 2, False)):
+        with monkeypatch.context() as m:
+            if not columnar:
+                m.setattr(otlp_json_arrow, "decode_lines", lambda *a: None)
+            con = store.connect(tmp_path / f"{path.name}-{name}.duckdb")
+            res = load_paths(con, [path], workers=workers, chunk_spans=5, **kw)
+            out.append((res.files[0], _state(con)))
+            con.close()
+    (parallel, rows), (walked, rows_walked) = out[1:]
+    assert (walked.errors, walked.spans_loaded, walked.duplicates_skipped, walked.spans_rejected, rows_walked) == (
+        parallel.errors, parallel.spans_loaded, parallel.duplicates_skipped, parallel.spans_rejected, rows)
+    return out[:2]
 
 
 def test_json_lines_as_bytes_give_the_serial_rows_lines_and_messages(tmp_path, spans, monkeypatch):
