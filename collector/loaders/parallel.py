@@ -20,6 +20,7 @@ import types
 from collections.abc import Callable, Iterable, Iterator
 
 import duckdb
+import pyarrow as pa
 
 from choreoscope.collector.export_decode import from_ipc
 from choreoscope.collector.loaders.sink import FileSink
@@ -176,6 +177,9 @@ def run_in_threads(decode: Callable, blocks: Iterable[tuple], walk: Callable, si
             sink.flush()
             sink.store_held()  # no transaction stays open past the threads
             sink.incremental = False
+            # Arrow's allocator keeps what the decodes freed for reuse: give it back for the
+            # analysis (~180 MB of peak RSS at 1M spans)
+            pa.default_memory_pool().release_unused()
 
 
 def merge_format(sink: FileSink, formats: str) -> None:
