@@ -43,21 +43,26 @@ def _state(con) -> tuple:
 def _load_both(tmp_path, path, monkeypatch, **kw):
     """The file loaded serially and by two workers in tiny tasks (many tasks, several chunks).
     Plain OTLP JSON lines are decoded by columns in threads either way: the workers' walk of
-    them is loaded too (the columnar decode turned off), and must give the same."""
+    them (the columnar decode turned off) and their columnar decode in the workers (as for files
+    beyond THREADED_MAX_BYTES) are loaded too, and must give the same."""
     monkeypatch.setattr(loaders, "TASK_BYTES", 300)
     monkeypatch.setattr(otlp_proto, "TASK_BYTES", 300)
     out = []
-    for name, workers, columnar in (("serial", 0, True), ("parallel", 2, True), ("walked", 2, False)):
+    runs = (("serial", 0, "columns"), ("parallel", 2, "columns"), ("walked", 2, "walk"), ("processes", 2, "processes"))
+    for name, workers, how in runs:
         with monkeypatch.context() as m:
-            if not columnar:
+            if how == "walk":
                 m.setattr(otlp_json_arrow, "decode_lines", lambda *a: None)
+            if how == "processes":  # decoded by columns in the worker processes (large files)
+                m.setattr(loaders, "THREADED_MAX_BYTES", 0)
             con = store.connect(tmp_path / f"{path.name}-{name}.duckdb")
             res = load_paths(con, [path], workers=workers, chunk_spans=5, **kw)
             out.append((res.files[0], _state(con)))
             con.close()
-    (parallel, rows), (walked, rows_walked) = out[1:]
-    assert (walked.errors, walked.spans_loaded, walked.duplicates_skipped, walked.spans_rejected, rows_walked) == (
-        parallel.errors, parallel.spans_loaded, parallel.duplicates_skipped, parallel.spans_rejected, rows)
+    (parallel, rows), *others = out[1:]
+    for other, other_rows in others:
+        assert (other.errors, other.spans_loaded, other.duplicates_skipped, other.spans_rejected, other_rows) == (
+            parallel.errors, parallel.spans_loaded, parallel.duplicates_skipped, parallel.spans_rejected, rows)
     return out[:2]
 
 
