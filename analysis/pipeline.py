@@ -85,7 +85,7 @@ def bound_memory(con: duckdb.DuckDBPyConnection, *, per_span: bool = True) -> No
     27.8 s, 1.1 GB spilled, 1.8 GB under this; 24.4 s, none, 3.1 GB with no bound."""
     working = ANALYSIS_MEMORY_LIMIT
     if per_span:
-        working = working_memory(int(store.scalar(con, "SELECT count(*) FROM spans") or 0), _ram())
+        working = working_memory(int(store.scalar(con, "SELECT count(*) FROM spans") or 0), store.machine_memory())
     limit = working + _in_memory_bytes(con)
     if _memory_limit(con) > limit:
         con.execute(f"SET memory_limit = '{limit}B'")
@@ -98,20 +98,14 @@ def working_memory(spans: int, ram: int) -> int:
     return int(max(ANALYSIS_MEMORY_LIMIT, min(scaled, ram * MAX_MEMORY_SHARE)))
 
 
-def _ram() -> int:
-    return store.machine_memory()
-
-
 def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
     """What the tables of an in-memory store hold (0 for a store file: its tables can be evicted)."""
-    if store.scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"):
-        return 0
-    return int(store.scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"))
+    return store.memory_held(con) if store.is_in_memory(con) else 0
 
 
 def _raise_memory_limit(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
     """Double the memory limit (capped at MAX_MEMORY_SHARE of RAM); False when at the cap already."""
-    current, cap = _memory_limit(con), int(_ram() * MAX_MEMORY_SHARE)
+    current, cap = _memory_limit(con), int(store.machine_memory() * MAX_MEMORY_SHARE)
     if current >= cap:
         return False
     new = int(min(cap, current * 2))

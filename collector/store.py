@@ -427,6 +427,16 @@ def machine_memory() -> int:
         return 4 << 30
 
 
+def is_in_memory(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether the store behind `con` is an in-memory database (no file)."""
+    return not scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")
+
+
+def memory_held(con: duckdb.DuckDBPyConnection) -> int:
+    """The bytes DuckDB's buffer pool holds (an in-memory store's tables among them)."""
+    return int(scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()"))
+
+
 @contextlib.contextmanager
 def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Fill a temporary in-memory store (the analysis's, of dumps) without DuckDB's automatic
@@ -444,7 +454,7 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     at the end of the load, on every thread, once the workers are done, and checkpoints as
     DuckDB does from then on. A store file is left as it is: its checkpoints are how its rows
     reach the file."""
-    if scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()"):
+    if not is_in_memory(con):
         yield
         return
     threshold = scalar(con, "SELECT current_setting('checkpoint_threshold')")
@@ -452,8 +462,7 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     try:
         yield
     finally:
-        held = scalar(con, "SELECT coalesce(sum(memory_usage_bytes), 0) FROM duckdb_memory()")
-        if held > min(COMPRESS_ABOVE, machine_memory() // 16):
+        if memory_held(con) > min(COMPRESS_ABOVE, machine_memory() // 16):
             con.execute(f"SET checkpoint_threshold = '{threshold}'")
             con.execute("CHECKPOINT")
 

@@ -100,7 +100,7 @@ def test_the_limit_grows_with_the_spans_up_to_half_the_memory_and_not_for_long_r
     # as if the store held four times SPANS_PER_LIMIT spans
     monkeypatch.setattr(pipeline, "SPANS_PER_LIMIT", store.scalar(con, "SELECT count(*) FROM spans") // 4)
     pipeline.bound_memory(con)
-    assert abs(pipeline._memory_limit(con) - min(4 * gib, pipeline._ram() // 2)) < 0.1 * gib
+    assert abs(pipeline._memory_limit(con) - min(4 * gib, store.machine_memory() // 2)) < 0.1 * gib
     con.execute("SET memory_limit = '16GB'")
     pipeline.run_pipeline_atomically(con)  # the live analysis, the dashboard's Load page
     assert _limit(con) == "1.0 GiB"

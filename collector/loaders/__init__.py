@@ -115,8 +115,9 @@ def load_paths(
     With `progress`, a bar is drawn on stderr for large files when stderr is a terminal.
     `workers`: processes parsing a JSON-lines file or a protobuf dump (None: one per core for
     files of PARALLEL_MIN_BYTES and more; 0: parse in this process). JSON lines whose first block
-    is plain OTLP JSON are decoded by columns in threads of this process instead, whatever the
-    file's size. The rows are the same either way.
+    is plain OTLP JSON are decoded by columns: in threads of this process when there are no
+    workers or the file is under THREADED_MAX_BYTES, else in the workers. The rows are the same
+    either way.
     `dedup_after`: store no span keys and remove spans stored twice once every file is loaded
     (`store.drop_repeated_spans`), for a store that is read, not added to (the analysis's
     in-memory store of dumps): the keys' index is a third of the storing process's work. The
@@ -179,11 +180,7 @@ def _workers_for(path: str, workers: int | None) -> int:
     if workers is not None:
         return max(0, workers)
     cores = os.cpu_count() or 1
-    try:
-        big = os.path.getsize(path) >= PARALLEL_MIN_BYTES
-    except OSError:
-        big = False
-    return cores if big and cores > 1 else 0
+    return cores if _file_size(path) >= PARALLEL_MIN_BYTES and cores > 1 else 0
 
 
 def _load_stream(raw: BinaryIO, sink: FileSink, fmt: str) -> None:
@@ -276,9 +273,7 @@ def _load_json(stream: BinaryIO, sink: FileSink, fmt: str) -> None:
     path = sink.result.path
     columnar = otlp_json_arrow.decode_lines(task[2], path) if fmt in ("auto", "otlp-json") else None
     if columnar is not None:
-        merge_format(sink, "otlp-json")
-        sink.flush()  # line 1 first
-        sink.keep(*columnar)
+        _keep_columnar(sink, columnar)
         if not sink.workers or _file_size(path) < THREADED_MAX_BYTES:
             # Plain OTLP JSON: the blocks are decoded by columns in threads; one the decode
             # leaves (odd lines) is walked in its place.
@@ -413,11 +408,14 @@ def _load_block(block: bytes, sink: FileSink, fmt: str, first: int) -> None:
     if fmt in ("auto", "otlp-json"):
         decoded = otlp_json_arrow.decode_lines(block, sink.result.path)
         if decoded is not None:
-            merge_format(sink, "otlp-json")
-            sink.flush()  # the rows walked before these first
-            sink.keep(*decoded)
+            _keep_columnar(sink, decoded)
             return
     _walk_block(block, sink, fmt, first)
+
+
+def _keep_columnar(sink: FileSink, decoded: tuple) -> None:
+    merge_format(sink, "otlp-json")
+    sink.keep_after_batch(*decoded)
 
 
 def _walk_block(block: bytes, sink: FileSink, fmt: str, first: int) -> None:

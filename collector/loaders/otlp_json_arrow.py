@@ -181,6 +181,8 @@ def _any_values(values) -> pa.StructArray:
     bv = _member(values, "boolValue")
     dv = _member(values, "doubleValue")
     av = _member(values, "arrayValue")
+    kv = _member(values, "kvlistValue")  # (only whether they are set is read: the walk takes them)
+    by = _member(values, "bytesValue")
     oa.fallback_if(sv is not None and sv.type != _STRING)
     oa.fallback_if(iv is not None and iv.type not in (_INT64, _STRING))
     oa.fallback_if(bv is not None and bv.type != _BOOL)
@@ -198,8 +200,8 @@ def _any_values(values) -> pa.StructArray:
         iv.cast(_INT64) if iv is not None else pa.nulls(n, _INT64),
         dv.cast(_DOUBLE) if dv is not None else pa.nulls(n, _DOUBLE),
         av if av is not None else pa.nulls(n, pa.struct([("values", pa.list_(pa.struct([])))])),
-        _member(values, "kvlistValue") if _member(values, "kvlistValue") is not None else pa.nulls(n, _BOOL),
-        _member(values, "bytesValue") if _member(values, "bytesValue") is not None else pa.nulls(n, _BOOL),
+        kv if kv is not None else pa.nulls(n, _BOOL),
+        by if by is not None else pa.nulls(n, _BOOL),
         pa.nulls(n, _INT64),
     ]
     return pa.StructArray.from_arrays(members, names=oa.ANY_VALUE_FIELDS,

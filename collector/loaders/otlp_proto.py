@@ -120,8 +120,7 @@ def add_frame(body: bytes, sink: FileSink, where: str) -> None:
     if len(body) >= otlp_arrow.MIN_BYTES:
         decoded = otlp_arrow.decode_protobuf(body, sink.result.path)
         if decoded is not None:
-            sink.flush()  # the rows walked before these first
-            sink.keep(*decoded)
+            sink.keep_after_batch(*decoded)
             return
     msg = TracesData()
     try:

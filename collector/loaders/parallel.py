@@ -95,11 +95,9 @@ def run_tasks(pool, worker: Callable, tasks: Iterable[Task], sink: FileSink) -> 
     A worker returns (Arrow IPC chunks, messages, rejected count, formats seen), as
     `CollectSink` gathers them. At most two tasks per worker are in flight. The chunks (a task
     holds a few thousand spans) go to `sink.keep`, which stores them STORE_SPANS a transaction."""
-    sink.flush()
-    pending: collections.deque = collections.deque()
 
-    def take_next() -> None:
-        label, job = pending.popleft()
+    def take(task: Task, job) -> None:
+        label = task[0]
         try:
             chunks, errors, rejected, formats = job.get()
         except Exception as exc:  # noqa: BLE001 - a worker that died costs only its task
@@ -114,25 +112,7 @@ def run_tasks(pool, worker: Callable, tasks: Iterable[Task], sink: FileSink) -> 
         if sink.on_flush is not None:
             sink.on_flush(sink.result)  # the progress bar (it follows the bytes read)
 
-    def drain() -> None:
-        while pending:
-            take_next()
-
-    sink.store_held()  # what this process read itself (line 1), before the workers' rows
-    sink.incremental = True  # this process stores while the workers parse
-    try:
-        for label, args in tasks:
-            pending.append((label, pool.apply_async(worker, args)))
-            if len(pending) > 2 * sink.workers:
-                take_next()
-    except Exception:  # reading failed (a truncated .gz): the tasks read before it still load
-        drain()
-        raise
-    else:
-        drain()
-    finally:
-        sink.store_held()  # no transaction stays open past the workers
-        sink.incremental = False
+    _in_order(lambda task: pool.apply_async(worker, task[1]), take, tasks, sink, 2 * sink.workers)
 
 
 def run_in_threads(decode: Callable, blocks: Iterable[tuple], walk: Callable, sink: FileSink, threads: int) -> None:
@@ -141,13 +121,8 @@ def run_in_threads(decode: Callable, blocks: Iterable[tuple], walk: Callable, si
     in its place. For the columnar decodes: Arrow's parse and kernels release the GIL, so
     threads share the cores without the worker processes' start (~0.4 s) or their pipes (the
     blocks out, the rows back). At most two blocks per thread are in flight."""
-    sink.flush()
-    sink.store_held()
-    sink.incremental = True  # store while the threads decode
-    pending: collections.deque = collections.deque()
 
-    def take_next() -> None:
-        block, future = pending.popleft()
+    def take(block, future) -> None:
         try:
             decoded = future.result()
         except Exception:  # noqa: BLE001 - the decode's own failure: the walk has the last word
@@ -155,31 +130,45 @@ def run_in_threads(decode: Callable, blocks: Iterable[tuple], walk: Callable, si
         if decoded is None:
             walk(block)
         else:
-            sink.flush()  # rows walked before these first
-            sink.keep(*decoded)
+            sink.keep_after_batch(*decoded)
         if sink.on_flush is not None:
             sink.on_flush(sink.result)
 
-    with concurrent.futures.ThreadPoolExecutor(max(1, threads)) as executor:
+    threads = max(1, threads)
+    with concurrent.futures.ThreadPoolExecutor(threads) as executor:
         try:
-            for block in blocks:
-                pending.append((block, executor.submit(decode, block)))
-                if len(pending) > 2 * threads:
-                    take_next()
-        except Exception:  # reading failed (a truncated .gz): the blocks read before it still load
-            while pending:
-                take_next()
-            raise
-        else:
-            while pending:
-                take_next()
+            _in_order(lambda block: executor.submit(decode, block), take, blocks, sink, 2 * threads)
         finally:
-            sink.flush()
-            sink.store_held()  # no transaction stays open past the threads
-            sink.incremental = False
             # Arrow's allocator keeps what the decodes freed for reuse: give it back for the
             # analysis (~180 MB of peak RSS at 1M spans)
             pa.default_memory_pool().release_unused()
+
+
+def _in_order(submit: Callable, take: Callable, items: Iterable, sink: FileSink, in_flight: int) -> None:
+    """`submit(item)` each item (to workers or threads) and `take(item, job)` each in the items'
+    order, at most `in_flight` ahead: the loading process stores while the others parse."""
+    sink.flush()
+    sink.store_held()  # what this process read itself (line 1), before the others' rows
+    sink.incremental = True
+    pending: collections.deque = collections.deque()
+
+    def drain() -> None:
+        while pending:
+            take(*pending.popleft())
+
+    try:
+        for item in items:
+            pending.append((item, submit(item)))
+            if len(pending) > in_flight:
+                take(*pending.popleft())
+    except Exception:  # reading failed (a truncated .gz): the items read before it still load
+        drain()
+        raise
+    else:
+        drain()
+    finally:
+        sink.store_held()  # no transaction stays open past the workers
+        sink.incremental = False
 
 
 def merge_format(sink: FileSink, formats: str) -> None:

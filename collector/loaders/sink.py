@@ -98,6 +98,12 @@ class FileSink:
         if self.on_flush is not None:
             self.on_flush(self.result)
 
+    def keep_after_batch(self, spans: pa.Table, links: pa.Table) -> None:
+        """Rows made elsewhere (a columnar decode), kept after the rows the batch holds (walked
+        before them), so the store's order is the file's."""
+        self.flush()
+        self.keep(spans, links)
+
     def keep(self, spans: pa.Table, links: pa.Table) -> None:
         """A chunk of rows for the store: held until STORE_SPANS are, then stored in one transaction.
         With `incremental` (parse workers are filling the chunks), each chunk is inserted at
