@@ -34,11 +34,23 @@ def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
     smallest id. Joins and aggregates only, so the same stage runs on any SQL engine (no
     GraphFrames, no Python over pairs). Plain min-label propagation needs as many rounds as the
     longest chain of linked traces; this needs about log2 of it.
+    The rounds run over numbers given to the trace ids in their order (so the smallest number is
+    the smallest id), mapped back at the end: over the 32-character ids themselves, each round's
+    joins, groupings and EXCEPTs took a fifth more CPU (the bench's 1M-span store: 2.7-3.0 s
+    against 2.1-2.5 s, the same labels).
     """
-    con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _trace_edges AS
-        SELECT DISTINCT greatest(a, b) AS a, least(a, b) AS b FROM ({pairs_sql}) WHERE a <> b
+    con.execute(f"CREATE OR REPLACE TEMP TABLE _trace_pairs AS SELECT a, b FROM ({pairs_sql}) WHERE a <> b")
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _trace_nos AS
+        SELECT trace_id, row_number() OVER (ORDER BY trace_id) AS no
+        FROM (SELECT a AS trace_id FROM _trace_pairs UNION SELECT b FROM _trace_pairs)
     """)
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _trace_edges AS
+        SELECT DISTINCT greatest(x.no, y.no) AS a, least(x.no, y.no) AS b
+        FROM _trace_pairs p JOIN _trace_nos x ON x.trace_id = p.a JOIN _trace_nos y ON y.trace_id = p.b
+    """)
+    con.execute("DROP TABLE _trace_pairs")
     for _ in range(MAX_ROUNDS):
         con.execute("""
             CREATE OR REPLACE TEMP TABLE _trace_edges_large AS
@@ -63,11 +75,14 @@ def connected_traces_sql(con: duckdb.DuckDBPyConnection, pairs_sql: str) -> str:
         if not changed:
             con.execute("""
                 CREATE OR REPLACE TEMP TABLE _trace_labels AS
-                SELECT trace_id, min(label) AS label
-                FROM (SELECT a AS trace_id, b AS label FROM _trace_edges UNION ALL SELECT b, b FROM _trace_edges)
-                GROUP BY trace_id
+                SELECT t.trace_id, l.trace_id AS label
+                FROM (SELECT a AS no, min(b) AS label
+                      FROM (SELECT a, b FROM _trace_edges UNION ALL SELECT b, b FROM _trace_edges)
+                      GROUP BY a) c
+                JOIN _trace_nos t ON t.no = c.no JOIN _trace_nos l ON l.no = c.label
             """)
             con.execute("DROP TABLE _trace_edges")
+            con.execute("DROP TABLE _trace_nos")
             return "_trace_labels"
     raise RuntimeError(f"connected components did not converge in {MAX_ROUNDS} rounds")
 
