@@ -14,7 +14,11 @@ each span sent exactly once (none lost, none twice). The load average is printed
 
     .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10] [--links 0]
         [--decode-workers 2] [--only sink,serve,dashboard] [--store-only] [--serve-arg=--queue-spans=20000]
+        [--writer [--writer-groups 512,4096,16384,100000]]
         [--py-spy PATH [--profile-dir DIR]]
+
+`--writer` times the store writer alone instead (no server): see writer_only. Each serve run also
+prints serve's own account of its writer (group commits, their mean size, the writer thread's CPU).
 
 `--py-spy PATH` (a py-spy binary; a measuring tool, never a dependency) samples each server and its
 decode workers while the load runs and prints where their time goes: the functions the samples
@@ -263,6 +267,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     if server.returncode != 0:
         print(err, file=sys.stderr)
         return None
+    writer = next((line.strip() for line in err.splitlines() if line.startswith("stopped: ")), "")
     expected = args.clients * args.requests * args.spans
     stored = distinct = expected
     if mode != "sink":
@@ -286,6 +291,8 @@ def run_load(mode: str, args, db: Path) -> dict | None:
           f"peak RSS server {rss:.0f} MiB + {workers_rss:.0f} MiB in {len(workers)} workers; "
           f"CPU {server_cpu:.1f} s; machine idle {idle / (elapsed * cores):.0%} of {cores} cores; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if writer:
+        print(f"{'':22} {writer}", flush=True)
     return {"rate": stored / elapsed, "ok": stored == expected == distinct}
 
 
@@ -397,6 +404,63 @@ def store_only(args) -> None:
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
+def writer_only(args) -> None:
+    """The writer alone (issue #12): the requests decoded once into the Arrow tables the receiver
+    builds, inserted into a fresh file store in groups of each of `--writer-groups` spans as
+    Ingester._commit_group does (BEGIN; INSERT span_keys; INSERT spans; COMMIT), the JSON columns
+    as plain strings (DuckDB parses each to check it) and JSON-typed (store.as_json_typed, as the
+    receiver sends them). Prints this thread's CPU per span in each statement, COMMIT's wall time,
+    the WAL bytes per span, and one CHECKPOINT of it all at the end. One DuckDB thread, as
+    `serve --no-dashboard` on 2 cores. The variants alternate, twice, for a noisy machine."""
+    import pyarrow as pa
+
+    from choreoscope.collector import store
+    from choreoscope.collector.export_decode import PROTOBUF, DecodePool
+
+    pool = DecodePool(0)
+    tables = [pool.decode(body, PROTOBUF, "identity", 16 * 1024 * 1024, "otlp-grpc").spans
+              for c in range(args.clients) for body in build_requests(c, args.requests, args.spans, args.attrs)]
+    n = sum(t.num_rows for t in tables)
+    print(f"writer alone: {n} spans of {len(tables)} requests", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for rep in range(2):
+            for size in (int(x) for x in args.writer_groups.split(",")):
+                per = max(1, size // args.spans)
+                groups = [pa.concat_tables(tables[i:i + per]).combine_chunks() for i in range(0, len(tables), per)]
+                for typed in (False, True):
+                    db = Path(tmp) / f"{rep}-{size}-{typed}.duckdb"
+                    con = store.connect(db)
+                    con.execute("SET threads = 1")
+                    con.execute("SET checkpoint_threshold = '1000TB'")
+                    cpu = dict.fromkeys(("keys", "spans", "commit"), 0.0)
+                    commit_wall = 0.0
+                    for rows in groups:
+                        _rows = store.as_json_typed(rows) if typed else rows  # read by name (replacement scan)
+                        t0 = time.thread_time()
+                        con.execute("BEGIN TRANSACTION")
+                        con.execute(f"INSERT INTO span_keys SELECT {store.SPAN_KEY_SQL} FROM _rows").fetchall()
+                        t1 = time.thread_time()
+                        con.execute("INSERT INTO spans SELECT * FROM _rows").fetchall()
+                        t2, w2 = time.thread_time(), time.perf_counter()
+                        con.execute("COMMIT")
+                        t3 = time.thread_time()
+                        commit_wall += time.perf_counter() - w2
+                        cpu["keys"] += t1 - t0
+                        cpu["spans"] += t2 - t1
+                        cpu["commit"] += t3 - t2
+                    wal = os.path.getsize(f"{db}.wal")
+                    t0 = time.thread_time()
+                    con.execute("CHECKPOINT")
+                    checkpoint = time.thread_time() - t0
+                    con.close()
+                    us = {k: v / n * 1e6 for k, v in cpu.items()}
+                    print(f"  groups of {size:6} spans, JSON {'typed' if typed else 'text '}: CPU µs/span "
+                          f"BEGIN+span_keys {us['keys']:.2f}, spans {us['spans']:.2f}, COMMIT {us['commit']:.2f} "
+                          f"(wall {commit_wall / n * 1e6:.2f}), total {sum(us.values()):.2f}; WAL {wal / n:.0f} B/span; "
+                          f"CHECKPOINT {checkpoint / n * 1e6:.2f} µs/span; load average "
+                          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clients", type=int, default=4, help="concurrent client processes")
@@ -414,6 +478,10 @@ def main() -> int:
     parser.add_argument("--profile-dir", default="bench-profiles", help="where --py-spy writes its samples")
     parser.add_argument("--store-only", action="store_true",
                         help="also time the writer alone: span_keys against the old primary key")
+    parser.add_argument("--writer", action="store_true",
+                        help="only time the writer alone: INSERT / COMMIT CPU per span by group size (no server)")
+    parser.add_argument("--writer-groups", default="512,4096,16384,100000", metavar="SPANS,...",
+                        help="group sizes for --writer")
     parser.add_argument("--sink", action="store_true", help=argparse.SUPPRESS)  # the sink's own process
     args = parser.parse_args()
     if args.sink:
@@ -422,6 +490,9 @@ def main() -> int:
     print(f"clients={args.clients}x{args.streams} streams, {args.clients * args.requests} requests of "
           f"{args.spans} spans, {args.attrs} attributes/span, {args.links} links/trace root; load average before: "
           f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
+    if args.writer:
+        writer_only(args)
+        return 0
     if args.store_only:
         store_only(args)
     results = {}

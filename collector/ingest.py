@@ -34,13 +34,27 @@ MAX_GROUP_SPANS = 100_000
 # request is still being decoded (`Ingester.decoding`): once every request in the receiver is
 # queued, waiting longer only delays their acknowledgements. With that rule, bench/ingest.py
 # (16 exports in flight) stored ~3% more spans/s at 5 ms than at 10 ms, for ~2% more CPU a
-# span (20 ms: less CPU, fewer spans/s; 2 ms: about as 5 ms).
+# span (20 ms: less CPU, fewer spans/s; 2 ms: about as 5 ms). Measured again for issue #12
+# (`bench/ingest.py --writer`, DuckDB 2.0, one thread, 512-span requests of 10 attributes): each
+# statement costs ~2-4 ms of CPU whatever its rows, so the writer's CPU a span (BEGIN, INSERT
+# span_keys, INSERT spans, COMMIT) is ~30 µs in groups of 512, ~9.5 at 4,096, ~7.5 at 16k, ~7 at
+# 100k; but in the end-to-end bench (16 exports of 512 spans in flight) the groups stay at
+# ~1.5-2.5k spans, and 8,192 spans / 20 ms or 16,384 / 10 ms made them no larger and the run no
+# faster (A/B/A/B; the groups are what the decoders deliver during one commit).
 TARGET_GROUP_SPANS = 4_096
 LINGER_S = 0.005
 # A checkpoint (rewriting the table's open row group) runs once the WAL passes this size, in the
 # writer thread. DuckDB's default 16 MB meant a 50-270 ms checkpoint every ~28k spans, with the
 # cost growing with the table; 64 MB lowered the receiver's CPU, p99 and peak RSS in
-# bench/ingest.py runs of 300k spans (measured as DuckDB's checkpoint_threshold).
+# bench/ingest.py runs of 300k spans (measured as DuckDB's checkpoint_threshold). Measured again
+# with DuckDB 2.0 (issue #12; 4,096-span groups, one thread): a CHECKPOINT every 24.6k spans cost
+# 8.5-8.9 µs of CPU a span, every 53k 4.2, every 102k (~this size) 2.9-3.2, and its longest stall
+# was no shorter at 24.6k (560-790 ms wall on a loaded machine, 400-650 at 102k): each one rewrites
+# the open row group. Its cost did not grow with the table (102k to 1M spans, with span_keys).
+# A checkpoint holds the spans table: an INSERT into it waits until it ends (a checkpoint on
+# another cursor, beside the writer, stalled the writer's next INSERT as long), so it stays here.
+# That stall sets serve's export p99: in a bench/ingest.py run of 204,800 spans the 16 exports in
+# flight during its one checkpoint all ended together, 0.5-0.8 s late, the slowest 4% of the run.
 CHECKPOINT_BYTES = 64 << 20
 # ... but a checkpoint that fails for want of disk space invalidates the whole DuckDB instance
 # ("FATAL Error: ... database has been invalidated"; every later query fails until the file is
@@ -133,6 +147,12 @@ class Ingester:
         self.checkpoint_bytes = checkpoint_bytes
         self.checkpoints = 0  # CHECKPOINTs the writer ran
         self.checkpoints_skipped = 0  # ... and did not run for want of disk space
+        # CPU seconds of the writer thread in group commits (INSERTs and COMMIT) and in its
+        # CHECKPOINTs: what `serve` reports when it stops, and bench/ingest.py prints. The writer
+        # thread's own: with DuckDB threads > 1 (serve with the dashboard) part of the work runs
+        # in DuckDB's threads, not counted (a checkpoint then shows as ~0 s).
+        self.commit_cpu_s = 0.0
+        self.checkpoint_cpu_s = 0.0
         self._skip_reported = 0.0
         self._db_path: str | None = None
         self.queue_limit = max(1, int(queue_spans))
@@ -310,13 +330,15 @@ class Ingester:
     def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Pending]) -> None:
         n = sum(p.spans.num_rows for p in group)
         # One chunk: DuckDB scans an Arrow table chunk by chunk, and a 100-row chunk per request
-        # costs it more than the copy into one does.
-        spans = pa.concat_tables([p.spans for p in group]).combine_chunks()
+        # costs it more than the copy into one does. JSON-typed (store.as_json_typed): the
+        # decoders wrote that text, DuckDB need not parse it again (~0.5-1 µs a span less).
+        spans = store.as_json_typed(pa.concat_tables([p.spans for p in group]).combine_chunks())
         link_tables = [p.links for p in group if p.links is not None]
-        links = pa.concat_tables(link_tables) if link_tables else None
+        links = store.as_json_typed(pa.concat_tables(link_tables)) if link_tables else None
         error: BaseException | None = None
         added = 0
         started = time.perf_counter()
+        cpu_started = time.thread_time()
         # Called holding write_lock.
         # Duplicates are rare (exporter retries), and the plain INSERT is about twice as fast
         # as INSERT OR IGNORE: try it first, redo the group with the check if one turns up.
@@ -337,6 +359,7 @@ class Ingester:
                     break
         if self.commit_observer is not None and error is None:
             self.commit_observer(time.perf_counter() - started)
+        self.commit_cpu_s += time.thread_time() - cpu_started
         with self._cond:
             self._pending_spans -= n
             if error is None:
@@ -390,6 +413,7 @@ class Ingester:
                       f"checkpoint may need {need:,}; the WAL ({wal:,} bytes) grows until there is room",
                       file=sys.stderr, flush=True)
             return
+        cpu_started = time.thread_time()
         try:
             cur.execute("CHECKPOINT")
             self.checkpoints += 1
@@ -397,6 +421,8 @@ class Ingester:
             self.invalidated = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         except duckdb.Error:
             pass  # another transaction is open (the live analysis): the next commit tries again
+        finally:
+            self.checkpoint_cpu_s += time.thread_time() - cpu_started
 
     def _report_failure(self, n: int, error: BaseException) -> None:
         """Say on stderr that commits fail (first failure of a run, then every FAILURE_REPORT_EVERY_S)."""

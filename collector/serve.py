@@ -214,9 +214,12 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
             print(f"choreoscope serve: closing {args.db} failed ({' '.join(str(exc).split())[:200]}); "
                   "what was acknowledged is in its WAL and replays when it is next opened",
                   file=sys.stderr, flush=True)
+        ing = receiver.ingester
         print(f"stopped: {stats.spans_stored} spans stored, {stats.spans_duplicate} duplicates, "
-              f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full)",
-              file=sys.stderr, flush=True)
+              f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full); "
+              f"writer: {stats.commits} group commits (mean {stats.spans_stored / max(stats.commits, 1):,.0f} "
+              f"spans), CPU {ing.commit_cpu_s:.2f} s in commits, {ing.checkpoint_cpu_s:.2f} s in "
+              f"{ing.checkpoints} checkpoints", file=sys.stderr, flush=True)
     if receiver.ingester.damaged:
         print(f"choreoscope serve: {receiver.ingester.damaged}", file=sys.stderr, flush=True)
         return 2

@@ -111,6 +111,29 @@ def arrow_schema(columns: list[tuple[str, str]]) -> pa.Schema:
 SPAN_ARROW_SCHEMA = arrow_schema(SPAN_COLUMNS)
 LINK_ARROW_SCHEMA = arrow_schema(LINK_COLUMNS)
 
+_ARROW_JSON = pa.json_(pa.string())
+
+
+def as_json_typed(table: pa.Table) -> pa.Table:
+    """`table` with its string columns named as JSON columns of the store (SPAN_COLUMNS,
+    LINK_COLUMNS) marked as Arrow's JSON extension type (no copy): DuckDB then takes them as JSON
+    without parsing each text to check it, which a plain string column inserted into a JSON column
+    costs: 0.6-1.3 µs a span of 10 attributes less on the spans INSERT (a quarter to a third of it
+    in groups of 4k-16k spans), ~0-2 µs (typically ~0.5-1) less on the whole group commit, COMMIT
+    itself being a little dearer (`bench/ingest.py --writer`, 2 runs x 4 group sizes). Only for text choreoscope wrote itself (the
+    receiver's decoders write it with orjson or as otlp_arrow reproduces it), never for a user's
+    file: there DuckDB's check stays (tests/test_ingest_json_typed.py)."""
+    json_columns = {name for name, sqltype in SPAN_COLUMNS + LINK_COLUMNS if sqltype == "JSON"}
+    columns = []
+    changed = False
+    for field, column in zip(table.schema, table.columns):
+        if field.name in json_columns and field.type == pa.string():
+            column = pa.chunked_array([pa.ExtensionArray.from_storage(_ARROW_JSON, chunk)
+                                       for chunk in column.chunks], _ARROW_JSON)
+            changed = True
+        columns.append(column)
+    return pa.table(columns, names=table.column_names) if changed else table
+
 
 def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
     cols = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in columns)
@@ -414,9 +437,9 @@ def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
     return total - distinct
 
 
-# An in-memory store whose tables hold at most this much uncompressed (or a sixteenth of the
-# machine's memory, if less) is left uncompressed.
-COMPRESS_ABOVE = 1 << 30
+# An in-memory store whose tables hold at most this share of the machine's memory uncompressed is
+# left uncompressed (`filled_in_memory` says why).
+UNCOMPRESSED_SHARE = 1 / 8
 
 
 def machine_memory() -> int:
@@ -440,7 +463,8 @@ def memory_held(con: duckdb.DuckDBPyConnection) -> int:
 @contextlib.contextmanager
 def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """Fill a temporary in-memory store (the analysis's, of dumps) without DuckDB's automatic
-    checkpoints; compress it once at the end only if it holds more than COMPRESS_ABOVE.
+    checkpoints; compress it once at the end only if it holds more than UNCOMPRESSED_SHARE of the
+    machine's memory.
 
     An in-memory database checkpoints too, each time ~16 MB of changes have gathered: it
     compresses the new rows, 600 MB of spans down to 75 MB a million. During a load that ran in
@@ -448,12 +472,15 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     And during the analysis it compressed each stage's tables as they were written, and the later
     stages decompressed them again. Measured on the bench's 1M-span dump (bench/analyze.py's
     load and pipeline, twice each): compressed once after the load, 10.3-11.2 s load and 19.8-22.4
-    s analysis at 1.4 GB peak RSS; never compressed, 7.6-9.7 s and 18.3-20.1 s at 1.9 GB. So a
-    store of up to COMPRESS_ABOVE (about 1.7M spans; less on a machine of under 16 GiB) stays
-    uncompressed, with no checkpoints for its life; a larger one is compressed by one CHECKPOINT
-    at the end of the load, on every thread, once the workers are done, and checkpoints as
-    DuckDB does from then on. A store file is left as it is: its checkpoints are how its rows
-    reach the file."""
+    s analysis at 1.4 GB peak RSS; never compressed, 7.6-9.7 s and 18.3-20.1 s at 1.9 GB. The
+    one CHECKPOINT costs more than its share as the store grows: the 3M-span dump's (1.75 GB
+    uncompressed, 218 MB after) took ~20 s of CPU against ~3 s for 1M, and the analysis after it
+    took as much CPU either way (224 against 227 s), at 5.2 GB peak RSS uncompressed against 3.7
+    GB. So a store of up to an eighth of the machine's memory (3 GiB, about 5M spans, on 24 GiB;
+    1 GiB, 1.7M spans, on 8 GiB) stays uncompressed, with no checkpoints for its life; a larger
+    one is compressed by one CHECKPOINT at the end of the load, on every thread, once the workers
+    are done, and checkpoints as DuckDB does from then on. A store file is left as it is: its
+    checkpoints are how its rows reach the file."""
     if not is_in_memory(con):
         yield
         return
@@ -462,7 +489,7 @@ def filled_in_memory(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     try:
         yield
     finally:
-        if memory_held(con) > min(COMPRESS_ABOVE, machine_memory() // 16):
+        if memory_held(con) > machine_memory() * UNCOMPRESSED_SHARE:
             con.execute(f"SET checkpoint_threshold = '{threshold}'")
             con.execute("CHECKPOINT")
 

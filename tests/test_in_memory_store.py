@@ -1,6 +1,6 @@
 """The analysis's temporary in-memory store of dumps (`analyze DUMP`): filled without DuckDB's
-automatic checkpoints, left uncompressed up to store.COMPRESS_ABOVE and compressed once at the
-end of the load above it; a store file keeps its checkpoints."""
+automatic checkpoints, left uncompressed up to store.UNCOMPRESSED_SHARE of the machine's memory
+and compressed once at the end of the load above it; a store file keeps its checkpoints."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def test_a_small_store_stays_uncompressed_without_checkpoints(tmp_path):
 
 
 def test_a_store_above_the_bound_is_compressed_once_and_checkpoints_again(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "COMPRESS_ABOVE", 1 << 20)
+    monkeypatch.setattr(store, "machine_memory", lambda: 8 << 20)  # an eighth: 1 MiB
     opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
     assert _setting(opened.con) == "16.0 MiB"
     compressed = _held(opened.con)
@@ -46,7 +46,10 @@ def test_a_store_file_keeps_its_checkpoints(tmp_path):
     assert _setting(con) == "16.0 MiB"
 
 
-def test_on_a_machine_with_little_memory_the_bound_is_a_sixteenth_of_it(tmp_path, monkeypatch):
-    monkeypatch.setattr(store, "machine_memory", lambda: 16 << 20)  # a sixteenth: 1 MiB
+def test_the_bound_is_a_share_of_the_machines_memory(tmp_path, monkeypatch):
+    monkeypatch.setattr(store, "machine_memory", lambda: 64 << 20)  # an eighth: 8 MiB, more than it holds
+    opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
+    assert _setting(opened.con) == "909.4 TiB"
+    monkeypatch.setattr(store, "machine_memory", lambda: 8 << 20)  # an eighth: 1 MiB, less
     opened = open_inputs([str(DUMP)], str(tmp_path / "unused.duckdb"))
     assert _setting(opened.con) == "16.0 MiB"

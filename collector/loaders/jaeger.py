@@ -15,6 +15,7 @@ from __future__ import annotations
 import base64
 
 from choreoscope.collector import semconv as sc
+from choreoscope.collector.loaders import walked_arrow
 from choreoscope.collector.loaders.sink import FileSink
 from choreoscope.collector.spanbatch import Link, pop_non_otlp_dropped
 
@@ -64,11 +65,59 @@ def tags_to_dict(tags) -> dict:
         return {}
     if isinstance(tags, dict):  # some exporters write {"key": value}
         return dict(tags)
-    return {t["key"]: tag_value(t) for t in tags}
+    out = {}
+    for t in tags:
+        key = t["key"]
+        # tag_value, inline for the two types nearly every tag has
+        kind = t.get("type", "string")
+        if kind == "string":
+            out[key] = t.get("value")
+        elif kind == "int64" and type(value := t.get("value")) is int:
+            out[key] = value
+        else:
+            out[key] = tag_value(t)
+    return out
 
 
-def load_traces(traces: list, sink: FileSink, where: str) -> None:
-    for ti, trace in enumerate(traces):
+def load_traces(traces: list, sink: FileSink, where: str, first: int = 0) -> None:
+    """Add the spans of these traces (`first`: the first one's index in the document, for the
+    messages). Runs of traces of CHUNK_SPANS spans or more are stored by columns
+    (collector/loaders/walked_arrow.py); a run that path cannot reproduce exactly is walked span
+    by span into the sink's batch, which words any problem."""
+    if not walked_arrow.COLUMNAR:
+        _walk_traces(traces, sink, where, first)
+        return
+    path = sink.result.path
+    walked_arrow.store_in_order(
+        walked_arrow.runs([_size(t) for t in traces], sink.chunk_spans),
+        lambda run: _columns(traces[run[0]:run[1]], path),
+        lambda run: _walk_traces(traces[run[0]:run[1]], sink, where, first + run[0]), sink)
+
+
+def _size(trace: dict) -> int:
+    spans = trace.get("spans")
+    return len(spans) if isinstance(spans, list) else 1
+
+
+def _columns(traces: list, path: str):
+    """The store tables of these traces' spans, or None when they must be walked."""
+    batch = walked_arrow.ColumnBatch(path)
+    resources: dict = {}
+    try:
+        for trace in traces:
+            processes = trace.get("processes") or {}
+            spans = trace.get("spans") or []
+            if not isinstance(spans, list):
+                return None
+            batch.rows.extend(span_fields(span, processes, resources) for span in spans)
+        return batch.tables() if len(batch) else None
+    except walked_arrow.ERRORS:  # a span the walk rejects, or a value the columns do not take
+        return None
+
+
+def _walk_traces(traces: list, sink: FileSink, where: str, first: int) -> None:
+    resources: dict = {}
+    for ti, trace in enumerate(traces, start=first):
         processes = trace.get("processes") or {}
         spans = trace.get("spans") or []
         if not isinstance(spans, list):
@@ -78,40 +127,62 @@ def load_traces(traces: list, sink: FileSink, where: str) -> None:
         for si, span in enumerate(spans):
             place = f"{where}trace {ti} span {si}"
             try:
-                _add_span(span, processes, sink, place)
+                sink.batch.add(**dict(zip(walked_arrow.FIELDS, span_fields(span, processes, resources))), id_pad=True,
+                               where=f"{sink.result.path}:{place} (span {span.get('spanID')!r}, "
+                                     f"{span.get('operationName')!r})")
             except (KeyError, TypeError, ValueError, AttributeError, OverflowError, IndexError) as exc:
                 sink.error(place, f"not a valid Jaeger span ({type(exc).__name__}: {exc}); skipped")
                 sink.result.spans_rejected += 1
             sink.maybe_flush()
 
 
-def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
-    trace_id = span["traceID"]
-    attrs = tags_to_dict(span.get("tags"))
-    process = span.get("process") or processes.get(span.get("processID")) or {}
+def _resource(process, resources: dict) -> dict:
+    """The process's serviceName and tags as the resource; one dict per process (`resources`
+    holds them by the process object's id and keeps the object, so the id is not reused)."""
+    hit = resources.get(id(process))
+    if hit is not None and hit[0] is process:
+        return hit[1]
     resource = tags_to_dict(process.get("tags"))
     if process.get("serviceName"):
         resource[sc.SERVICE_NAME] = process["serviceName"]
+    if all(type(v) is str for v in resource.values()):
+        # every trace repeats its processes: one dict per content too (text values only: 1 and True
+        # are equal keys), so the resource's JSON is made once
+        resource = resources.setdefault(tuple(resource.items()), resource)
+    resources[id(process)] = (process, resource)
+    return resource
+
+
+def span_fields(span: dict, processes: dict, resources: dict) -> tuple:
+    """One Jaeger span as `SpanBatch.add`'s fields (ids as sent: `id_pad` normalises them).
+    Raises KeyError, TypeError, ValueError, ... for a span that is not valid Jaeger JSON."""
+    trace_id = span["traceID"]
+    attrs = tags_to_dict(span.get("tags"))
+    process = span.get("process") or processes.get(span.get("processID")) or {}
+    resource = _resource(process, resources)
 
     parent = None
     links: list[Link] = []
-    refs = [r for r in span.get("references") or [] if isinstance(r, dict)]
-    same_trace = [r for r in refs if _same_id(r.get("traceID"), trace_id)]
-    for ref_type in ("CHILD_OF", "FOLLOWS_FROM"):
-        for r in same_trace:
-            if str(r.get("refType", "CHILD_OF")).upper() == ref_type:
-                parent = r
+    refs = span.get("references")
+    if refs:
+        refs = [r for r in refs if isinstance(r, dict)]
+        same_trace = [r for r in refs if _same_id(r.get("traceID"), trace_id)]
+        for ref_type in ("CHILD_OF", "FOLLOWS_FROM"):
+            for r in same_trace:
+                if str(r.get("refType", "CHILD_OF")).upper() == ref_type:
+                    parent = r
+                    break
+            if parent is not None:
                 break
-        if parent is not None:
-            break
-    for r in refs:
-        if r is not parent:
-            links.append(Link(r["traceID"], r["spanID"]))
+        for r in refs:
+            if r is not parent:
+                links.append(Link(r["traceID"], r["spanID"]))
 
-    kind = _KINDS.get(str(attrs.get(sc.JAEGER_SPAN_KIND, "")).lower(), "UNSPECIFIED")
-    status = str(attrs.get(sc.JAEGER_STATUS_CODE, "")).upper()
+    get = attrs.get
+    kind = _KINDS.get(str(get(sc.JAEGER_SPAN_KIND, "")).lower(), "UNSPECIFIED")
+    status = str(get(sc.JAEGER_STATUS_CODE, "")).upper()
     if status not in ("OK", "ERROR"):
-        status = "ERROR" if attrs.get(sc.JAEGER_ERROR) in (True, "true") else "UNSET"
+        status = "ERROR" if get(sc.JAEGER_ERROR) in (True, "true") else "UNSET"
     events = []
     for log in span.get("logs") or []:
         fields = tags_to_dict(log.get("fields"))
@@ -119,32 +190,21 @@ def _add_span(span: dict, processes: dict, sink: FileSink, place: str) -> None:
         events.append({"name": str(name), "time_ns": int(log["timestamp"]) * 1000, "attributes": fields})
     start_us = int(span["startTime"])
     duration_us = int(span.get("duration") or 0)
-    attributes = {k: v for k, v in attrs.items()
-                  if k not in _CONSUMED_TAGS and not (k == sc.JAEGER_ERROR and _is_bool(v))}
-    dropped_attributes, dropped_events, dropped_links = pop_non_otlp_dropped(attributes)
-    sink.batch.add(
-        trace_id=trace_id,
-        span_id=span["spanID"],
-        parent_span_id=parent["spanID"] if parent else None,
-        trace_state=attrs.get(sc.JAEGER_TRACE_STATE),
-        name=span.get("operationName", ""),
-        kind=kind,
-        start_ns=start_us * 1000,
-        end_ns=(start_us + duration_us) * 1000,
-        status_code=status,
-        status_message=attrs.get(sc.JAEGER_STATUS_DESCRIPTION),
-        attributes=attributes,
-        resource_attributes=resource,
-        scope_name=sc.first(attrs, sc.JAEGER_SCOPE_NAME),
-        scope_version=sc.first(attrs, sc.JAEGER_SCOPE_VERSION),
-        events=events,
-        links=links,
-        dropped_attributes_count=dropped_attributes,
-        dropped_events_count=dropped_events,
-        dropped_links_count=dropped_links,
-        id_pad=True,
-        where=f"{sink.result.path}:{place} (span {span.get('spanID')!r}, {span.get('operationName')!r})",
-    )
+    trace_state = get(sc.JAEGER_TRACE_STATE)
+    status_message = get(sc.JAEGER_STATUS_DESCRIPTION)
+    scope_name = sc.first(attrs, sc.JAEGER_SCOPE_NAME)
+    scope_version = sc.first(attrs, sc.JAEGER_SCOPE_VERSION)
+    # the attributes: the tags but those the fields above consumed (attrs is this span's own dict)
+    for key in attrs.keys() & _CONSUMED_TAGS:
+        del attrs[key]
+    if sc.JAEGER_ERROR in attrs and _is_bool(attrs[sc.JAEGER_ERROR]):
+        del attrs[sc.JAEGER_ERROR]
+    dropped_attributes, dropped_events, dropped_links = pop_non_otlp_dropped(attrs)
+    # a walked_arrow.SpanFields row, as a plain tuple (a NamedTuple costs ~1 µs more a span)
+    return (trace_id, span["spanID"], parent["spanID"] if parent else None, trace_state,
+            span.get("operationName", ""), kind, start_us * 1000, (start_us + duration_us) * 1000, status,
+            status_message, attrs, resource, scope_name, scope_version, events, links, dropped_attributes,
+            dropped_events, dropped_links)
 
 
 def _is_bool(value) -> bool:
@@ -155,4 +215,4 @@ def _is_bool(value) -> bool:
 def _same_id(a, b) -> bool:
     if not isinstance(a, str) or not isinstance(b, str):
         return False
-    return a.lower().lstrip("0") == b.lower().lstrip("0")
+    return a == b or a.lower().lstrip("0") == b.lower().lstrip("0")

@@ -41,8 +41,17 @@ import math
 from dataclasses import dataclass, field
 
 from choreoscope.collector import semconv as sc
+from choreoscope.collector.loaders import walked_arrow
 from choreoscope.collector.loaders.sink import FileSink
-from choreoscope.collector.spanbatch import BadId, normalize_id, pop_non_otlp_dropped
+from choreoscope.collector.spanbatch import (
+    _HEX_SPAN,
+    _HEX_TRACE,
+    _ZERO_SPAN,
+    _ZERO_TRACE,
+    BadId,
+    normalize_id,
+    pop_non_otlp_dropped,
+)
 
 _KINDS = {"CLIENT", "SERVER", "PRODUCER", "CONSUMER"}
 _BROKERS = {sc.MESSAGING_SYSTEM_KAFKA, sc.MESSAGING_SYSTEM_RABBITMQ}
@@ -104,15 +113,20 @@ def load_records(records: list, sink: FileSink) -> None:
             sink.result.spans_rejected += 1
             continue
         try:
-            tid = normalize_id(rec.get("traceId"), 16, "traceId", pad=True)
-            sid = normalize_id(rec.get("id"), 8, "id", pad=True)
+            # normalize_id, inline for ids already in their stored form
+            tid = rec.get("traceId")
+            if not (type(tid) is str and _HEX_TRACE(tid) and tid != _ZERO_TRACE):
+                tid = normalize_id(tid, 16, "traceId", pad=True)
+            sid = rec.get("id")
+            if not (type(sid) is str and _HEX_SPAN(sid) and sid != _ZERO_SPAN):
+                sid = normalize_id(sid, 8, "id", pad=True)
             pid = rec.get("parentId")
-            pid = normalize_id(pid, 8, "parentId", pad=True) if pid else None
-            for key in ("timestamp", "duration"):
-                if rec.get(key) is not None and not isinstance(rec[key], (int, float)):
-                    raise BadId(f"{key} {rec[key]!r} is not a number of microseconds")
-                if isinstance(rec.get(key), float) and not math.isfinite(rec[key]):
-                    raise BadId(f"{key} {rec[key]!r} is not a finite number of microseconds")
+            if not pid:
+                pid = None
+            elif not (type(pid) is str and _HEX_SPAN(pid) and pid != _ZERO_SPAN):
+                pid = normalize_id(pid, 8, "parentId", pad=True)
+            if not (type(rec.get("timestamp")) is int and type(rec.get("duration")) is int):
+                _check_times(rec)
             _check_shapes(rec)
         except BadId as exc:
             sink.error(place, f"span {rec.get('id')!r} ({rec.get('name')!r}): {exc}; skipped")
@@ -134,9 +148,37 @@ def load_records(records: list, sink: FileSink) -> None:
                        "document was loaded")
         sink.result.spans_rejected += len(valid)
         return
+    if not walked_arrow.COLUMNAR:
+        _walk_parts(parts, sink, kafka_sends)
+        return
+    # runs of parts stored by columns (collector/loaders/walked_arrow.py); a run that path cannot
+    # reproduce exactly is walked into the sink's batch, which words any problem
+    path = sink.result.path
+    walked_arrow.store_in_order(
+        walked_arrow.runs([1] * len(parts), sink.chunk_spans),
+        lambda run: _columns(parts[run[0]:run[1]], kafka_sends, path),
+        lambda run: _walk_parts(parts[run[0]:run[1]], sink, kafka_sends), sink)
+
+
+def _columns(parts: list[_Part], kafka_sends: dict, path: str):
+    """The store tables of these spans, or None when they must be walked."""
+    batch = walked_arrow.ColumnBatch(path)
+    try:
+        resources: dict = {}
+        batch.rows.extend(_part_fields(part, kafka_sends, resources) for part in parts)
+        return batch.tables() if len(batch) else None
+    except walked_arrow.ERRORS:  # a span the walk rejects, or a value the columns do not take
+        return None
+
+
+def _walk_parts(parts: list[_Part], sink: FileSink, kafka_sends: dict) -> None:
+    resources: dict = {}
     for part in parts:
         try:
-            _add_part(part, sink, kafka_sends)
+            fields = _part_fields(part, kafka_sends, resources)
+            sink.batch.add(**dict(zip(walked_arrow.FIELDS, fields)), id_pad=True,
+                           where=f"{sink.result.path}:record {part.records[0][0]} (span {part.span_id}, "
+                                 f"{fields[4]!r})")
         except _RECORD_ERRORS as exc:
             sink.error(f"record {part.records[0][0]}", f"span {part.span_id}: not a valid Zipkin span "
                                                        f"({type(exc).__name__}: {exc}); skipped")
@@ -149,9 +191,29 @@ _RECORD_ERRORS = (TypeError, ValueError, AttributeError, KeyError, IndexError, O
 _SCALARS = (str, int, float, bool)
 
 
+def _check_times(rec: dict) -> None:
+    for key in ("timestamp", "duration"):
+        if rec.get(key) is not None and not isinstance(rec[key], (int, float)):
+            raise BadId(f"{key} {rec[key]!r} is not a number of microseconds")
+        if isinstance(rec.get(key), float) and not math.isfinite(rec[key]):
+            raise BadId(f"{key} {rec[key]!r} is not a finite number of microseconds")
+
+
+_SCALAR_TYPES = frozenset(_SCALARS)
+
+
 def _check_shapes(rec: dict) -> None:
     """Refuse (BadId, as the id checks do) a record whose fields the assembly relies on have the
     wrong JSON type: endpoints, tags and annotations must be objects/lists, their parts scalars."""
+    get = rec.get
+    local, remote, tags, kind, name = (get("localEndpoint"), get("remoteEndpoint"), get("tags"), get("kind"),
+                                       get("name"))
+    if ((local is None or type(local) is dict) and (remote is None or type(remote) is dict)
+            and (tags is None or type(tags) is dict) and (kind is None or type(kind) is str)
+            and (name is None or type(name) is str) and get("annotations") is None
+            and (not local or all(v is None or type(v) in _SCALAR_TYPES for v in local.values()))
+            and (not remote or all(v is None or type(v) in _SCALAR_TYPES for v in remote.values()))):
+        return  # the usual record, of the types the checks below take
     for key in ("localEndpoint", "remoteEndpoint", "tags"):
         if rec.get(key) is not None and not isinstance(rec[key], dict):
             raise BadId(f"{key} {rec[key]!r} is not an object")
@@ -238,34 +300,64 @@ def _closest_half(halves: list[_Part], rec: dict) -> _Part | None:
     return candidates[0]
 
 
-def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
+def _resource(local: dict, resources: dict) -> dict:
+    """The local endpoint as the resource: one dict for each endpoint of text values (`resources`
+    holds them), so the resource's JSON is made once."""
+    key = (local.get("serviceName"), local.get("ipv4"), local.get("ipv6"))
+    cacheable = all(v is None or type(v) is str for v in key)
+    if cacheable and key in resources:
+        return resources[key]
+    resource: dict = {}
+    if local.get("serviceName"):
+        resource[sc.SERVICE_NAME] = local["serviceName"]
+    ips = [ip for ip in (local.get("ipv4"), local.get("ipv6")) if ip]
+    if ips:
+        resource[sc.HOST_IP] = ips
+    if cacheable:
+        resources[key] = resource
+    return resource
+
+
+def _part_fields(part: _Part, kafka_sends: dict, resources: dict) -> tuple:
+    """One stored span as `SpanBatch.add`'s fields (a walked_arrow.SpanFields row)."""
     records = [r for _, r in part.records]
-    lead = next((r for r in records if r.get("kind")), records[0])
-    tags: dict = {}
-    for r in records:
-        for k, v in (r.get("tags") or {}).items():
-            tags.setdefault(k, v)
-    for k, v in (lead.get("tags") or {}).items():
-        tags[k] = v
+    if len(records) == 1:  # what the merge below makes of one record
+        lead = records[0]
+        tags = lead.get("tags") or {}
+        start_us = lead.get("timestamp")
+        duration = lead.get("duration")
+        end_us = start_us + duration if start_us is not None and duration is not None else start_us
+        name = lead.get("name") or ""
+        local = lead.get("localEndpoint") or {}
+        remote = lead.get("remoteEndpoint") or {}
+        attrs: dict = dict(tags)  # (JSON keys are text)
+    else:
+        lead = next((r for r in records if r.get("kind")), records[0])
+        tags = {}
+        for r in records:
+            for k, v in (r.get("tags") or {}).items():
+                tags.setdefault(k, v)
+        for k, v in (lead.get("tags") or {}).items():
+            tags[k] = v
+        starts = [r["timestamp"] for r in records if r.get("timestamp") is not None]
+        ends = [r["timestamp"] + r["duration"] for r in records
+                if r.get("timestamp") is not None and r.get("duration") is not None]
+        start_us = min(starts) if starts else None
+        end_us = max(ends) if ends else start_us
+        name = lead.get("name") or next((r.get("name") for r in records if r.get("name")), "")
+        local = lead.get("localEndpoint") or next((r["localEndpoint"] for r in records if r.get("localEndpoint")), {})
+        remote = lead.get("remoteEndpoint") or next(
+            (r["remoteEndpoint"] for r in records if r.get("remoteEndpoint")), {})
+        attrs = {str(k): v for k, v in tags.items()}
     annotations = {}
     for r in records:
-        for a in r.get("annotations") or []:
+        for a in r.get("annotations") or ():
             if isinstance(a, dict) and a.get("timestamp") is not None:
                 annotations[(a["timestamp"], a.get("value"))] = a
-    starts = [r["timestamp"] for r in records if r.get("timestamp") is not None]
-    ends = [r["timestamp"] + r["duration"] for r in records
-            if r.get("timestamp") is not None and r.get("duration") is not None]
-    start_us = min(starts) if starts else None
-    end_us = max(ends) if ends else start_us
-    name = lead.get("name") or next((r.get("name") for r in records if r.get("name")), "")
     kind = lead.get("kind") or "INTERNAL"
     if kind not in _KINDS:
         kind = "INTERNAL"
-    local = lead.get("localEndpoint") or next((r["localEndpoint"] for r in records if r.get("localEndpoint")), {})
-    remote = lead.get("remoteEndpoint") or next(
-        (r["remoteEndpoint"] for r in records if r.get("remoteEndpoint")), {})
 
-    attrs: dict = {str(k): v for k, v in tags.items()}
     status, message = "UNSET", None
     if sc.ZIPKIN_ERROR in tags:
         status = "ERROR"
@@ -279,37 +371,16 @@ def _add_part(part: _Part, sink: FileSink, kafka_sends: dict) -> None:
     kind = _map_messaging(kind, name, attrs, remote, kafka_sends.get((part.trace_id, part.span_id)))
     _map_database(attrs, remote)
 
-    resource: dict = {}
-    if local.get("serviceName"):
-        resource[sc.SERVICE_NAME] = local["serviceName"]
-    ips = [ip for ip in (local.get("ipv4"), local.get("ipv6")) if ip]
-    if ips:
-        resource[sc.HOST_IP] = ips
+    resource = _resource(local, resources)
     events = [
         {"name": str(a.get("value", "")), "time_ns": int(a["timestamp"]) * 1000, "attributes": {}}
         for a in sorted(annotations.values(), key=lambda a: a["timestamp"])
     ]
-    first_n = part.records[0][0]
     dropped_attributes, dropped_events, dropped_links = pop_non_otlp_dropped(attrs)
-    sink.batch.add(
-        trace_id=part.trace_id,
-        span_id=part.span_id,
-        parent_span_id=part.parent_id,
-        name=name,
-        kind=kind,
-        start_ns=int(start_us * 1000) if start_us is not None else None,
-        end_ns=int(end_us * 1000) if end_us is not None else None,
-        status_code=status,
-        status_message=message,
-        attributes=attrs,
-        resource_attributes=resource,
-        events=events,
-        dropped_attributes_count=dropped_attributes,
-        dropped_events_count=dropped_events,
-        dropped_links_count=dropped_links,
-        id_pad=True,
-        where=f"{sink.result.path}:record {first_n} (span {part.span_id}, {name!r})",
-    )
+    return (part.trace_id, part.span_id, part.parent_id, None, name, kind,
+            int(start_us * 1000) if start_us is not None else None,
+            int(end_us * 1000) if end_us is not None else None, status, message, attrs, resource, None, None,
+            events, None, dropped_attributes, dropped_events, dropped_links)
 
 
 # Remote service names that name the database itself (Brave sets the remote endpoint to it), as

@@ -1,0 +1,107 @@
+"""The decode pool serves requests first come, first served: a worker set free goes to the request
+waiting longest, never to one that arrives just then (which made the export latency's tail:
+bench/ingest.py, issue #12). Workers here are stand-ins whose pipes record the order of the jobs."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from choreoscope.collector.export_decode import DecodePool, _Worker
+
+
+class GatedPipe:
+    """A worker's pipe: records each job's body; the reply to a body in `gates` waits for its event."""
+
+    def __init__(self, gates: dict[bytes, threading.Event]):
+        self.gates = gates
+        self.order: list[bytes] = []
+        self._job: bytes | None = None
+
+    def send(self, job) -> None:
+        self._job = job[0]
+        self.order.append(job[0])
+
+    def recv(self):
+        gate = self.gates.get(self._job)
+        if gate is not None:
+            gate.wait(10)
+        return True, self._job
+
+    def close(self) -> None:
+        pass
+
+
+def pool_of_one(pipe: GatedPipe) -> DecodePool:
+    pool = DecodePool(0)
+    worker = _Worker(process=None, conn=pipe)
+    pool.workers = 1
+    pool._idle, pool._all = [worker], [worker]
+    return pool
+
+
+def wait_for(condition, timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+def test_a_freed_worker_goes_to_the_request_waiting_longest():
+    gates = {b"first": threading.Event(), b"second": threading.Event()}
+    pipe = GatedPipe(gates)
+    pool = pool_of_one(pipe)
+    results: dict[bytes, object] = {}
+
+    def request(body: bytes) -> None:
+        results[body] = pool.decode(body, "application/x-protobuf", "", 1 << 20, "test")
+
+    threads = [threading.Thread(target=request, args=(b"first",))]
+    threads[0].start()
+    wait_for(lambda: pipe.order == [b"first"])
+    for n, body in enumerate((b"second", b"third"), start=1):
+        threads.append(threading.Thread(target=request, args=(body,)))
+        threads[-1].start()
+        wait_for(lambda n=n: len(pool._waiting) == n)
+    gates[b"first"].set()
+    # handed over, not left idle for a newcomer to take
+    wait_for(lambda: pipe.order == [b"first", b"second"])
+    assert pool._idle == []
+    late = threading.Thread(target=request, args=(b"late",))
+    late.start()
+    wait_for(lambda: len(pool._waiting) == 2)  # behind "third"
+    gates[b"second"].set()
+    for t in [*threads, late]:
+        t.join(10)
+    assert pipe.order == [b"first", b"second", b"third", b"late"]
+    assert results == {body: body for body in pipe.order}
+    assert len(pool._idle) == 1 and not pool._waiting
+
+
+def test_closing_the_pool_refuses_the_requests_still_waiting():
+    gates = {b"busy": threading.Event()}
+    pipe = GatedPipe(gates)
+    pool = pool_of_one(pipe)
+    errors: list[BaseException] = []
+
+    def request(body: bytes) -> None:
+        try:
+            pool.decode(body, "application/x-protobuf", "", 1 << 20, "test")
+        except RuntimeError as exc:
+            errors.append(exc)
+
+    busy = threading.Thread(target=request, args=(b"busy",))
+    busy.start()
+    wait_for(lambda: pipe.order == [b"busy"])
+    waiting = threading.Thread(target=request, args=(b"waiting",))
+    waiting.start()
+    wait_for(lambda: len(pool._waiting) == 1)
+    with pool._cond:  # what close() does first (its workers here are stand-ins, not processes)
+        pool._closed = True
+        for turn in pool._waiting:
+            turn.cond.notify()
+    waiting.join(5)
+    assert len(errors) == 1 and "closed" in str(errors[0])
+    gates[b"busy"].set()
+    busy.join(5)
+    assert pipe.order == [b"busy"] and len(pool._idle) == 1 and not pool._waiting
