@@ -242,7 +242,8 @@ class AnalysisError(RuntimeError):
 def _table_oids(con: duckdb.DuckDBPyConnection) -> dict[str, int]:
     """Persistent tables by name -> oid (CREATE OR REPLACE gives a table a new oid)."""
     return dict(con.execute(
-        "SELECT table_name, table_oid FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main'"
+        "SELECT table_name, table_oid FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
+        "AND database_name = current_database()"
     ).fetchall())
 
 

@@ -24,6 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from choreoscope.collector import store, store_errors
+from choreoscope.collector.checkpoint_staging import Staging
 from choreoscope.collector.export_decode import DecodedExport
 from choreoscope.collector.spanbatch import SpanBatch
 
@@ -52,9 +53,11 @@ LINGER_S = 0.005
 # was no shorter at 24.6k (560-790 ms wall on a loaded machine, 400-650 at 102k): each one rewrites
 # the open row group. Its cost did not grow with the table (102k to 1M spans, with span_keys).
 # A checkpoint holds the spans table: an INSERT into it waits until it ends (a checkpoint on
-# another cursor, beside the writer, stalled the writer's next INSERT as long), so it stays here.
-# That stall sets serve's export p99: in a bench/ingest.py run of 204,800 spans the 16 exports in
-# flight during its one checkpoint all ended together, 0.5-0.8 s late, the slowest 4% of the run.
+# another cursor, beside the writer, stalled the writer's next INSERT as long). That stall set
+# serve's export p99: in a bench/ingest.py run of 204,800 spans the 16 exports in flight during
+# its one checkpoint all ended together, 0.5-0.8 s late, the slowest 4% of the run. So it runs on
+# a thread of its own, and meanwhile the writer commits into a staging database beside the store
+# (collector/checkpoint_staging.py), moved into the store after.
 CHECKPOINT_BYTES = 64 << 20
 # ... but a checkpoint that fails for want of disk space invalidates the whole DuckDB instance
 # ("FATAL Error: ... database has been invalidated"; every later query fails until the file is
@@ -147,14 +150,19 @@ class Ingester:
         self.checkpoint_bytes = checkpoint_bytes
         self.checkpoints = 0  # CHECKPOINTs the writer ran
         self.checkpoints_skipped = 0  # ... and did not run for want of disk space
-        # CPU seconds of the writer thread in group commits (INSERTs and COMMIT) and in its
-        # CHECKPOINTs: what `serve` reports when it stops, and bench/ingest.py prints. The writer
-        # thread's own: with DuckDB threads > 1 (serve with the dashboard) part of the work runs
-        # in DuckDB's threads, not counted (a checkpoint then shows as ~0 s).
+        # CPU seconds of the writer thread in group commits (INSERTs and COMMIT) and of the
+        # checkpointer thread in its CHECKPOINTs: what `serve` reports when it stops, and
+        # bench/ingest.py prints. The threads' own: with DuckDB threads > 1 (serve with the
+        # dashboard) part of the work runs in DuckDB's threads, not counted (a checkpoint then
+        # shows as ~0 s).
         self.commit_cpu_s = 0.0
         self.checkpoint_cpu_s = 0.0
         self._skip_reported = 0.0
         self._db_path: str | None = None
+        self._staging: Staging | None = None  # where groups commit while the store checkpoints
+        self._checkpointing = False  # a CHECKPOINT of the store is running (its own thread)
+        self._checkpoint_thread: threading.Thread | None = None
+        self.groups_staged = 0  # group commits that went to the staging database
         self.queue_limit = max(1, int(queue_spans))
         self.write_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -282,13 +290,20 @@ class Ingester:
 
     # -- writer side -----------------------------------------------------------------------
 
+    def _staged_to_move(self) -> bool:
+        """Staged groups wait and no checkpoint runs: the writer may move one into the store."""
+        return self._staging is not None and bool(self._staging.groups) and not self._checkpointing
+
     def _wait_for_work(self) -> bool:
         """Block until batches are queued (and a small group had up to LINGER_S to grow while
-        requests were still decoding); False once stopping with nothing left."""
+        requests were still decoding) or a staged group can be moved; False once stopping with
+        nothing queued (what is staged is moved on the way out)."""
         with self._cond:
             while not self._queue:
                 if self._stopping:
                     return False
+                if self._staged_to_move():
+                    return True
                 self._cond.wait()
             deadline = time.monotonic() + LINGER_S
             while (not self._stopping and self._decoding
@@ -321,11 +336,42 @@ class Ingester:
         cur.execute("SET checkpoint_threshold = "
                     f"'{NO_AUTO_CHECKPOINT if self._db_path else str(CHECKPOINT_BYTES >> 20) + 'MB'}'")
         try:
+            if self._db_path:
+                self._staging = Staging(cur, self._db_path)  # store.connect moved in what a kill left
+                self._move_staged(cur, everything=True, counted=False)
             while self._wait_for_work():
                 with self.write_lock:
-                    self._commit_group(cur, self._take_group())
+                    if self._queue:
+                        self._commit_group(cur, self._take_group())
+                    if self._staged_to_move():  # one group between new ones: no export waits for all
+                        self._move_staged(cur)
         finally:
-            cur.close()
+            try:
+                if self._checkpoint_thread is not None:
+                    self._checkpoint_thread.join()
+                if self._staging is not None:
+                    self._move_staged(cur, everything=True)
+                    self._staging.close(cur)
+            finally:
+                cur.close()
+
+    def _move_staged(self, cur: duckdb.DuckDBPyConnection, everything: bool = False, counted: bool = True) -> None:
+        """Move the oldest staged group (or all of them) into the store; spans stored there
+        already meanwhile (a retry) count as duplicates, unless the groups are an earlier run's
+        (not `counted`: this run did not acknowledge them). A failure leaves the group staged for
+        a later try (the next start at the latest), said on stderr."""
+        while self._staging is not None and self._staging.groups:
+            try:
+                n, added = self._staging.move_one(cur)
+            except duckdb.Error as exc:
+                self._report_failure(0, CommitFailed(f"moving staged spans into the store: {exc}"))
+                return
+            if counted:
+                with self._cond:
+                    self._stored -= n - added
+                    self._duplicates += n - added
+            if not everything:
+                return
 
     def _commit_group(self, cur: duckdb.DuckDBPyConnection, group: list[_Pending]) -> None:
         n = sum(p.spans.num_rows for p in group)
@@ -342,8 +388,14 @@ class Ingester:
         # Called holding write_lock.
         # Duplicates are rare (exporter retries), and the plain INSERT is about twice as fast
         # as INSERT OR IGNORE: try it first, redo the group with the check if one turns up.
+        staged = self._checkpointing and self._staging is not None
         for skip_duplicates in (False, True):
             try:
+                if staged:  # the store is held by its checkpoint: into staging, checked when moved
+                    self._staging.commit(cur, spans, links)
+                    added = n
+                    self.groups_staged += 1
+                    break
                 cur.execute("BEGIN TRANSACTION")
                 added = store.insert_arrow(cur, spans, links, skip_duplicates=skip_duplicates)
                 cur.execute("COMMIT")
@@ -355,7 +407,7 @@ class Ingester:
                     cur.execute("ROLLBACK")
                 except duckdb.Error:
                     pass
-                if not _is_duplicate_key(exc):
+                if staged or not _is_duplicate_key(exc):
                     break
         if self.commit_observer is not None and error is None:
             self.commit_observer(time.perf_counter() - started)
@@ -389,11 +441,12 @@ class Ingester:
             else:
                 p.future.set_exception(error)
         if error is None:  # after the acknowledgements: they need not wait for it
-            self._maybe_checkpoint(cur)
+            self._maybe_checkpoint()
 
-    def _maybe_checkpoint(self, cur: duckdb.DuckDBPyConnection) -> None:
-        """CHECKPOINT once the WAL passed checkpoint_bytes, if the disk has room (NO_AUTO_CHECKPOINT)."""
-        if self._db_path is None:
+    def _maybe_checkpoint(self) -> None:
+        """Start a CHECKPOINT once the WAL passed checkpoint_bytes, if the disk has room
+        (NO_AUTO_CHECKPOINT) and none runs already."""
+        if self._db_path is None or self._checkpointing:
             return
         try:
             wal = os.path.getsize(self._db_path + ".wal")
@@ -413,6 +466,16 @@ class Ingester:
                       f"checkpoint may need {need:,}; the WAL ({wal:,} bytes) grows until there is room",
                       file=sys.stderr, flush=True)
             return
+        if self._checkpoint_thread is not None:
+            self._checkpoint_thread.join()  # ended (the flag is down): its thread is gone
+        self._checkpointing = True
+        self._checkpoint_thread = threading.Thread(target=self._checkpoint, name="choreoscope-checkpoint",
+                                                   daemon=True)
+        self._checkpoint_thread.start()
+
+    def _checkpoint(self) -> None:
+        """The checkpointer thread: one CHECKPOINT of the store, on a cursor of its own."""
+        cur = self._con.cursor()
         cpu_started = time.thread_time()
         try:
             cur.execute("CHECKPOINT")
@@ -420,9 +483,13 @@ class Ingester:
         except duckdb.FatalException as exc:  # the disk filled meanwhile: DuckDB gave up the instance
             self.invalidated = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
         except duckdb.Error:
-            pass  # another transaction is open (the live analysis): the next commit tries again
+            pass  # another transaction is open (the live analysis): a later commit tries again
         finally:
             self.checkpoint_cpu_s += time.thread_time() - cpu_started
+            cur.close()
+            with self._cond:
+                self._checkpointing = False
+                self._cond.notify_all()
 
     def _report_failure(self, n: int, error: BaseException) -> None:
         """Say on stderr that commits fail (first failure of a run, then every FAILURE_REPORT_EVERY_S)."""

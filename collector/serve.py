@@ -219,7 +219,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
               f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full); "
               f"writer: {stats.commits} group commits (mean {stats.spans_stored / max(stats.commits, 1):,.0f} "
               f"spans), CPU {ing.commit_cpu_s:.2f} s in commits, {ing.checkpoint_cpu_s:.2f} s in "
-              f"{ing.checkpoints} checkpoints", file=sys.stderr, flush=True)
+              f"{ing.checkpoints} checkpoints ({ing.groups_staged} group commits staged during them)",
+              file=sys.stderr, flush=True)
     if receiver.ingester.damaged:
         print(f"choreoscope serve: {receiver.ingester.damaged}", file=sys.stderr, flush=True)
         return 2

@@ -135,7 +135,7 @@ def as_json_typed(table: pa.Table) -> pa.Table:
     return pa.table(columns, names=table.column_names) if changed else table
 
 
-def _ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
+def table_ddl(table: str, columns: list[tuple[str, str]], key: str | None) -> str:
     cols = ",\n  ".join(f"{name} {sqltype}" for name, sqltype in columns)
     primary = f",\n  PRIMARY KEY ({key})" if key else ""
     return f"CREATE TABLE IF NOT EXISTS {table} (\n  {cols}{primary}\n)"
@@ -152,9 +152,9 @@ STORE_SCHEMA_VERSION = 4
 STORE_META_TABLE = "choreoscope_store"
 
 SCHEMA_DDL = [
-    _ddl("spans", SPAN_COLUMNS, None),
-    _ddl("span_links", LINK_COLUMNS, None),
-    _ddl("span_keys", [("key", "UHUGEINT NOT NULL")], "key"),
+    table_ddl("spans", SPAN_COLUMNS, None),
+    table_ddl("span_links", LINK_COLUMNS, None),
+    table_ddl("span_keys", [("key", "UHUGEINT NOT NULL")], "key"),
 ]
 
 
@@ -195,6 +195,8 @@ def connect(
                                  "load trace dumps into a store with `choreoscope load` first")
         if not read_only:
             ensure_schema(con, path)
+        if path != ":memory:":
+            _staged_spans_in(con, path, read_only)
     except StoreError:
         con.close()
         raise
@@ -202,6 +204,20 @@ def connect(
         con.close()
         raise _open_error(path, exc) from exc
     return con
+
+
+def _staged_spans_in(con: duckdb.DuckDBPyConnection, path: str, read_only: bool) -> None:
+    """Acknowledged spans a killed receiver left in its staging database (collector/
+    checkpoint_staging.py) are moved into the store at a writable open; a read-only open cannot,
+    and says they are missing from what it reads."""
+    from choreoscope.collector import checkpoint_staging  # it builds on this module
+
+    if not read_only:
+        checkpoint_staging.move_left_behind(con, path)
+    elif os.path.exists(checkpoint_staging.staging_path(path)):
+        print(f"choreoscope: {checkpoint_staging.staging_path(path)} may hold acknowledged spans a receiver "
+              "left behind; they are moved into the store the next time it is opened for writing "
+              "(`choreoscope serve` or `load`), and are not read until then", file=sys.stderr, flush=True)
 
 
 def _open_error(path: str, exc: duckdb.Error) -> StoreError:
@@ -216,6 +232,7 @@ def _open_error(path: str, exc: duckdb.Error) -> StoreError:
 def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """The store's schema version (STORE_META_TABLE), 0 for a store written before it was recorded."""
     if not scalar(con, "SELECT count(*) FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
+                       "AND database_name = current_database() "
                        "AND table_name = ?", [STORE_META_TABLE]):
         return 0
     return scalar(con, f"SELECT max(schema_version) FROM {STORE_META_TABLE}") or 0
@@ -247,7 +264,7 @@ def damaged_store_error(con: duckdb.DuckDBPyConnection, exc: BaseException) -> S
 
 
 @contextlib.contextmanager
-def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
     """One transaction: committed when the block ends, rolled back when it raises."""
     con.execute("BEGIN TRANSACTION")
     try:
@@ -260,7 +277,8 @@ def _transaction(con: duckdb.DuckDBPyConnection) -> Iterator[None]:
 
 def _tables(con: duckdb.DuckDBPyConnection) -> set[str]:
     return {t for (t,) in con.execute(
-        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main'").fetchall()}
+        "SELECT table_name FROM duckdb_tables() WHERE NOT temporary AND schema_name = 'main' "
+        "AND database_name = current_database()").fetchall()}
 
 
 def _spans_have_primary_key(con: duckdb.DuckDBPyConnection) -> bool:
@@ -291,10 +309,10 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): duplicate spans are "
               "now refused through the span_keys table instead of a primary key on spans; "
               "this happens once", file=sys.stderr, flush=True)
-        with _transaction(con):
+        with transaction(con):
             if legacy:
                 kept = [c for c in SPAN_COLUMN_NAMES if c in old_columns]
-                con.execute(_ddl("_spans_migrating", SPAN_COLUMNS, None))
+                con.execute(table_ddl("_spans_migrating", SPAN_COLUMNS, None))
                 con.execute(f"INSERT INTO _spans_migrating ({', '.join(kept)}) SELECT {', '.join(kept)} FROM spans")
                 con.execute("DROP TABLE spans")
                 con.execute("ALTER TABLE _spans_migrating RENAME TO spans")
@@ -309,7 +327,7 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} spans): spans now record "
               f"{', '.join(name for name, _ in missing)} (what the sender and choreoscope's limits dropped; "
               "NULL for the spans already stored); this happens once", file=sys.stderr, flush=True)
-        with _transaction(con):
+        with transaction(con):
             for name, sqltype in missing:  # appended: the order SPAN_COLUMNS ends with
                 con.execute(f"ALTER TABLE spans ADD COLUMN {name} {sqltype}")
     if "span_links" in tables and _links_have_primary_key(con):
@@ -317,8 +335,8 @@ def ensure_schema(con: duckdb.DuckDBPyConnection, path: str | None = None) -> No
         print(f"choreoscope: upgrading store {path or '(in memory)'} ({n:,} span links): links are now "
               "told apart through their spans instead of a primary key on span_links; this happens once",
               file=sys.stderr, flush=True)
-        with _transaction(con):
-            con.execute(_ddl("_span_links_migrating", LINK_COLUMNS, None))
+        with transaction(con):
+            con.execute(table_ddl("_span_links_migrating", LINK_COLUMNS, None))
             con.execute("INSERT INTO _span_links_migrating SELECT * FROM span_links")
             con.execute("DROP TABLE span_links")
             con.execute("ALTER TABLE _span_links_migrating RENAME TO span_links")
@@ -429,7 +447,7 @@ def drop_repeated_spans(con: duckdb.DuckDBPyConnection) -> int:
     total, distinct = con.execute(
         "SELECT count(*), count(DISTINCT (trace_id, span_id)) FROM spans").fetchall()[0]
     if total != distinct:
-        with _transaction(con):
+        with transaction(con):
             con.execute("DELETE FROM spans WHERE rowid NOT IN (SELECT min(rowid) FROM spans "
                         "GROUP BY trace_id, span_id)")
             con.execute(f"DELETE FROM span_links WHERE rowid NOT IN (SELECT min(rowid) FROM span_links "

@@ -152,7 +152,7 @@ def schema_3_store(path) -> None:
     """A store as schema 3 wrote it: span_links with its primary key on the four ids."""
     con = store.connect(path)
     con.execute("DROP TABLE span_links")
-    con.execute(store._ddl("span_links", store.LINK_COLUMNS, store.LINK_KEY))
+    con.execute(store.table_ddl("span_links", store.LINK_COLUMNS, store.LINK_KEY))
     con.execute(f"UPDATE {store.STORE_META_TABLE} SET schema_version = 3")
     insert(con, span_rows(IDS[:2]), links=link_rows(IDS[:2]))
     con.close()
