@@ -43,6 +43,11 @@ class _IngestCollector:
             ("choreoscope_commits", "group commits", s.commits),
             ("choreoscope_commits_failed", ("group commits that failed (disk full, ...); their exporters "
                                             "were answered UNAVAILABLE / 503 to retry"), s.commits_failed),
+            ("choreoscope_checkpoints", "CHECKPOINTs of the store file (its WAL folded in)",
+             self.ingester.checkpoints),
+            ("choreoscope_commits_staged", ("group commits made into the staging database beside the store "
+                                            "while it checkpointed (moved into the store after)"),
+             self.ingester.groups_staged),
         ):
             yield CounterMetricFamily(name, doc, value=value)
         yield GaugeMetricFamily("choreoscope_queue_spans", "spans queued or being committed", value=s.queue_spans)

@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import os
 
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+
 from choreoscope.collector import store
 from choreoscope.collector.checkpoint_staging import Staging, staging_path
 from choreoscope.collector.ingest import Ingester
+from choreoscope.collector.metrics import ReceiverMetrics
 from tests.test_ingest_json_typed import links, rows
 
 
@@ -42,6 +46,10 @@ def test_groups_commit_to_staging_during_a_checkpoint_and_are_stored_once(tmp_pa
     ingester.stop()
     assert ingester.checkpoints >= 1
     assert ingester.groups_staged >= 1  # some groups went to staging while the checkpoint ran
+    scraped = {sample.name: sample.value for family in text_string_to_metric_families(
+        generate_latest(ReceiverMetrics(ingester).registry).decode()) for sample in family.samples}
+    assert scraped["choreoscope_checkpoints_total"] == ingester.checkpoints
+    assert scraped["choreoscope_commits_staged_total"] == ingester.groups_staged
     stats = ingester.stats()
     assert (stats.spans_stored, stats.spans_duplicate) == (6_000, 200)
     ids = [f"{i + 1:032x}" for i in range(6_000)]
