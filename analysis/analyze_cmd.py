@@ -42,7 +42,8 @@ def analyze(inputs: list[str], db: str, intended: list[str] | None = None, engin
         opened = open_inputs(inputs, db)
     try:
         warn_load_errors(opened)
-        run_pipeline(opened.con, intended, engine=engine)
+        # a temporary store of dumps (it has a spill directory) is read by the report alone
+        run_pipeline(opened.con, intended, engine=engine, release_intermediates=opened.spill is not None)
         report = build_report(opened.con)
         validate_report(report)
         return report

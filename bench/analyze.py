@@ -169,7 +169,7 @@ def run_dump(dump: Path, workdir: Path, on_disk: bool = False) -> dict:
     load_s = time.perf_counter() - t0
     spans = store.scalar(con, "SELECT count(*) FROM spans")
     t1 = time.perf_counter()
-    ctx = run_pipeline(con)
+    ctx = run_pipeline(con, release_intermediates=not on_disk)  # as `analyze` does
     analysis_s = time.perf_counter() - t1
     t2 = time.perf_counter()
     report = build_report(con)
