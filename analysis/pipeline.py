@@ -47,8 +47,8 @@ RUN_TABLE = "analysis_run"
 # intermediates`) the runner drops each once the last stage that declares it among its reads has
 # run: they are a fifth of what the stages' tables hold at 1M spans (292 and 131 MB), and under
 # the memory bound the later stages spilled that much more (the bench's 1M-span dump, the
-# pipeline alone, twice each, alternating: 19.2 and 21.3 s dropped, 22.0 and 24.0 s kept; 0.3-0.4
-# GB spilled instead of 0.9, the same peak RSS).
+# pipeline alone, five times each, alternating: 23.0 s on average dropped, 25.0 s kept, the runs
+# varying by +-10%; 0.3-0.4 GB spilled instead of 0.9, the same peak RSS).
 INTERMEDIATE_TABLES = ("span_labels", "parent_edges")
 
 # DuckDB's default memory limit is 80% of RAM, and it caches what it reads up to it: the 1M-span

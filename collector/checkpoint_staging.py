@@ -41,7 +41,8 @@ class Staging:
 
     def __init__(self, cur: duckdb.DuckDBPyConnection, store_path: str):
         self.path = staging_path(store_path)
-        cur.execute(f"ATTACH '{self.path}' AS {ALIAS}")
+        quoted = self.path.replace("'", "''")
+        cur.execute(f"ATTACH '{quoted}' AS {ALIAS}")
         group = [(GROUP_COLUMN, "BIGINT")]
         cur.execute(store.table_ddl(f"{ALIAS}.spans", store.SPAN_COLUMNS + group, None))
         cur.execute(store.table_ddl(f"{ALIAS}.span_links", store.LINK_COLUMNS + group, None))

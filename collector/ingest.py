@@ -98,6 +98,9 @@ class CommitFailed(RuntimeError):
 
 # How often a receiver whose commits keep failing says so again on stderr.
 FAILURE_REPORT_EVERY_S = 10.0
+# A staged group whose move into the store failed (the disk is full, say) is tried again this much
+# later: it is committed where it is, so nothing waits for it meanwhile.
+MOVE_RETRY_S = 1.0
 
 
 def _commit_failure_reason(exc: BaseException) -> str:
@@ -148,7 +151,7 @@ class Ingester:
                  source: str = "otlp", checkpoint_bytes: int = CHECKPOINT_BYTES):
         self._con = con
         self.checkpoint_bytes = checkpoint_bytes
-        self.checkpoints = 0  # CHECKPOINTs the writer ran
+        self.checkpoints = 0  # CHECKPOINTs run (by the checkpointer thread)
         self.checkpoints_skipped = 0  # ... and did not run for want of disk space
         # CPU seconds of the writer thread in group commits (INSERTs and COMMIT) and of the
         # checkpointer thread in its CHECKPOINTs: what `serve` reports when it stops, and
@@ -163,6 +166,8 @@ class Ingester:
         self._checkpointing = False  # a CHECKPOINT of the store is running (its own thread)
         self._checkpoint_thread: threading.Thread | None = None
         self.groups_staged = 0  # group commits that went to the staging database
+        self._move_retry_at = 0.0  # after a failed move of a staged group: not before then
+        self._move_reported = 0.0
         self.queue_limit = max(1, int(queue_spans))
         self.write_lock = threading.Lock()
         self._cond = threading.Condition()
@@ -292,7 +297,8 @@ class Ingester:
 
     def _staged_to_move(self) -> bool:
         """Staged groups wait and no checkpoint runs: the writer may move one into the store."""
-        return self._staging is not None and bool(self._staging.groups) and not self._checkpointing
+        return (self._staging is not None and bool(self._staging.groups) and not self._checkpointing
+                and time.monotonic() >= self._move_retry_at)
 
     def _wait_for_work(self) -> bool:
         """Block until batches are queued (and a small group had up to LINGER_S to grow while
@@ -304,7 +310,7 @@ class Ingester:
                     return False
                 if self._staged_to_move():
                     return True
-                self._cond.wait()
+                self._cond.wait(MOVE_RETRY_S if self._staging is not None and self._staging.groups else None)
             deadline = time.monotonic() + LINGER_S
             while (not self._stopping and self._decoding
                    and self._pending_spans < TARGET_GROUP_SPANS):
@@ -337,7 +343,11 @@ class Ingester:
                     f"'{NO_AUTO_CHECKPOINT if self._db_path else str(CHECKPOINT_BYTES >> 20) + 'MB'}'")
         try:
             if self._db_path:
-                self._staging = Staging(cur, self._db_path)  # store.connect moved in what a kill left
+                try:
+                    self._staging = Staging(cur, self._db_path)  # store.connect moved in what a kill left
+                except duckdb.Error as exc:  # e.g. no room for it: checkpoints hold commits, as they did
+                    print(f"choreoscope serve: no staging database beside the store ({' '.join(str(exc).split())}"
+                          "); exports wait while the store checkpoints", file=sys.stderr, flush=True)
                 self._move_staged(cur, everything=True, counted=False)
             while self._wait_for_work():
                 with self.write_lock:
@@ -359,12 +369,18 @@ class Ingester:
         """Move the oldest staged group (or all of them) into the store; spans stored there
         already meanwhile (a retry) count as duplicates, unless the groups are an earlier run's
         (not `counted`: this run did not acknowledge them). A failure leaves the group staged for
-        a later try (the next start at the latest), said on stderr."""
+        a later try (MOVE_RETRY_S; the next writable open at the latest), said on stderr."""
         while self._staging is not None and self._staging.groups:
             try:
                 n, added = self._staging.move_one(cur)
             except duckdb.Error as exc:
-                self._report_failure(0, CommitFailed(f"moving staged spans into the store: {exc}"))
+                now = time.monotonic()
+                self._move_retry_at = now + MOVE_RETRY_S
+                if now - self._move_reported >= FAILURE_REPORT_EVERY_S:
+                    self._move_reported = now
+                    print(f"choreoscope serve: moving {len(self._staging.groups)} staged group(s) of spans into "
+                          f"the store failed ({' '.join(str(exc).split())[:300]}); they stay committed in "
+                          f"{self._staging.path} and are moved once it succeeds", file=sys.stderr, flush=True)
                 return
             if counted:
                 with self._cond:

@@ -212,10 +212,16 @@ def _staged_spans_in(con: duckdb.DuckDBPyConnection, path: str, read_only: bool)
     and says they are missing from what it reads."""
     from choreoscope.collector import checkpoint_staging  # it builds on this module
 
+    staged = checkpoint_staging.staging_path(path)
     if not read_only:
-        checkpoint_staging.move_left_behind(con, path)
-    elif os.path.exists(checkpoint_staging.staging_path(path)):
-        print(f"choreoscope: {checkpoint_staging.staging_path(path)} may hold acknowledged spans a receiver "
+        try:
+            checkpoint_staging.move_left_behind(con, path)
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot move the acknowledged spans staged in {staged} into {path}: "
+                             f"{' '.join(str(exc).split())}. Nothing stored is damaged; move {staged} "
+                             "away to open it without them") from exc
+    elif os.path.exists(staged):
+        print(f"choreoscope: {staged} may hold acknowledged spans a receiver "
               "left behind; they are moved into the store the next time it is opened for writing "
               "(`choreoscope serve` or `load`), and are not read until then", file=sys.stderr, flush=True)
 

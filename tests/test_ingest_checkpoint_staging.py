@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+import pytest
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -92,4 +93,23 @@ def test_groups_left_staged_by_a_killed_receiver_are_moved_in_at_the_next_writab
     assert ingester.submit_arrow(batch, None).result(timeout=30) == 3
     ingester.stop()
     assert store.scalar(con, "SELECT count(*) FROM spans") == 18
+    con.close()
+
+
+def test_a_staging_file_that_cannot_be_read_is_named_and_the_store_opens_without_it(tmp_path):
+    path = tmp_path / "s.duckdb"
+    con = store.connect(path)
+    with store.transaction(con):
+        store.insert_arrow(con, rows(4), None)
+    con.close()
+    staged = staging_path(str(path))
+    with open(staged, "wb") as fh:
+        fh.write(b"not a database" * 1000)
+    with pytest.raises(store.StoreError) as caught:
+        store.connect(path)
+    message = str(caught.value)
+    assert staged in message and "Nothing stored is damaged" in message and "\n" not in message
+    os.rename(staged, staged + ".moved-away")
+    con = store.connect(path)
+    assert store.scalar(con, "SELECT count(*) FROM spans") == 4
     con.close()
