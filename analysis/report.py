@@ -9,6 +9,7 @@ import math
 from importlib import resources
 
 import duckdb
+import fastjsonschema
 
 from choreoscope.analysis.findings import load_findings
 from choreoscope.analysis.verdicts import build_verdicts
@@ -140,8 +141,6 @@ def validate_report(report: dict) -> None:
     JSON Schema 2020-12; it uses only keywords that mean the same in draft 7, which
     fastjsonschema compiles (tests/test_report_schema_check.py holds the two to the same verdicts).
     A report the fast check refuses goes to jsonschema, whose error is the one raised."""
-    import fastjsonschema
-
     try:
         _compiled_report_check()(report)
     except fastjsonschema.JsonSchemaValueException:
@@ -152,6 +151,4 @@ def validate_report(report: dict) -> None:
 
 @functools.cache
 def _compiled_report_check():
-    import fastjsonschema
-
     return fastjsonschema.compile(report_schema() | {"$schema": "http://json-schema.org/draft-07/schema#"})

@@ -70,14 +70,14 @@ class Staging:
         cols, lcols = ", ".join(store.SPAN_COLUMN_NAMES), ", ".join(store.LINK_COLUMN_NAMES)
         spans = f"(SELECT {cols} FROM {ALIAS}.spans WHERE {GROUP_COLUMN} = {group})"
         links = f"(SELECT {lcols} FROM {ALIAS}.span_links WHERE {GROUP_COLUMN} = {group})"
-        n = store.scalar(cur, f"SELECT count(*) FROM {spans}")
         try:  # most groups hold no span stored meanwhile: the plain insert, in SQL, as the writer's
             with store.transaction(cur):
                 cur.execute(f"INSERT INTO span_keys SELECT {store.SPAN_KEY_SQL} FROM {spans}")
-                added = store.scalar(cur, f"INSERT INTO spans ({cols}) SELECT * FROM {spans}")
+                n = added = store.scalar(cur, f"INSERT INTO spans ({cols}) SELECT * FROM {spans}")
                 cur.execute(f"INSERT INTO span_links ({lcols}) SELECT * FROM {links}")
         except duckdb.ConstraintException:  # a retry reached the store meanwhile: the checked insert
             span_rows, link_rows = cur.sql(spans).to_arrow_table(), cur.sql(links).to_arrow_table()
+            n = span_rows.num_rows
             with store.transaction(cur):
                 added = store.insert_arrow(cur, span_rows, link_rows if link_rows.num_rows else None)
         self.groups.popleft()

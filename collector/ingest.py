@@ -24,7 +24,7 @@ import duckdb
 import pyarrow as pa
 
 from choreoscope.collector import store, store_errors
-from choreoscope.collector.checkpoint_staging import Staging
+from choreoscope.collector.checkpoint_staging import Staging, move_left_behind
 from choreoscope.collector.export_decode import DecodedExport
 from choreoscope.collector.spanbatch import SpanBatch
 
@@ -344,11 +344,12 @@ class Ingester:
         try:
             if self._db_path:
                 try:
-                    self._staging = Staging(cur, self._db_path)  # store.connect moved in what a kill left
+                    # what a killed receiver left (store.connect moves it too; this is for any connection)
+                    move_left_behind(self._con, self._db_path)
+                    self._staging = Staging(cur, self._db_path)
                 except duckdb.Error as exc:  # e.g. no room for it: checkpoints hold commits, as they did
                     print(f"choreoscope serve: no staging database beside the store ({' '.join(str(exc).split())}"
                           "); exports wait while the store checkpoints", file=sys.stderr, flush=True)
-                self._move_staged(cur, everything=True, counted=False)
             while self._wait_for_work():
                 with self.write_lock:
                     if self._queue:
@@ -365,11 +366,10 @@ class Ingester:
             finally:
                 cur.close()
 
-    def _move_staged(self, cur: duckdb.DuckDBPyConnection, everything: bool = False, counted: bool = True) -> None:
+    def _move_staged(self, cur: duckdb.DuckDBPyConnection, everything: bool = False) -> None:
         """Move the oldest staged group (or all of them) into the store; spans stored there
-        already meanwhile (a retry) count as duplicates, unless the groups are an earlier run's
-        (not `counted`: this run did not acknowledge them). A failure leaves the group staged for
-        a later try (MOVE_RETRY_S; the next writable open at the latest), said on stderr."""
+        already meanwhile (a retry) count as duplicates. A failure leaves the group staged for a
+        later try (MOVE_RETRY_S; the next writable open at the latest), said on stderr."""
         while self._staging is not None and self._staging.groups:
             try:
                 n, added = self._staging.move_one(cur)
@@ -382,10 +382,9 @@ class Ingester:
                           f"the store failed ({' '.join(str(exc).split())[:300]}); they stay committed in "
                           f"{self._staging.path} and are moved once it succeeds", file=sys.stderr, flush=True)
                 return
-            if counted:
-                with self._cond:
-                    self._stored -= n - added
-                    self._duplicates += n - added
+            with self._cond:
+                self._stored -= n - added
+                self._duplicates += n - added
             if not everything:
                 return
 
