@@ -4,8 +4,8 @@ The stages are not written twice: `SparkStore` gives a stage what it uses of a D
 (`execute(...).fetchall()`, `register`), runs each statement's SQL translated by `spark_sql`, and
 holds every table as a temp view over a materialised DataFrame (`localCheckpoint`, so an iterative
 stage such as the connected components does not grow its plan each round). DDL and DML map to
-DataFrame operations: CREATE ... AS is a new view, INSERT a union, ALTER ... RENAME a re-registered
-view.
+DataFrame operations: CREATE TABLE ... AS is a new view over a materialised DataFrame, CREATE VIEW
+one over the query (not materialised), INSERT a union, ALTER ... RENAME a re-registered view.
 
 `SparkEngine.run` reads the input on Spark — the input Parquet itself when it is choreoscope's own
 layout (`lake`, from `open_inputs.parquet_lake`), else the store's `spans` and `span_links`
@@ -141,6 +141,9 @@ class SparkStore:
                 self.put(name, self.spark.createDataFrame([], schema=ddl), materialise=False)
             else:
                 self.put(name, self.query(node.expression, params))
+            return _Result([])
+        if isinstance(node, exp.Create) and (node.args.get("kind") or "").upper() == "VIEW":
+            self.put(node.this.name, self.query(node.expression, params), materialise=False)
             return _Result([])
         if isinstance(node, exp.Insert):
             return self._insert(node, params)
