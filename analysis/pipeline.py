@@ -5,13 +5,16 @@ stage creates, replaces or fills them (the runner checks it after every stage). 
 tables are TEMP and named with a leading underscore. `docs/architecture.md` has the same table, kept
 equal to STAGES by a test.
 
-Stages run in order, each timed. A stage that fails is recorded with its error, the stages after
-it (which read its tables) are listed as skipped, and the caller gets every message at once.
+Stages run in order, each timed; on a small store, stages that do not read each other's tables run
+side by side (`stage_graph`), which is why the reads must be complete. A stage that fails is
+recorded with its error, the stages not started yet are listed as skipped, and the caller gets
+every message at once.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from choreoscope.analysis import (
     patterns,
     span_edges,
     span_steps,
+    stage_graph,
     steps,
     workflows,
 )
@@ -215,7 +219,7 @@ STAGES: list[Stage] = [
     Stage("detectors", _detectors,
           reads=("span_steps", "span_edges", "causal_edges", "instances", "workflows", "workflow_patterns",
                  "workflow_edges", "workflow_steps", "step_orderings", "handled_spans", "event_relays",
-                 "data_access", "shared_resources", "deliveries", "delivery_orphans", "spans"),
+                 "data_access", "shared_resources", "deliveries", "delivery_orphans", "spans", "span_links"),
           writes=("detector_findings",),
           assumes="each detector's docstring states its own"),
     Stage("conformance", lambda con, ctx: conformance.run_stage(con, ctx.intended_paths),
@@ -275,56 +279,80 @@ def _offload(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext, engine) -> se
     return set(done)
 
 
-def _last_readers() -> dict[str, str]:
-    """INTERMEDIATE_TABLES -> the name of the last stage that reads it."""
-    return {t: s.name for s in STAGES for t in s.reads if t in INTERMEDIATE_TABLES}
+class _Releases:
+    """INTERMEDIATE_TABLES dropped once every stage still to run that reads them has run."""
+
+    def __init__(self, todo: list[Stage], enabled: bool):
+        self.readers = {t: {s.name for s in todo if t in s.reads} for t in INTERMEDIATE_TABLES} if enabled else {}
+        self.lock = threading.Lock()
+
+    def after(self, stage: Stage) -> list[str]:
+        """The tables to drop now that `stage` ran."""
+        with self.lock:
+            out = []
+            for table, readers in self.readers.items():
+                if stage.name in readers:
+                    readers.discard(stage.name)
+                    if not readers:
+                        out.append(table)
+            return out
 
 
 def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None,
                  engine=None, *, memory_per_span: bool = True,
-                 release_intermediates: bool = False) -> AnalysisContext:
+                 release_intermediates: bool = False, side_by_side: bool = True) -> AnalysisContext:
     """Run every stage over the store behind `con`; results are tables in the same store.
     With an `engine` (`--engine spark`), the stages it runs come first and are skipped here.
     `memory_per_span` False keeps the memory limit at ANALYSIS_MEMORY_LIMIT (`bound_memory`).
     `release_intermediates` drops INTERMEDIATE_TABLES once read (for a store nobody opens after).
+    `side_by_side` lets independent stages run at once on a small store (`stage_graph`); False
+    inside a transaction (other cursors would not see its tables).
 
     Raises AnalysisError if a stage failed (after running the rest that could run), or if a stage
     created, replaced or dropped a table it does not declare.
     """
     ctx = AnalysisContext(intended_paths=list(intended_paths or []))
+    started = time.perf_counter()
     bound_memory(con, per_span=memory_per_span)
     done = _offload(con, ctx, engine) if engine is not None else set()
-    release = _last_readers() if release_intermediates else {}
-    failed = False
-    for stage in STAGES:
-        if stage.name in done:
-            continue
-        if failed:
-            ctx.errors.append(f"{stage.name}: skipped, an earlier stage failed")
-            continue
-        started = time.perf_counter()
-        before = _table_oids(con)
+    todo = [stage for stage in STAGES if stage.name not in done]
+    releases = _Releases(todo, release_intermediates)
+    workers = stage_graph.workers_for(con, int(store.scalar(con, "SELECT count(*) FROM spans") or 0)) \
+        if side_by_side else 1
+    graph: stage_graph.StageGraphRun
+
+    def run(cur: duckdb.DuckDBPyConnection, stage: Stage, others) -> bool:
+        began = time.perf_counter()
+        before = _table_oids(cur)
         try:
-            _run_stage(con, stage, ctx)
-            stray = _undeclared_writes(before, _table_oids(con), stage)
+            _run_stage(cur, stage, ctx)
+            stray = set(_undeclared_writes(before, _table_oids(cur), stage)) - others()
             if stray:
-                raise AnalysisError(f"wrote tables it does not declare: {', '.join(stray)}")
-            for table in [t for t, last in release.items() if last == stage.name]:
-                con.execute(f"DROP TABLE {table}")
+                raise AnalysisError(f"wrote tables it does not declare: {', '.join(sorted(stray))}")
+            released = releases.after(stage)
+            for table in released:
+                cur.execute(f"DROP TABLE {table}")
+            graph.note_dropped(set(released))
+            return True
         except Exception as exc:  # collected, reported together (a damaged store: raised at once)
-            damaged = store.damaged_store_error(con, exc)
+            damaged = store.damaged_store_error(cur, exc)
             if damaged is not None:  # a bad block of the file: no later stage can do better
                 raise damaged from exc
             ctx.errors.append(f"{stage.name}: {type(exc).__name__}: {exc}")
-            failed = True
-        ctx.timings[stage.name] = time.perf_counter() - started
-    if failed:
+            return False
+        finally:
+            ctx.timings[stage.name] = time.perf_counter() - began
+
+    graph = stage_graph.StageGraphRun(con, todo, workers, run)
+    skipped = graph.go()
+    ctx.errors.extend(f"{name}: skipped, an earlier stage failed" for name in skipped)
+    if graph.failed:
         raise AnalysisError("analysis failed:\n  " + "\n  ".join(ctx.errors))
     # What the results describe, so a reader can tell they are stale (`choreoscope dashboard`).
     con.execute(
         f"CREATE OR REPLACE TABLE {RUN_TABLE} AS SELECT now() AS finished_at, "
         "(SELECT count(*) FROM spans) AS spans, ? AS seconds",
-        [round(sum(ctx.timings.values()), 3)],
+        [round(time.perf_counter() - started, 3)],
     )
     return ctx
 
@@ -335,7 +363,7 @@ def run_pipeline_atomically(cur: duckdb.DuckDBPyConnection, intended_paths: list
     For the long-running processes (live analysis, the dashboard): the one memory limit."""
     cur.execute("BEGIN TRANSACTION")
     try:
-        ctx = run_pipeline(cur, intended_paths, memory_per_span=False)
+        ctx = run_pipeline(cur, intended_paths, memory_per_span=False, side_by_side=False)
     except BaseException:
         cur.execute("ROLLBACK")
         raise
