@@ -155,6 +155,7 @@ class AnalysisContext:
     errors: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     clock_offsets_ns: dict[str, float] = field(default_factory=dict)
+    workers: int = 1  # stages (and detectors) run at once: stage_graph.workers_for
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,7 @@ def _skew(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
 
 
 def _detectors(con: duckdb.DuckDBPyConnection, ctx: AnalysisContext) -> None:
-    found = detectors.run_all(con, errors=ctx.errors, timings=ctx.timings)
+    found = detectors.run_all(con, errors=ctx.errors, timings=ctx.timings, workers=ctx.workers)
     findings.store_findings(con, found, table="detector_findings")
 
 
@@ -319,6 +320,7 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
     releases = _Releases(todo, release_intermediates)
     workers = stage_graph.workers_for(con, int(store.scalar(con, "SELECT count(*) FROM spans") or 0)) \
         if side_by_side else 1
+    ctx.workers = workers
     graph: stage_graph.StageGraphRun
 
     def run(cur: duckdb.DuckDBPyConnection, stage: Stage, others) -> bool:

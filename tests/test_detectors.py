@@ -143,7 +143,9 @@ def test_findings_are_the_same_when_run_again(analysed):
     assert first == second and len(first) == len(analysed["ecommerce"].findings)
 
 
-def test_a_failing_detector_is_reported_and_the_others_still_run(analysed, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_failing_detector_is_reported_and_the_others_still_run(analysed, tmp_path, workers):
+    """One at a time and several at once (each on a cursor): the same errors and findings."""
     copy = tmp_path / "broken.duckdb"
     shutil.copy(analysed["ecommerce"].db_path, copy)
     con = duckdb.connect(str(copy))
@@ -151,7 +153,7 @@ def test_a_failing_detector_is_reported_and_the_others_still_run(analysed, tmp_p
         con.execute("DROP TABLE step_orderings")       # implicit_ordering reads it
         errors: list[str] = []
         timings: dict[str, float] = {}
-        found = detectors.run_all(con, errors=errors, timings=timings)
+        found = detectors.run_all(con, errors=errors, timings=timings, workers=workers)
     finally:
         con.close()
     assert len(errors) == 1 and errors[0].startswith("detector implicit_ordering:")
