@@ -64,7 +64,8 @@ def receive_client(alias: str = "") -> str:
 
 
 # The consumer and receive spans that carry a message key (see the module docstring), with it:
-# a subquery of _GROUPS_SQL, its only reader (as a table of its own it cost 0.1-0.2 s more at 1M).
+# a subquery of _GROUPS_SQL, its only reader (the stage alone on the bench's 1M-span store, twice
+# each: 2.06-2.16 s so, 2.10-2.68 s with these spans in a table of their own).
 _SPANS_SQL = f"""
 SELECT s.trace_id, s.span_id, s.service, s.step_id, s.workflow_id, s.instance_id, s.start_adj, s.end_adj,
        s.is_error, s.retry_attempt, s.messaging_destination AS destination, s.role = 'consumer' AS is_handler,

@@ -46,8 +46,8 @@ class StageGraphRun:
     worker: in this thread on `con` itself, in the stages' order, as the pipeline always did).
 
     `run(cursor, stage, others)` runs one stage; `others()` is, when it asks after the stage ran,
-    every table another stage may have written meanwhile (their declared writes, and `released`
-    tables dropped). It returns False when the stage failed: the stages not yet started are then
+    every table another stage may have written meanwhile (their declared writes, and the tables
+    `note_dropped` was told of). It returns False when the stage failed: the stages not yet started are then
     skipped. An exception it raises stops the run and is raised here once the running stages end.
     """
 
