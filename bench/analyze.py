@@ -9,8 +9,9 @@ analyze dump.jsonl` does, through the same function (`open_inputs`): load into a
 store, run the pipeline, build and validate the report. `--on-disk` measures instead what
 `choreoscope load dump.jsonl --db S` and then `choreoscope analyze S` do: a store file, the
 pipeline's tables written into it.
-Prints seconds per stage (load, analysis, report), spans/s loaded, peak RSS, and the growth of the
-total time against the smallest size (linear growth is the size ratio). PM4Py, when installed (in
+Prints seconds per stage (load, analysis, report; then each analysis stage, which on a small store
+run side by side, so they add up to more than the analysis), spans/s loaded, peak RSS, and the
+growth of the total time against the smallest size (linear growth is the size ratio). PM4Py, when installed (in
 this interpreter, or in the one `--pm4py-python` names; it is never a dependency: AGPL), is run on
 the smallest dump in the same run as the reference: read the dump, build its event log (case =
 trace, activity = span name) and discover a DFG and an inductive-miner Petri net.
