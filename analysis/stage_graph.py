@@ -22,6 +22,8 @@ from collections.abc import Callable, Sequence
 
 import duckdb
 
+from choreoscope.collector import store
+
 # DuckDB's rows per row group, the unit it parallelises a scan by.
 ROW_GROUP_ROWS = 122_880
 # Stages run side by side while the spans fill fewer than this many row groups per thread: there
@@ -31,7 +33,7 @@ SIDE_BY_SIDE_ROW_GROUPS = 2
 
 def workers_for(con: duckdb.DuckDBPyConnection, spans: int) -> int:
     """How many stages to run at once over a store of `spans` spans: 1, or DuckDB's threads."""
-    threads = int(con.execute("SELECT current_setting('threads')").fetchall()[0][0])
+    threads = int(store.scalar(con, "SELECT current_setting('threads')"))
     return threads if threads > 1 and spans < SIDE_BY_SIDE_ROW_GROUPS * threads * ROW_GROUP_ROWS else 1
 
 
@@ -47,8 +49,8 @@ class StageGraphRun:
 
     `run(cursor, stage, others)` runs one stage; `others()` is, when it asks after the stage ran,
     every table another stage may have written meanwhile (their declared writes, and the tables
-    `note_dropped` was told of). It returns False when the stage failed: the stages not yet started are then
-    skipped. An exception it raises stops the run and is raised here once the running stages end.
+    `note_dropped` was told of). It returns False when the stage failed: the stages not yet started
+    are then skipped. An exception it raises stops the run and is raised here once the running stages end.
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, stages: Sequence, workers: int,
@@ -75,9 +77,7 @@ class StageGraphRun:
                 if self.failed:
                     self.skipped.append(stage.name)
                     continue
-                self.running[stage.name] = set()
                 ok = self.run(self.con, stage, lambda: set())
-                del self.running[stage.name]
                 self.failed = self.failed or not ok
             return self.skipped
         threads = [threading.Thread(target=self._work, name=f"choreoscope-stages-{i}", daemon=True)
@@ -105,7 +105,7 @@ class StageGraphRun:
                 if ready is None and not self.running:  # nothing will finish to free one: go in order
                     ready = left[0]
                 if ready is not None:
-                    for name, seen in self.running.items():  # each sees the other's writes
+                    for seen in self.running.values():  # each sees the other's writes
                         seen |= set(ready.writes)
                     self.running[ready.name] = {t for s in self.stages if s.name in self.running for t in s.writes}
                     return ready

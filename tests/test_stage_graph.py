@@ -4,6 +4,8 @@ writes the same tables as one stage at a time."""
 
 from __future__ import annotations
 
+import math
+
 import duckdb
 import pytest
 import sqlglot
@@ -11,7 +13,14 @@ from sqlglot import exp
 
 from choreoscope.analysis import pipeline, stage_graph
 from choreoscope.analysis.open_inputs import open_inputs
-from choreoscope.analysis.pipeline import INPUT_TABLES, STAGES, AnalysisContext, AnalysisError, Stage, run_pipeline
+from choreoscope.analysis.pipeline import (
+    INPUT_TABLES,
+    STAGES,
+    AnalysisContext,
+    AnalysisError,
+    Stage,
+    run_pipeline,
+)
 from choreoscope.collector import store
 from tests.golden_reports import sample_cases
 
@@ -67,7 +76,7 @@ def _value(v):
     depends on the order its parts were added in, which DuckDB's threads decide (the reports
     round far coarser)."""
     if isinstance(v, float):
-        return "NaN" if v != v else float(f"{v:.12g}")
+        return "NaN" if math.isnan(v) else float(f"{v:.12g}")
     return v
 
 
