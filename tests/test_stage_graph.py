@@ -130,9 +130,9 @@ def test_side_by_side_a_failure_skips_what_had_not_started_and_names_the_stage(m
         raise RuntimeError("no such thing")
 
     stages = [_stage("a", writes=("span_labels",), run=lambda c, x: c.execute("CREATE TABLE span_labels (x INT)")),
-              _stage("b", reads=("span_labels",), run=boom),
+              _stage("b", reads=("span_labels",), writes=("span_edges",), run=boom),
               _stage("c", reads=("span_labels", "parent_edges"), writes=("workflows",)),
-              _stage("d", reads=("workflows",))]
+              _stage("d", reads=("workflows", "span_edges"))]  # waits for b, so always skipped
     monkeypatch.setattr(pipeline, "STAGES", stages)
     monkeypatch.setattr(stage_graph, "workers_for", lambda con, spans: 2)
     with pytest.raises(AnalysisError) as err:
