@@ -7,26 +7,29 @@ from __future__ import annotations
 import threading
 import time
 
-from choreoscope.collector.export_decode import DecodePool, _Worker
+from choreoscope.collector.export_decode import BATCH_BYTES, DecodePool, _Worker
 
 
 class GatedPipe:
-    """A worker's pipe: records each job's body; the reply to a body in `gates` waits for its event."""
+    """A worker's pipe: records each job's body (and which went together); the reply to a batch
+    whose first body is in `gates` waits for its event."""
 
     def __init__(self, gates: dict[bytes, threading.Event]):
         self.gates = gates
         self.order: list[bytes] = []
-        self._job: bytes | None = None
+        self.batches: list[list[bytes]] = []
+        self._jobs: list[bytes] = []
 
-    def send(self, job) -> None:
-        self._job = job[0]
-        self.order.append(job[0])
+    def send(self, jobs) -> None:
+        self._jobs = [job[0] for job in jobs]
+        self.order.extend(self._jobs)
+        self.batches.append(self._jobs)
 
     def recv(self):
-        gate = self.gates.get(self._job)
+        gate = self.gates.get(self._jobs[0])
         if gate is not None:
             gate.wait(10)
-        return True, self._job
+        return [(True, body) for body in self._jobs]
 
     def close(self) -> None:
         pass
@@ -48,13 +51,14 @@ def wait_for(condition, timeout: float = 5.0) -> None:
 
 
 def test_a_freed_worker_goes_to_the_request_waiting_longest():
+    # JSON requests: each decoded on its own (protobuf ones waiting go together: below)
     gates = {b"first": threading.Event(), b"second": threading.Event()}
     pipe = GatedPipe(gates)
     pool = pool_of_one(pipe)
     results: dict[bytes, object] = {}
 
     def request(body: bytes) -> None:
-        results[body] = pool.decode(body, "application/x-protobuf", "", 1 << 20, "test")
+        results[body] = pool.decode(body, "application/json", "", 1 << 20, "test")
 
     threads = [threading.Thread(target=request, args=(b"first",))]
     threads[0].start()
@@ -105,3 +109,34 @@ def test_closing_the_pool_refuses_the_requests_still_waiting():
     gates[b"busy"].set()
     busy.join(5)
     assert pipe.order == [b"busy"] and len(pool._idle) == 1 and not pool._waiting
+
+
+def test_protobuf_requests_waiting_go_to_the_freed_worker_together():
+    """In the order they came: of the leader's source, protobuf, up to BATCH_BYTES in all; the
+    others wait for the next worker set free."""
+    gates = {b"busy": threading.Event(), b"a": threading.Event()}
+    pipe = GatedPipe(gates)
+    pool = pool_of_one(pipe)
+    results: dict[bytes, object] = {}
+    big = b"x" * (BATCH_BYTES - 1)
+
+    def request(body: bytes, content_type: str = "application/x-protobuf", source: str = "test") -> None:
+        results[body] = pool.decode(body, content_type, "", 1 << 30, source)
+
+    threads = [threading.Thread(target=request, args=(b"busy",))]
+    threads[0].start()
+    wait_for(lambda: pipe.order == [b"busy"])
+    for n, args in enumerate(((b"a",), (b"json", "application/json"), (b"b",), (b"http", "application/x-protobuf", "http"),
+                              (big,), (b"c",)), start=1):
+        threads.append(threading.Thread(target=request, args=args))
+        threads[-1].start()
+        wait_for(lambda n=n: len(pool._waiting) == n)
+    gates[b"busy"].set()
+    wait_for(lambda: len(pipe.batches) == 2)
+    assert pipe.batches[1] == [b"a", b"b", b"c"]  # the big one would pass BATCH_BYTES with them
+    gates[b"a"].set()
+    for t in threads:
+        t.join(10)
+    assert pipe.batches[2:] == [[b"json"], [b"http"], [big]]
+    assert results == {body: body for body in pipe.order}
+    assert len(pool._idle) == 1 and not pool._waiting

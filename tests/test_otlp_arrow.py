@@ -476,6 +476,53 @@ def test_concurrent_decodes_agree():
         assert got[0].equals(want[0]) and got[1].equals(want[1])
 
 
+def test_requests_decoded_together_give_each_its_own_rows(monkeypatch):
+    """A decode worker takes the requests waiting for it in one columnar pass (export_decode.
+    decode_exports): each gets the rows, rejections and errors it would get alone; one the columnar
+    path cannot take (bytes attribute), a broken gzip or a truncated body sinks none of the others."""
+    from choreoscope.collector.export_decode import TooLarge, decode_exports
+
+    bench = _bench()
+    bodies = bench.build_requests(0, 6, 100, 10, 1) + bench.build_requests(1, 2, 0, 0) + sdk_requests()[:4]
+    jobs = [(body, PROTOBUF, "", 1 << 26, SOURCE) for body in bodies]
+    jobs.append((gzip.compress(bodies[0]), PROTOBUF, "gzip", 1 << 26, SOURCE))
+    passes = []
+    real = otlp_arrow.decode_protobuf_many
+    monkeypatch.setattr(otlp_arrow, "decode_protobuf_many", lambda b, s: passes.append(len(b)) or real(b, s))
+
+    def alone(job):
+        try:
+            return True, decode_export(*job)
+        except Exception as exc:  # noqa: BLE001
+            return False, exc
+
+    def assert_same_replies(jobs, replies):
+        assert len(replies) == len(jobs)
+        for n, (job, (ok, got)) in enumerate(zip(jobs, replies)):
+            want_ok, want = alone(job)
+            assert ok == want_ok, n
+            if not ok:
+                assert type(got) is type(want) and str(got) == str(want), n
+                continue
+            _assert_same(got.spans, want.spans, f"request {n} spans")
+            assert (got.links is None) == (want.links is None), n
+            if got.links is not None:
+                _assert_same(got.links, want.links, f"request {n} links")
+            assert (got.rejected, got.message) == (want.rejected, want.message), n
+
+    assert_same_replies(jobs, decode_exports(jobs))
+    assert passes == [len(jobs)]  # one pass, none of them walked
+
+    odd = request([span([("blob", b"\x00\x01")])])
+    assert otlp_arrow.decode_protobuf(odd, SOURCE) is None
+    mixed = [jobs[0], (odd, PROTOBUF, "", 1 << 26, SOURCE), (b"\x1f\x8b broken", PROTOBUF, "gzip", 1 << 26, SOURCE),
+             (bodies[1][: len(bodies[1]) // 2], PROTOBUF, "", 1 << 26, SOURCE),
+             (gzip.compress(bodies[2]), PROTOBUF, "gzip", 100, SOURCE), *jobs[2:5]]
+    replies = decode_exports(mixed)
+    assert_same_replies(mixed, replies)
+    assert isinstance(replies[2][1], BadRequest) and isinstance(replies[4][1], TooLarge)
+
+
 # --- the protobuf dump loader -----------------------------------------------------------------
 
 def _store_state(path, monkeypatch, *, columnar: bool, workers: int) -> tuple:
