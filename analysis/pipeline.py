@@ -13,6 +13,7 @@ every message at once.
 
 from __future__ import annotations
 
+import datetime
 import sys
 import threading
 import time
@@ -351,10 +352,12 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
     if graph.failed:
         raise AnalysisError("analysis failed:\n  " + "\n  ".join(ctx.errors))
     # What the results describe, so a reader can tell they are stale (`choreoscope dashboard`).
+    # The clock's time, not now(): DuckDB's now() is when the transaction began, and the live
+    # analysis runs in one (its /metrics "finished" was its start).
     con.execute(
-        f"CREATE OR REPLACE TABLE {RUN_TABLE} AS SELECT now() AS finished_at, "
+        f"CREATE OR REPLACE TABLE {RUN_TABLE} AS SELECT ?::TIMESTAMPTZ AS finished_at, "
         "(SELECT count(*) FROM spans) AS spans, ? AS seconds",
-        [round(time.perf_counter() - started, 3)],
+        [datetime.datetime.now(datetime.UTC), round(time.perf_counter() - started, 3)],
     )
     return ctx
 

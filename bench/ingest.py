@@ -12,8 +12,18 @@ and prints for each spans/s, export latency p50/p99, peak RSS of the server and 
 workers, then each serve's rate as a ratio of the sink's. Every serve run checks its store holds
 each span sent exactly once (none lost, none twice). The load average is printed with them.
 
+Those runs are too short for the live analysis (every 30 s) to run. `--only live` measures ingest
+while it runs: `--live-requests` requests a client (default 5,000: 2M spans, long enough for the
+analysis to run several times over a store growing past a million spans), sent to
+`serve --no-dashboard` (the reference), then to `serve` as users start it (dashboard and live
+analysis, `--analyze-every` seconds). Serve's /metrics endpoint, read every 0.25 s, gives the spans
+stored over time and each analysis's end and duration; printed: each analysis (when, seconds, spans
+it covered), the ingest rate while analyses ran and while none did, and the whole run's rate as a
+ratio of the reference's (the issue's target: at least 0.8).
+
     .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10] [--links 0]
-        [--decode-workers 2] [--only sink,serve,dashboard] [--store-only] [--serve-arg=--queue-spans=20000]
+        [--decode-workers 2] [--only sink,serve,dashboard,live] [--live-requests 5000] [--analyze-every 30]
+        [--store-only] [--serve-arg=--queue-spans=20000]
         [--writer [--writer-groups 512,4096,16384,100000]]
         [--py-spy PATH [--profile-dir DIR]]
 
@@ -214,22 +224,91 @@ def sink_main(decode_workers: int) -> int:
     return 0
 
 
+class MetricsTimeline:
+    """Serve's /metrics read every `every` seconds in a thread: (time, spans stored) samples and
+    the analyses seen (their end as unix time, their seconds, the spans they covered)."""
+
+    def __init__(self, url: str, every: float = 0.25):
+        import threading
+
+        self.url, self.every = url, every
+        self.stored: list[tuple[float, float]] = []
+        self.analyses: dict[float, tuple[float, float]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        import urllib.request
+
+        while not self._stop.wait(self.every):
+            try:
+                text = urllib.request.urlopen(self.url, timeout=5).read().decode()
+            except OSError:
+                continue
+            values = {m.group(1): float(m.group(2))
+                      for m in re.finditer(r"^(choreoscope_\w+) (\S+)$", text, re.MULTILINE)}
+            self.stored.append((time.time(), values.get("choreoscope_spans_stored_total", 0.0)))
+            finished = values.get("choreoscope_analysis_finished_timestamp_seconds")
+            if finished:
+                self.analyses[finished] = (values.get("choreoscope_analysis_duration_seconds", 0.0),
+                                           values.get("choreoscope_analysis_spans", 0.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def per_interval(self, t_start: float, t_end: float, step: float = 10.0) -> list[float]:
+        """Spans stored a second in each `step` seconds from t_start (unix times) to t_end."""
+        out = []
+        for k in range(int((t_end - t_start) // step) + 1):
+            lo, hi = t_start + k * step, min(t_start + (k + 1) * step, t_end)
+            inside = [(when, n) for when, n in self.stored if lo <= when <= hi]
+            (t0, n0), (t1, n1) = (inside[0], inside[-1]) if inside else ((0, 0), (0, 0))
+            out.append((n1 - n0) / (t1 - t0) if t1 > t0 else 0.0)
+        return out
+
+    def rates(self, t_start: float, t_end: float) -> tuple[float | None, float | None]:
+        """Spans stored a second (unix times t_start..t_end) while an analysis ran, and while none did."""
+        windows = [(end - seconds, end) for end, (seconds, _) in self.analyses.items()]
+        spans = {True: 0.0, False: 0.0}
+        seconds = {True: 0.0, False: 0.0}
+        for (t0, n0), (t1, n1) in zip(self.stored, self.stored[1:]):
+            if t0 < t_start or t1 > t_end:
+                continue
+            mid = (t0 + t1) / 2
+            busy = any(a <= mid <= b for a, b in windows)
+            spans[busy] += n1 - n0
+            seconds[busy] += t1 - t0
+        return tuple(spans[k] / seconds[k] if seconds[k] else None for k in (True, False))
+
+
 def run_load(mode: str, args, db: Path) -> dict | None:
-    """Start the server of `mode`, send the load, stop it; the figures (None if it failed)."""
+    """Start the server of `mode`, send the load, stop it; the figures (None if it failed).
+    Modes `live-serve` and `live-dashboard` (`--only live` is both) are `serve` and `dashboard`
+    with the live runs' load, /metrics read during it (MetricsTimeline)."""
+    live = mode.startswith("live")
+    if live:
+        args = argparse.Namespace(**{**vars(args), "requests": args.live_requests})
     if mode == "sink":
         cmd = [sys.executable, str(Path(__file__).resolve()), "--sink", "--decode-workers", str(args.decode_workers)]
     else:
         cmd = [sys.executable, "-m", "choreoscope.cli", "serve", "--db", str(db), "--grpc-port", "0",
                "--http-port", "0", "--decode-workers", str(args.decode_workers)]
-        cmd += ["--no-dashboard"] if mode == "serve" else ["--dashboard-port", "0"]
+        cmd += ["--no-dashboard"] if mode in ("serve", "live-serve") else ["--dashboard-port", "0"]
+        if live:
+            cmd += ["--metrics-port", "0", "--analyze-every", str(args.analyze_every)]
         cmd += args.serve_arg
     server = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    address = None
+    address = metrics_url = None
     for line in server.stdout:
         if m := re.match(r"OTLP/gRPC listening on (\S+)", line):
             address = m.group(1)
+        if m := re.match(r"Prometheus metrics on (\S+)", line):
+            metrics_url = m.group(1)
+        if address and (metrics_url or not live):
             break
-    if address is None:
+    if address is None or (live and metrics_url is None):
         print(server.stderr.read(), file=sys.stderr)
         return None
 
@@ -244,7 +323,8 @@ def run_load(mode: str, args, db: Path) -> dict | None:
         ready.acquire()
     cpu_before = tree_cpu_seconds(server.pid)
     idle_before = machine_idle_seconds()
-    t_start = time.perf_counter()
+    timeline = MetricsTimeline(metrics_url) if live else None
+    t_start, unix_start = time.perf_counter(), time.time()
     go.set()
     ends, latencies, refused = [], [], 0
     for _ in procs:
@@ -255,6 +335,9 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     for p in procs:
         p.join()
     elapsed = max(ends) - t_start
+    unix_end = unix_start + elapsed
+    if timeline is not None:
+        timeline.stop()
     idle = machine_idle_seconds() - idle_before
     tree = process_tree(server.pid)
     rss = peak_rss_mb(server.pid)
@@ -284,7 +367,8 @@ def run_load(mode: str, args, db: Path) -> dict | None:
         return latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
 
     cores = os.cpu_count() or 1
-    label = {"sink": "parse-only sink", "serve": "serve --no-dashboard", "dashboard": "serve (dashboard)"}[mode]
+    label = {"sink": "parse-only sink", "serve": "serve --no-dashboard", "dashboard": "serve (dashboard)",
+             "live-serve": "live: serve --no-dash.", "live-dashboard": "live: serve (dashb.)"}[mode]
     verb = "acknowledged" if mode == "sink" else "stored"
     print(f"{label:22} {verb} {stored} spans (expected {expected}, {stored - distinct} twice) in {elapsed:.2f} s "
           f"-> {stored / elapsed:,.0f} spans/s; {refused} exports refused (retried); export p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms; "
@@ -293,6 +377,20 @@ def run_load(mode: str, args, db: Path) -> dict | None:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if writer:
         print(f"{'':22} {writer}", flush=True)
+    if timeline is not None and mode == "live-serve":
+        print(f"{'':22} stored a second, each 10 s: " + " ".join(
+            f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
+    if timeline is not None and mode == "live-dashboard":
+        runs = sorted(timeline.analyses.items())
+        print(f"{'':22} {len(runs)} live analyses: " + "; ".join(
+            f"ended at {end - unix_start:.0f} s, {seconds:.1f} s over {spans:,.0f} spans"
+            for end, (seconds, spans) in runs), flush=True)
+        print(f"{'':22} stored a second, each 10 s: " + " ".join(
+            f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
+        busy, calm = timeline.rates(unix_start, unix_end)
+        print(f"{'':22} stored while an analysis ran: "
+              f"{'-' if busy is None else f'{busy:,.0f}'} spans/s; while none did: "
+              f"{'-' if calm is None else f'{calm:,.0f}'} spans/s", flush=True)
     return {"rate": stored / elapsed, "ok": stored == expected == distinct}
 
 
@@ -473,7 +571,10 @@ def main() -> int:
     parser.add_argument("--decode-workers", type=int, default=2, help="serve --decode-workers (and the sink's)")
     parser.add_argument("--serve-arg", action="append", default=[], metavar="ARG",
                         help="extra serve argument (repeatable), e.g. --serve-arg=--queue-spans=20000")
-    parser.add_argument("--only", default="sink,serve,dashboard", help="which runs, comma-separated")
+    parser.add_argument("--only", default="sink,serve,dashboard",
+                        help="which runs, comma-separated (live: ingest while the live analysis runs)")
+    parser.add_argument("--live-requests", type=int, default=5000, help="requests per client in the live runs")
+    parser.add_argument("--analyze-every", type=float, default=30.0, help="serve --analyze-every in the live runs")
     parser.add_argument("--py-spy", metavar="PATH", help="a py-spy binary: profile each server while loaded")
     parser.add_argument("--profile-dir", default="bench-profiles", help="where --py-spy writes its samples")
     parser.add_argument("--store-only", action="store_true",
@@ -497,7 +598,8 @@ def main() -> int:
         store_only(args)
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for mode in args.only.split(","):
+        modes = [m for mode in args.only.split(",") for m in (("live-serve", "live-dashboard") if mode == "live" else (mode,))]
+        for mode in modes:
             results[mode] = run_load(mode, args, Path(tmp) / f"{mode}.duckdb")
             if results[mode] is None:
                 return 1
@@ -505,6 +607,9 @@ def main() -> int:
     for mode in ("serve", "dashboard"):
         if sink and results.get(mode):
             print(f"ratio {mode} / parse-only sink: {results[mode]['rate'] / sink['rate']:.2f}")
+    if results.get("live-dashboard") and results.get("live-serve"):
+        print(f"ratio live (analysis every {args.analyze_every:g} s) / serve --no-dashboard, same load: "
+              f"{results['live-dashboard']['rate'] / results['live-serve']['rate']:.2f}")
     return 0 if all(r["ok"] for r in results.values()) else 1
 
 

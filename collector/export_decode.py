@@ -13,6 +13,7 @@ import collections
 import json
 import multiprocessing
 import os
+import pickle
 import signal
 import sys
 import threading
@@ -201,9 +202,17 @@ def _worker_main(conn: Connection, parent_pid: int) -> None:
         replies = decode_exports(job)
         try:
             conn.send(replies)
-        except Exception as exc:  # noqa: BLE001 - e.g. an exception that does not pickle
-            failed = (False, RuntimeError(f"decode worker could not send its result: {exc!r}"))
-            conn.send([failed] * len(replies))
+        except Exception:  # noqa: BLE001 - e.g. an exception that does not pickle: that reply alone fails
+            conn.send([_sendable(reply) for reply in replies])
+
+
+def _sendable(reply: tuple) -> tuple:
+    """The reply if it pickles, else the failure to send it."""
+    try:
+        pickle.dumps(reply)
+    except Exception as exc:  # noqa: BLE001
+        return (False, RuntimeError(f"decode worker could not send its result: {exc!r}"))
+    return reply
 
 
 class DecodeWorkerLost(RuntimeError):
@@ -259,6 +268,7 @@ class DecodePool:
         self._idle: list[_Worker] = []
         self._all: list[_Worker] = []
         self._closed = False
+        self.passes = 0  # lists of jobs sent to the workers (fewer than requests when batched)
         for _ in range(self.workers):
             worker = self._spawn()
             self._idle.append(worker)
@@ -307,6 +317,7 @@ class DecodePool:
                     raise RuntimeError("the decode pool is closed (the receiver is shutting down)")
                 worker = turn.worker
             batch = self._take_batch(job)
+            self.passes += 1
         jobs = [job, *(t.job for t in batch)]
         replies: list[tuple] = []
         try:

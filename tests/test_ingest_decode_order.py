@@ -1,6 +1,8 @@
 """The decode pool serves requests first come, first served: a worker set free goes to the request
 waiting longest, never to one that arrives just then (which made the export latency's tail:
-bench/ingest.py, issue #12). Workers here are stand-ins whose pipes record the order of the jobs."""
+bench/ingest.py, issue #12); protobuf requests waiting for a worker go to it together. Workers
+here are stand-ins whose pipes record the order of the jobs, but in the last test: real decode
+worker processes given real requests at once."""
 
 from __future__ import annotations
 
@@ -140,3 +142,42 @@ def test_protobuf_requests_waiting_go_to_the_freed_worker_together():
     assert pipe.batches[2:] == [[b"json"], [b"http"], [big]]
     assert results == {body: body for body in pipe.order}
     assert len(pool._idle) == 1 and not pool._waiting
+
+
+def test_requests_at_once_to_a_real_worker_are_decoded_together_each_as_alone():
+    import gzip
+    import importlib.util
+
+    from choreoscope.collector.export_decode import PROTOBUF, decode_export
+    from tests.paths import REPO
+
+    spec = importlib.util.spec_from_file_location("bench_ingest", REPO / "bench" / "ingest.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    bodies = bench.build_requests(0, 10, 100, 10, 1)
+    jobs = [(body, PROTOBUF, "", 1 << 26, "otlp-grpc") for body in bodies]
+    jobs += [(gzip.compress(bodies[0])[:40], PROTOBUF, "gzip", 1 << 26, "otlp-grpc"),  # truncated gzip
+             (bodies[1][:500], PROTOBUF, "", 1 << 26, "otlp-grpc")]  # truncated protobuf
+
+    def outcome(decode, job):
+        try:
+            got = decode(*job)
+        except Exception as exc:  # noqa: BLE001
+            return type(exc).__name__, str(exc)
+        return got.spans.to_pylist(), None if got.links is None else got.links.to_pylist(), got.rejected
+
+    alone = [outcome(decode_export, job) for job in jobs]
+    pool = DecodePool(1)
+    try:
+        results: dict[int, object] = {}
+        threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, outcome(pool.decode, jobs[i])))
+                   for i in range(len(jobs))]
+        with pool._lock:  # all of them at once: the first takes the worker, the others wait behind it
+            for t in threads:
+                t.start()
+        for t in threads:
+            t.join(60)
+        assert [results[i] for i in range(len(jobs))] == alone
+        assert pool.passes < len(jobs) - 2
+    finally:
+        pool.close()

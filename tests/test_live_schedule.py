@@ -25,3 +25,16 @@ def test_a_run_pushes_the_next_back_by_three_times_its_duration(tmp_path):
     long_interval = AnalysisLoop(con, interval_s=3600)
     long_interval.status.last_duration_s = took
     assert long_interval.next_wait_s() == 3600
+
+
+def test_a_run_in_one_transaction_records_when_it_finished(tmp_path):
+    """analysis_run.finished_at (serve's /metrics, the dashboard) is the end of the run, not the
+    start of its transaction (DuckDB's now())."""
+    import time
+
+    con = store.connect(tmp_path / "live.duckdb")
+    assert load_paths(con, [REPO / "sample_traces" / "dumps" / "ecommerce.otlp.jsonl"]).ok
+    before = time.time()
+    assert AnalysisLoop(con, interval_s=0).run_once() is True
+    finished, seconds = con.execute("SELECT epoch(finished_at), seconds FROM analysis_run").fetchone()
+    assert before + seconds - 0.05 <= finished <= time.time()
