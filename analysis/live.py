@@ -2,8 +2,10 @@
 
 Runs in a background thread of the serving process, on its own cursor of the one shared DuckDB
 instance, and only when spans were added since the last run; a long run pushes the next one back
-so that analysis takes at most a quarter of the time (`next_wait_s`), leaving ingest the rest. The
-dashboard reads `status` and calls `request()` from its "Analyse now" button.
+so that analysis takes at most a quarter of the time (`next_wait_s`), leaving ingest the rest. On
+a store larger than `window_spans` a run analyses the traces of the latest spans stored
+(analysis/live_window.py): whatever the store's size, a run then takes about as long, and as much
+memory. The dashboard reads `status` and calls `request()` from its "Analyse now" button.
 
 A damaged store (a block failing its checksum, found by a run's reads) ends the loop: every later
 run would fail the same way. `status.damaged` holds the one-line message (which file, what to do)
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from choreoscope.analysis import live_window
 from choreoscope.analysis.pipeline import run_pipeline_atomically
 from choreoscope.collector import store
 from choreoscope.collector.store import scalar
@@ -32,6 +35,7 @@ class LiveStatus:
     last_run_at: float | None = None
     last_duration_s: float | None = None
     last_span_count: int = -1
+    last_window_spans: int | None = None  # the spans the last run analysed, when a window (live_window)
     last_error: str | None = None
     running: bool = False
     damaged: str | None = None  # the store is damaged: the message; no run follows
@@ -42,6 +46,7 @@ class AnalysisLoop:
     con: duckdb.DuckDBPyConnection
     interval_s: float = 30.0
     intended_paths: list[str] = field(default_factory=list)
+    window_spans: int = live_window.DEFAULT_WINDOW_SPANS  # 0: the whole store each run
     status: LiveStatus = field(default_factory=LiveStatus)
 
     def __post_init__(self) -> None:
@@ -84,12 +89,20 @@ class AnalysisLoop:
                 started = time.perf_counter()
                 # Said on stderr: an operator (and tests/test_faults_kill_analysis.py) can tell a
                 # run in progress; a kill before "done" leaves the previous run's tables.
-                print(f"choreoscope serve: analysing {spans:,} spans", file=sys.stderr, flush=True)
+                window = spans > self.window_spans > 0
+                print(f"choreoscope serve: analysing {spans:,} spans"
+                      + (f" (the traces of the latest {self.window_spans:,})" if window else ""),
+                      file=sys.stderr, flush=True)
+                windowed: list[int | None] = [None]
                 try:
-                    run_pipeline_atomically(cur, self.intended_paths)
+                    run_pipeline_atomically(cur, self.intended_paths, prepare=lambda c: windowed.__setitem__(
+                        0, live_window.open_window(c, self.window_spans)))
                     self.status.last_error = None
+                    self.status.last_window_spans = windowed[0]
                     print(f"choreoscope serve: analysis of {spans:,} spans done in "
-                          f"{time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
+                          f"{time.perf_counter() - started:.1f} s"
+                          + (f" ({windowed[0]:,} spans in the window)" if windowed[0] is not None else ""),
+                          file=sys.stderr, flush=True)
                 except Exception as exc:  # noqa: BLE001 - shown on the dashboard, loop goes on
                     if self._found_damage(cur, exc):
                         return False
@@ -104,6 +117,10 @@ class AnalysisLoop:
                 return True
             finally:
                 self.status.running = False
+                try:
+                    live_window.close_window(cur)
+                except duckdb.Error:  # a cursor DuckDB gave up: its TEMP views go with it
+                    pass
                 cur.close()
 
     def _found_damage(self, cur: duckdb.DuckDBPyConnection, exc: BaseException) -> bool:

@@ -362,12 +362,16 @@ def run_pipeline(con: duckdb.DuckDBPyConnection, intended_paths: list[str] | Non
     return ctx
 
 
-def run_pipeline_atomically(cur: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None) -> AnalysisContext:
+def run_pipeline_atomically(cur: duckdb.DuckDBPyConnection, intended_paths: list[str] | None = None,
+                            prepare: Callable[[duckdb.DuckDBPyConnection], object] | None = None) -> AnalysisContext:
     """run_pipeline in one transaction, so readers of the same store (the dashboard) never see
     half-replaced result tables; on failure nothing of this run stays and the error is raised.
-    For the long-running processes (live analysis, the dashboard): the one memory limit."""
+    For the long-running processes (live analysis, the dashboard): the one memory limit.
+    `prepare(cur)` runs in the transaction before the stages (the live analysis's window)."""
     cur.execute("BEGIN TRANSACTION")
     try:
+        if prepare is not None:
+            prepare(cur)
         ctx = run_pipeline(cur, intended_paths, memory_per_span=False, side_by_side=False)
     except BaseException:
         cur.execute("ROLLBACK")

@@ -133,8 +133,10 @@ def run_in_process(receiver, con, args):
     Returns a callable that stops both (the caller then stops the receiver and closes `con`).
     """
     from choreoscope.analysis.live import AnalysisLoop
+    from choreoscope.analysis.live_window import DEFAULT_WINDOW_SPANS
 
-    loop = AnalysisLoop(con, getattr(args, "analyze_every", 30.0), list(getattr(args, "intended", []) or []))
+    loop = AnalysisLoop(con, getattr(args, "analyze_every", 30.0), list(getattr(args, "intended", []) or []),
+                        window_spans=getattr(args, "live_window", DEFAULT_WINDOW_SPANS))
     loop.start()
     register(DashboardContext(con=con, db_path=str(args.db), read_only=False, receiver=receiver, loop=loop,
                               intended_paths=list(getattr(args, "intended", []) or [])))
