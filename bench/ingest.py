@@ -322,6 +322,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     for _ in procs:
         ready.acquire()
     cpu_before = tree_cpu_seconds(server.pid)
+    own_cpu_before = cpu_seconds(server.pid)
     idle_before = machine_idle_seconds()
     timeline = MetricsTimeline(metrics_url) if live else None
     t_start, unix_start = time.perf_counter(), time.time()
@@ -344,6 +345,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     workers = [p for p in tree[1:] if "python" in Path(f"/proc/{p}/comm").read_text()]
     workers_rss = sum(peak_rss_mb(p) for p in workers)
     server_cpu = tree_cpu_seconds(server.pid) - cpu_before
+    own_cpu = cpu_seconds(server.pid) - own_cpu_before  # the server process alone (not its workers)
     stop_profile(spy, mode)
     server.send_signal(signal.SIGTERM)
     _, err = server.communicate(timeout=180)
@@ -373,7 +375,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     print(f"{label:22} {verb} {stored} spans (expected {expected}, {stored - distinct} twice) in {elapsed:.2f} s "
           f"-> {stored / elapsed:,.0f} spans/s; {refused} exports refused (retried); export p50={pct(0.5):.1f} ms p99={pct(0.99):.1f} ms; "
           f"peak RSS server {rss:.0f} MiB + {workers_rss:.0f} MiB in {len(workers)} workers; "
-          f"CPU {server_cpu:.1f} s; machine idle {idle / (elapsed * cores):.0%} of {cores} cores; "
+          f"CPU {server_cpu:.1f} s ({own_cpu:.1f} s server, {server_cpu - own_cpu:.1f} s workers); machine idle {idle / (elapsed * cores):.0%} of {cores} cores; "
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if writer:
         print(f"{'':22} {writer}", flush=True)
