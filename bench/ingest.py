@@ -17,9 +17,10 @@ while it runs: `--live-requests` requests a client (default 5,000: 2M spans, lon
 analysis to run several times over a store growing past a million spans), sent to
 `serve --no-dashboard` (the reference), then to `serve` as users start it (dashboard and live
 analysis, `--analyze-every` seconds). Serve's /metrics endpoint, read every 0.25 s, gives the spans
-stored over time and each analysis's end and duration; printed: each analysis (when, seconds, spans
-it covered), the ingest rate while analyses ran and while none did, and the whole run's rate as a
-ratio of the reference's (the issue's target: at least 0.8).
+stored over time, serve's stderr when each analysis began and ended; printed: each analysis (when,
+the spans it covered), the spans stored a second every 10 s, the ingest rate while analyses ran
+and while none did, and the whole run's rate as a ratio of the reference's (the issue's target: at
+least 0.8).
 
     .venv/bin/python bench/ingest.py [--clients 4] [--streams 4] [--requests 500] [--spans 100] [--attrs 10] [--links 0]
         [--decode-workers 2] [--only sink,serve,dashboard,live] [--live-requests 5000] [--analyze-every 30]
@@ -225,18 +226,25 @@ def sink_main(decode_workers: int) -> int:
 
 
 class MetricsTimeline:
-    """Serve's /metrics read every `every` seconds in a thread: (time, spans stored) samples and
-    the analyses seen (their end as unix time, their seconds, the spans they covered)."""
+    """Serve's /metrics read every `every` seconds in a thread, (time, spans stored) samples; and
+    serve's stderr read as it comes, each live analysis from its "analysing N spans" line to its
+    "done in" (or "failed") line, or to the end of the load if it had not ended by then."""
 
-    def __init__(self, url: str, every: float = 0.25):
+    def __init__(self, url: str, stderr, every: float = 0.25):
         import threading
 
         self.url, self.every = url, every
         self.stored: list[tuple[float, float]] = []
-        self.analyses: dict[float, tuple[float, float]] = {}
+        self.lines: list[tuple[float, str]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, daemon=True)
         self._thread.start()
+        self._reader = threading.Thread(target=self._read, args=(stderr,), daemon=True)
+        self._reader.start()
+
+    def _read(self, stderr) -> None:
+        for line in stderr:
+            self.lines.append((time.time(), line))
 
     def _poll(self) -> None:
         import urllib.request
@@ -246,17 +254,30 @@ class MetricsTimeline:
                 text = urllib.request.urlopen(self.url, timeout=5).read().decode()
             except OSError:
                 continue
-            values = {m.group(1): float(m.group(2))
-                      for m in re.finditer(r"^(choreoscope_\w+) (\S+)$", text, re.MULTILINE)}
-            self.stored.append((time.time(), values.get("choreoscope_spans_stored_total", 0.0)))
-            finished = values.get("choreoscope_analysis_finished_timestamp_seconds")
-            if finished:
-                self.analyses[finished] = (values.get("choreoscope_analysis_duration_seconds", 0.0),
-                                           values.get("choreoscope_analysis_spans", 0.0))
+            m = re.search(r"^choreoscope_spans_stored_total (\S+)$", text, re.MULTILINE)
+            self.stored.append((time.time(), float(m.group(1)) if m else 0.0))
 
     def stop(self) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def stderr(self) -> str:
+        """All of serve's stderr (call once it has exited)."""
+        self._reader.join(10)
+        return "".join(line for _, line in self.lines)
+
+    def analyses(self, t_end: float) -> list[tuple[float, float, str]]:
+        """(start, end, what) of each live analysis, in unix times; one still running ends at t_end."""
+        out, began = [], None
+        for when, line in list(self.lines):
+            if m := re.search(r"analysing ([\d,]+ spans.*)$", line):
+                began = (when, m.group(1).strip())
+            elif began and re.search(r"analysis of [\d,]+ spans (done|failed)", line):
+                out.append((began[0], when, began[1]))
+                began = None
+        if began:
+            out.append((began[0], t_end, began[1] + ", still running"))
+        return out
 
     def per_interval(self, t_start: float, t_end: float, step: float = 10.0) -> list[float]:
         """Spans stored a second in each `step` seconds from t_start (unix times) to t_end."""
@@ -270,7 +291,7 @@ class MetricsTimeline:
 
     def rates(self, t_start: float, t_end: float) -> tuple[float | None, float | None]:
         """Spans stored a second (unix times t_start..t_end) while an analysis ran, and while none did."""
-        windows = [(end - seconds, end) for end, (seconds, _) in self.analyses.items()]
+        windows = [(a, b) for a, b, _ in self.analyses(t_end)]
         spans = {True: 0.0, False: 0.0}
         seconds = {True: 0.0, False: 0.0}
         for (t0, n0), (t1, n1) in zip(self.stored, self.stored[1:]):
@@ -324,7 +345,7 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     cpu_before = tree_cpu_seconds(server.pid)
     own_cpu_before = cpu_seconds(server.pid)
     idle_before = machine_idle_seconds()
-    timeline = MetricsTimeline(metrics_url) if live else None
+    timeline = MetricsTimeline(metrics_url, server.stderr) if live else None
     t_start, unix_start = time.perf_counter(), time.time()
     go.set()
     ends, latencies, refused = [], [], 0
@@ -348,7 +369,12 @@ def run_load(mode: str, args, db: Path) -> dict | None:
     own_cpu = cpu_seconds(server.pid) - own_cpu_before  # the server process alone (not its workers)
     stop_profile(spy, mode)
     server.send_signal(signal.SIGTERM)
-    _, err = server.communicate(timeout=180)
+    if timeline is None:
+        _, err = server.communicate(timeout=180)
+    else:  # its reader has the stderr
+        server.stdout.read()
+        server.wait(timeout=180)
+        err = timeline.stderr()
     if server.returncode != 0:
         print(err, file=sys.stderr)
         return None
@@ -383,10 +409,10 @@ def run_load(mode: str, args, db: Path) -> dict | None:
         print(f"{'':22} stored a second, each 10 s: " + " ".join(
             f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
     if timeline is not None and mode == "live-dashboard":
-        runs = sorted(timeline.analyses.items())
+        runs = timeline.analyses(unix_end)
         print(f"{'':22} {len(runs)} live analyses: " + "; ".join(
-            f"ended at {end - unix_start:.0f} s, {seconds:.1f} s over {spans:,.0f} spans"
-            for end, (seconds, spans) in runs), flush=True)
+            f"from {start - unix_start:.0f} s to {end - unix_start:.0f} s over {what}" for start, end, what in runs),
+            flush=True)
         print(f"{'':22} stored a second, each 10 s: " + " ".join(
             f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
         busy, calm = timeline.rates(unix_start, unix_end)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from choreoscope.analysis.live_window import DEFAULT_WINDOW_SPANS
 from choreoscope.collector.store import DEFAULT_DB
 
 # Each subcommand's module is imported when that subcommand runs (start-up stays fast), but by name,
@@ -109,9 +110,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--analyze-every", type=float, default=30.0, metavar="SECONDS",
                    help="re-run the analysis on new spans this often (default: 30; 0 = only on request); "
                         "a long run pushes the next back so analysis takes at most 1/4 of the time")
-    p.add_argument("--live-window", type=int, default=500_000, metavar="SPANS",
+    p.add_argument("--live-window", type=int, default=DEFAULT_WINDOW_SPANS, metavar="SPANS",
                    help="on a larger store the live analysis covers the traces of the latest SPANS spans "
-                        "stored, and the traces they link to (default: 500000; 0 = the whole store each run)")
+                        f"stored, and the traces they link to (default: {DEFAULT_WINDOW_SPANS}; 0 = the whole "
+                        "store each run)")
     p.add_argument("--tls-cert", metavar="FILE", help="serve both receivers over TLS with this PEM certificate")
     p.add_argument("--tls-key", metavar="FILE", help="the PEM private key of --tls-cert")
     p.add_argument("--tls-client-ca", metavar="FILE",

@@ -329,11 +329,11 @@ class DecodePool:
             replies = worker.conn.recv()
         except (EOFError, OSError) as exc:
             worker = self._replace(worker)
-            lost = DecodeWorkerLost(f"the decode worker died while decoding this request ({exc!r}); retry it")
-            replies = [(False, lost)] * len(jobs)
+            replies = [(False, DecodeWorkerLost(f"the decode worker died while decoding this request ({exc!r}); "
+                                                "retry it")) for _ in jobs]
         finally:
             if len(replies) != len(jobs):  # something else went wrong: no request waits forever
-                replies = [(False, RuntimeError("the decode worker gave no answer"))] * len(jobs)
+                replies = [(False, RuntimeError("the decode worker gave no answer")) for _ in jobs]
             with self._cond:
                 for turn, reply in zip(batch, replies[1:]):
                     turn.reply = reply

@@ -181,3 +181,25 @@ def test_requests_at_once_to_a_real_worker_are_decoded_together_each_as_alone():
         assert pool.passes < len(jobs) - 2
     finally:
         pool.close()
+
+
+def test_a_worker_killed_while_idle_is_replaced_and_the_request_still_decoded():
+    import os
+    import signal
+
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from choreoscope.collector.export_decode import PROTOBUF, decode_export
+    from tests.receiver_fixtures import make_spans
+
+    body = encode_spans(make_spans("checkout", n_traces=3)).SerializeToString()
+    pool = DecodePool(1)
+    try:
+        dead = pool._all[0].process
+        os.kill(dead.pid, signal.SIGKILL)
+        dead.join(10)
+        got = pool.decode(body, PROTOBUF, "", 1 << 26, "otlp-grpc")
+        want = decode_export(body, PROTOBUF, "", 1 << 26, "otlp-grpc")
+        assert got.spans.equals(want.spans) and pool._all[0].process is not dead
+    finally:
+        pool.close()
