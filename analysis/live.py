@@ -93,15 +93,19 @@ class AnalysisLoop:
                 print(f"choreoscope serve: analysing {spans:,} spans"
                       + (f" (the traces of the latest {self.window_spans:,})" if window else ""),
                       file=sys.stderr, flush=True)
-                windowed: list[int | None] = [None]
+                windowed: int | None = None  # the spans in the window, once the run opened one
+
+                def open_window(c: duckdb.DuckDBPyConnection) -> None:
+                    nonlocal windowed
+                    windowed = live_window.open_window(c, self.window_spans)
+
                 try:
-                    run_pipeline_atomically(cur, self.intended_paths, prepare=lambda c: windowed.__setitem__(
-                        0, live_window.open_window(c, self.window_spans)))
+                    run_pipeline_atomically(cur, self.intended_paths, prepare=open_window)
                     self.status.last_error = None
-                    self.status.last_window_spans = windowed[0]
+                    self.status.last_window_spans = windowed
                     print(f"choreoscope serve: analysis of {spans:,} spans done in "
                           f"{time.perf_counter() - started:.1f} s"
-                          + (f" ({windowed[0]:,} spans in the window)" if windowed[0] is not None else ""),
+                          + (f" ({windowed:,} spans in the window)" if windowed is not None else ""),
                           file=sys.stderr, flush=True)
                 except Exception as exc:  # noqa: BLE001 - shown on the dashboard, loop goes on
                     if self._found_damage(cur, exc):

@@ -405,16 +405,15 @@ def run_load(mode: str, args, db: Path) -> dict | None:
           f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
     if writer:
         print(f"{'':22} {writer}", flush=True)
-    if timeline is not None and mode == "live-serve":
+    if timeline is not None:
+        if mode == "live-dashboard":
+            runs = timeline.analyses(unix_end)
+            print(f"{'':22} {len(runs)} live analyses: " + "; ".join(
+                f"from {start - unix_start:.0f} s to {end - unix_start:.0f} s over {what}"
+                for start, end, what in runs), flush=True)
         print(f"{'':22} stored a second, each 10 s: " + " ".join(
             f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
     if timeline is not None and mode == "live-dashboard":
-        runs = timeline.analyses(unix_end)
-        print(f"{'':22} {len(runs)} live analyses: " + "; ".join(
-            f"from {start - unix_start:.0f} s to {end - unix_start:.0f} s over {what}" for start, end, what in runs),
-            flush=True)
-        print(f"{'':22} stored a second, each 10 s: " + " ".join(
-            f"{rate / 1000:.1f}k" for rate in timeline.per_interval(unix_start, unix_end)), flush=True)
         busy, calm = timeline.rates(unix_start, unix_end)
         print(f"{'':22} stored while an analysis ran: "
               f"{'-' if busy is None else f'{busy:,.0f}'} spans/s; while none did: "

@@ -30,11 +30,11 @@ def _live_panel() -> None:
         st_ = loop.status
         when = "never" if st_.last_run_at is None else f"{time.time() - st_.last_run_at:.0f}s ago"
         line = (f"Analysis: {'**running**' if st_.running else 'idle'} · {st_.runs} runs · last {when}"
-                + (f" ({st_.last_duration_s:.1f}s over {st_.last_span_count:,} spans)"
-                   if st_.last_duration_s and st_.last_window_spans is None else "")
-                + (f" ({st_.last_duration_s:.1f}s over the traces of the latest {loop.window_spans:,} spans: "
-                   f"{st_.last_window_spans:,} of {st_.last_span_count:,}; `choreoscope analyze` for all)"
-                   if st_.last_duration_s and st_.last_window_spans is not None else "")
+                + (f" ({st_.last_duration_s:.1f}s over " + (
+                    f"{st_.last_span_count:,} spans" if st_.last_window_spans is None else
+                    f"the traces of the latest {loop.window_spans:,} spans: {st_.last_window_spans:,} of "
+                    f"{st_.last_span_count:,}; `choreoscope analyze` for all") + ")"
+                   if st_.last_duration_s else "")
                 + (f" · every {loop.interval_s:g}s" if loop.interval_s else " · on request only"))
         cols = st.columns([5, 1])
         cols[0].markdown(line)
