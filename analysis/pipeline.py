@@ -69,8 +69,6 @@ ANALYSIS_MEMORY_LIMIT = 1 << 30
 # command gets this; the long-running processes (`serve`'s live analysis, the dashboard's Load page)
 # keep the one limit: they share their memory with ingest or the page.
 SPANS_PER_LIMIT = 1_000_000
-_MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
-                 "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
 
 
 # A stage that runs out of the limit is run again with the limit doubled, up to this share of the
@@ -78,15 +76,6 @@ _MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "Ti
 # of step pairs, their gap quantiles held in memory) need more, and failing there is worse than a
 # larger footprint for the inputs that need it. Each raise is said on stderr.
 MAX_MEMORY_SHARE = 0.5
-
-
-def _memory_limit(con: duckdb.DuckDBPyConnection) -> float:
-    text = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
-    number, _, unit = str(text).partition(" ")
-    try:
-        return float(number) * _MEMORY_UNITS[unit or "bytes"]
-    except (ValueError, KeyError):
-        return float("inf")  # an unlimited or unknown setting
 
 
 def bound_memory(con: duckdb.DuckDBPyConnection, *, per_span: bool = True) -> None:
@@ -100,7 +89,7 @@ def bound_memory(con: duckdb.DuckDBPyConnection, *, per_span: bool = True) -> No
     if per_span:
         working = working_memory(int(store.scalar(con, "SELECT count(*) FROM spans") or 0), store.machine_memory())
     limit = working + _in_memory_bytes(con)
-    if _memory_limit(con) > limit:
+    if store.memory_limit(con) > limit:
         con.execute(f"SET memory_limit = '{limit}B'")
 
 
@@ -118,7 +107,7 @@ def _in_memory_bytes(con: duckdb.DuckDBPyConnection) -> int:
 
 def _raise_memory_limit(con: duckdb.DuckDBPyConnection, stage: str) -> bool:
     """Double the memory limit (capped at MAX_MEMORY_SHARE of RAM); False when at the cap already."""
-    current, cap = _memory_limit(con), int(store.machine_memory() * MAX_MEMORY_SHARE)
+    current, cap = store.memory_limit(con), int(store.machine_memory() * MAX_MEMORY_SHARE)
     if current >= cap:
         return False
     new = int(min(cap, current * 2))

@@ -474,6 +474,20 @@ def machine_memory() -> int:
         return 4 << 30
 
 
+_MEMORY_UNITS = {"bytes": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "TiB": 1 << 40,
+                 "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12}
+
+
+def memory_limit(con: duckdb.DuckDBPyConnection) -> float:
+    """The DuckDB instance's memory limit in bytes (inf when unlimited or unreadable)."""
+    text = scalar(con, "SELECT current_setting('memory_limit')")
+    number, _, unit = str(text).partition(" ")
+    try:
+        return float(number) * _MEMORY_UNITS[unit or "bytes"]
+    except (ValueError, KeyError):
+        return float("inf")
+
+
 def is_in_memory(con: duckdb.DuckDBPyConnection) -> bool:
     """Whether the store behind `con` is an in-memory database (no file)."""
     return not scalar(con, "SELECT path FROM duckdb_databases() WHERE database_name = current_database()")

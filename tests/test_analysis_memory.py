@@ -42,7 +42,7 @@ def test_an_in_memory_store_gets_the_bound_on_top_of_what_its_tables_hold(tmp_pa
     con.execute("SET memory_limit = '16GB'")
     pipeline.bound_memory(con)
     # (DuckDB shows the setting cut to a tenth of a GiB)
-    assert abs(pipeline._memory_limit(con) - (ANALYSIS_MEMORY_LIMIT + held)) < 0.1 * (1 << 30)
+    assert abs(store.memory_limit(con) - (ANALYSIS_MEMORY_LIMIT + held)) < 0.1 * (1 << 30)
     on_file = store.connect(tmp_path / "f.duckdb")
     assert load_paths(on_file, [DUMP]).ok
     assert pipeline._in_memory_bytes(on_file) == 0
@@ -100,7 +100,7 @@ def test_the_limit_grows_with_the_spans_up_to_half_the_memory_and_not_for_long_r
     # as if the store held four times SPANS_PER_LIMIT spans
     monkeypatch.setattr(pipeline, "SPANS_PER_LIMIT", store.scalar(con, "SELECT count(*) FROM spans") // 4)
     pipeline.bound_memory(con)
-    assert abs(pipeline._memory_limit(con) - min(4 * gib, store.machine_memory() // 2)) < 0.1 * gib
+    assert abs(store.memory_limit(con) - min(4 * gib, store.machine_memory() // 2)) < 0.1 * gib
     con.execute("SET memory_limit = '16GB'")
     pipeline.run_pipeline_atomically(con)  # the live analysis, the dashboard's Load page
     assert _limit(con) == "1.0 GiB"
