@@ -119,9 +119,9 @@ class Receiver:
         self._grpc = self._http = self._decoder = None
 
 
-# DuckDB's own memory limit is 80% of RAM, and it keeps the store's blocks cached up to it: a
-# long-running `serve --no-dashboard` grew with its store (bench/ingest.py, 2M spans of 2,048-span
-# requests: server RSS 1.1-1.3 GB, and rising with the store). With the dashboard the live analysis
+# DuckDB's own memory limit is 80% of RAM, and it evicts the store's cached blocks only when it
+# reaches it: a long-running `serve --no-dashboard` could grow toward it with its store
+# (bench/ingest.py, 2M spans of 2,048-span requests: server RSS 1.1-1.3 GB). With the dashboard the live analysis
 # already bounds the instance to its ANALYSIS_MEMORY_LIMIT (analysis/pipeline.py, 1 GiB; it keeps a
 # lower limit set before it). The same limit from the start bounds ingest alone too, at no cost in
 # the same runs (A/B twice: 104.0k and 99.7k spans/s under it, 102.4k and 104.4k without; RSS 1.00 GB
