@@ -267,6 +267,13 @@ class Ingester:
                 self._cond.notify()
         return future
 
+    def count_refused_request(self) -> None:
+        """A request a receiver refused before decoding it (its spans are not known): counted with
+        the queue's refusals in `requests_refused`."""
+        with self._cond:
+            self._requests += 1
+            self._refused += 1
+
     def stats(self) -> IngestStats:
         with self._cond:
             now = time.monotonic()

@@ -195,3 +195,40 @@ def test_queue_full_is_429_with_retry_after(tmp_path):
         assert results["first"].status_code == 200
         assert post(rec, encode_spans(second).SerializeToString(), PROTOBUF).status_code == 200
         assert_stored_exactly(con, first + second)
+
+
+def test_requests_beyond_the_decode_backlog_are_429_with_retry_after(tmp_path):
+    """Bodies waiting to be decoded are bounded (receiver_http.DECODE_BACKLOG_BYTES): a request
+    arriving behind too many is refused at once, retryably, and nothing else is lost."""
+    with running_receiver(tmp_path) as rec:
+        con, http = rec.con, rec._http
+        http.decode_backlog_limit = 1  # any request behind another one is beyond it
+        release = threading.Event()
+        # the decode threads busy: the next request's body waits for one (the staging device, as
+        # holding the writer's lock in the test above)
+        busy = [http.decoder.submit(release.wait) for _ in range(http.decoder._max_workers)]
+        first, second = make_spans(n_traces=2, tag="-1"), make_spans(n_traces=2, tag="-2")
+        results = {}
+        sender = threading.Thread(target=lambda: results.setdefault(
+            "first", post(rec, encode_spans(first).SerializeToString(), PROTOBUF)))
+        sender.start()
+        try:
+            while not http.decode_backlog:
+                sender.join(0.01)
+            refused = post(rec, encode_spans(second).SerializeToString(), PROTOBUF)
+            assert refused.status_code == 429
+            assert int(refused.headers["Retry-After"]) >= 1
+            status = error_status(refused)
+            assert status.code == code_pb2.RESOURCE_EXHAUSTED
+            assert "waiting to be decoded" in status.message
+            assert rec.stats().requests_refused == 1
+            assert "first" not in results
+        finally:
+            release.set()
+        for future in busy:
+            future.result(10)
+        sender.join(10)
+        assert results["first"].status_code == 200
+        assert http.decode_backlog == 0
+        assert post(rec, encode_spans(second).SerializeToString(), PROTOBUF).status_code == 200
+        assert_stored_exactly(con, first + second)
