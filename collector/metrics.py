@@ -38,7 +38,8 @@ class _IngestCollector:
             ("choreoscope_spans_rejected", "spans the decoder refused (partial success)", s.spans_rejected),
             ("choreoscope_spans_refused", "spans refused with a retryable answer (queue full)",
              s.spans_refused),
-            ("choreoscope_requests_refused", "export requests refused because the queue was full",
+            ("choreoscope_requests_refused", ("export requests refused because the receiver was overloaded "
+                                              "(queue full, HTTP decode backlog)"),
              s.requests_refused),
             ("choreoscope_commits", "group commits", s.commits),
             ("choreoscope_commits_failed", ("group commits that failed (disk full, ...); their exporters "

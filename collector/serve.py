@@ -185,8 +185,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     def on_signal(signum, _frame) -> None:
         stop_requested.set()
 
-    signal.signal(signal.SIGINT, on_signal)
-    signal.signal(signal.SIGTERM, on_signal)
+    # restored when serve returns: a caller in the same process (demo, tests) gets its own back
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"OTLP/gRPC listening on {receiver.grpc_address} ({security.describe()})", flush=True)
     print(f"OTLP/HTTP listening on {receiver.http_url} ({security.describe()})", flush=True)
     if receiver.metrics_url:
@@ -220,6 +220,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
                 # stopped receiver does not take; and the dashboard would show stale results.
                 break
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
         if on_stopping is not None:
             on_stopping()
         if callable(stop_dashboard):
@@ -234,7 +236,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
                   file=sys.stderr, flush=True)
         ing = receiver.ingester
         print(f"stopped: {stats.spans_stored} spans stored, {stats.spans_duplicate} duplicates, "
-              f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (queue full); "
+              f"{stats.spans_rejected} rejected, {stats.requests_refused} requests refused (overloaded); "
               f"writer: {stats.commits} group commits (mean {stats.spans_stored / max(stats.commits, 1):,.0f} "
               f"spans), CPU {ing.commit_cpu_s:.2f} s in commits, {ing.checkpoint_cpu_s:.2f} s in "
               f"{ing.checkpoints} checkpoints ({ing.groups_staged} group commits staged during them)",

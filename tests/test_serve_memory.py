@@ -4,6 +4,8 @@ so a receiver without a dashboard grew with its store."""
 
 from __future__ import annotations
 
+import signal
+
 from choreoscope.analysis.pipeline import ANALYSIS_MEMORY_LIMIT
 from choreoscope.cli import build_parser
 from choreoscope.collector import serve, store
@@ -19,7 +21,10 @@ def test_serve_without_dashboard_runs_under_the_analysis_memory_limit(tmp_path):
                                       "--http-port", "0", "--no-dashboard", "--decode-workers", "0"])
     args.duration = 0.1
     seen: list[float] = []
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
     assert serve.run(args, on_started=lambda receiver: seen.append(store.memory_limit(receiver.con))) == 0
+    # in-process, serve gives the caller its signal handlers back (pytest's, here)
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
     assert abs(seen[0] - LIMIT) < 0.01 * LIMIT
     # with the dashboard, the live analysis keeps the instance at its own limit: the same one
     assert LIMIT == ANALYSIS_MEMORY_LIMIT
