@@ -185,7 +185,7 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
     def on_signal(signum, _frame) -> None:
         stop_requested.set()
 
-    # restored when serve returns: a caller in the same process (demo, tests) gets its own back
+    # restored once serve has stopped: a caller in the same process (demo, tests) gets its own back
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     print(f"OTLP/gRPC listening on {receiver.grpc_address} ({security.describe()})", flush=True)
     print(f"OTLP/HTTP listening on {receiver.http_url} ({security.describe()})", flush=True)
@@ -220,8 +220,6 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
                 # stopped receiver does not take; and the dashboard would show stale results.
                 break
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
         if on_stopping is not None:
             on_stopping()
         if callable(stop_dashboard):
@@ -241,6 +239,8 @@ def run(args, preload: Callable[[duckdb.DuckDBPyConnection], None] | None = None
               f"spans), CPU {ing.commit_cpu_s:.2f} s in commits, {ing.checkpoint_cpu_s:.2f} s in "
               f"{ing.checkpoints} checkpoints ({ing.groups_staged} group commits staged during them)",
               file=sys.stderr, flush=True)
+        for sig, handler in previous.items():  # after the stop: a second Ctrl-C does not cut it short
+            signal.signal(sig, handler)
     if receiver.ingester.damaged:
         print(f"choreoscope serve: {receiver.ingester.damaged}", file=sys.stderr, flush=True)
         return 2
