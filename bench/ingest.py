@@ -2,8 +2,8 @@
 
 As users run it: random W3C ids (os.urandom, as the SDKs make them), spans with a mix of
 attribute types (strings, ints, doubles, bools, string and int arrays), several client processes
-each with several exports in flight, backing off and retrying on RESOURCE_EXHAUSTED as exporters
-do. In one run the same load goes to
+each with several exports in flight, retrying on RESOURCE_EXHAUSTED after the server's RetryInfo
+delay (else an exponential backoff) as the Python SDK's exporter does. In one run the same load goes to
   1. a parse-only sink: a gRPC server that decodes each request into store rows exactly as serve
      does (choreoscope's DecodePool, same worker count) and acknowledges without storing;
   2. `serve --no-dashboard` on a fresh store;
@@ -133,6 +133,7 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
 
         def stream(share: list[bytes]) -> None:
             for body in share:
+                attempt = 0
                 while True:
                     t0 = time.perf_counter()
                     try:
@@ -140,7 +141,8 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
                     except grpc.RpcError as exc:
                         if exc.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                             refusals[0] += 1
-                            time.sleep(0.05)  # queue full: back off and retry, as exporters do
+                            time.sleep(retry_delay(exc, attempt))
+                            attempt += 1
                             continue
                         raise
                     latencies.append(time.perf_counter() - t0)
@@ -155,6 +157,20 @@ def client_main(client: int, address: str, args, ready, go, results) -> None:
         for t in threads:
             t.join()
     results.put((client, time.perf_counter(), latencies, refusals[0]))
+
+
+def retry_delay(exc, attempt: int) -> float:
+    """How long the Python SDK's exporter waits before retrying a refused export: the server's
+    RetryInfo delay when it sends one, else 2**attempt seconds with +/-20% jitter."""
+    import random
+
+    from google.rpc.error_details_pb2 import RetryInfo
+
+    raw = dict(exc.trailing_metadata() or ()).get("google.rpc.retryinfo-bin")
+    if raw is None:
+        return 2 ** attempt * random.uniform(0.8, 1.2)
+    delay = RetryInfo.FromString(raw).retry_delay
+    return delay.seconds + delay.nanos / 1e9
 
 
 def cpu_seconds(pid: int) -> float:

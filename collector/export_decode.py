@@ -45,6 +45,44 @@ class TooLarge(ValueError):
     """The body (after decompression) exceeds the request size limit."""
 
 
+# Bodies a receiver has read and not yet decoded, in bytes, beyond which a new request is refused
+# at once, retryably (429 with Retry-After, RESOURCE_EXHAUSTED with RetryInfo). Both receivers read
+# a body as it comes (tornado; gRPC once a handler thread takes the call) and the decode workers
+# take them in turn, so under overload the bodies waiting would otherwise grow with the clients
+# sending (the queue's own limit, --queue-spans, counts decoded spans only). 32 MiB is about half
+# a second of decoding on two decode workers (~67 MB/s of protobuf in bench/ingest.py's sink) and
+# two requests of the default --max-request-bytes; a request is always taken when none waits.
+# 256 HTTP exports of 1,000 spans in flight (8 processes x 32 threads, retrying after Retry-After),
+# twice each: 0 refusals and a server peak RSS of 650-656 MiB without it, 148-207 refusals and
+# 474-494 MiB with it, at 57k spans/s instead of 61k (the refused exporters wait their second).
+DECODE_BACKLOG_BYTES = 32 << 20
+
+
+class DecodeBacklog:
+    """The bytes of bodies read and waiting for (or in) decode, bounded by `limit`: `admit` counts
+    a body in unless it would pass the limit while others wait; `release` once it is decoded."""
+
+    def __init__(self, limit: int = DECODE_BACKLOG_BYTES):
+        self.limit = int(limit)
+        self.bytes = 0
+        self._lock = threading.Lock()
+
+    def admit(self, size: int) -> bool:
+        with self._lock:
+            if self.bytes and self.bytes + size > self.limit:
+                return False
+            self.bytes += size
+            return True
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.bytes -= size
+
+    def refusal(self) -> str:
+        return (f"receiver overloaded ({self.bytes} bytes of requests waiting to be decoded, "
+                f"limit {self.limit}); retry later")
+
+
 @dataclass
 class DecodedExport:
     """One request's spans, ready for the ingester, and the spans refused with why."""

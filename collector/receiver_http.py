@@ -28,6 +28,7 @@ from choreoscope.collector.export_decode import (
     JSON,
     PROTOBUF,
     BadRequest,
+    DecodeBacklog,
     DecodePool,
     DecodeWorkerLost,
     TooLarge,
@@ -39,16 +40,6 @@ from choreoscope.collector.tls_auth import ServerSecurity
 TRACES_PATH = "/v1/traces"
 SOURCE = "otlp-http"
 RETRY_AFTER_S = 1
-# Bodies read and waiting for (or in) decode, in bytes, beyond which a new request is refused at once
-# with 429 and Retry-After. Tornado reads every request's body as it comes, and the decode threads
-# take them in turn, so under overload the bodies waiting would otherwise grow with the clients
-# sending (the queue's own limit, --queue-spans, counts decoded spans only). 32 MiB is about half
-# a second of decoding on two decode workers (~67 MB/s of protobuf in bench/ingest.py's sink) and
-# two requests of the default --max-request-bytes; a request is always taken when none waits.
-# 256 HTTP exports of 1,000 spans in flight (8 processes x 32 threads, retrying after Retry-After),
-# twice each: 0 refusals and a server peak RSS of 650-656 MiB without it, 148-207 refusals and
-# 474-494 MiB with it, at 57k spans/s instead of 61k (the refused exporters wait their second).
-DECODE_BACKLOG_BYTES = 32 << 20
 
 
 @tornado.web.stream_request_body
@@ -143,15 +134,12 @@ class TracesHandler(tornado.web.RequestHandler):
         body = b"".join(self._chunks)
         self._chunks = []
         receiver = self.receiver
-        if receiver.decode_backlog and receiver.decode_backlog + len(body) > receiver.decode_backlog_limit:
+        if not receiver.decode_backlog.admit(len(body)):
             receiver.ingester.count_refused_request()
             self.set_header("Retry-After", str(RETRY_AFTER_S))
-            self._fail(429, code_pb2.RESOURCE_EXHAUSTED,
-                       f"receiver overloaded ({receiver.decode_backlog} bytes of requests waiting to be decoded, "
-                       f"limit {receiver.decode_backlog_limit}); retry later")
+            self._fail(429, code_pb2.RESOURCE_EXHAUSTED, receiver.decode_backlog.refusal())
             return
         loop = IOLoop.current()
-        receiver.decode_backlog += len(body)
         try:
             accepted: Accepted = await loop.run_in_executor(
                 receiver.decoder, receiver.decode_and_submit, body, ctype, encoding)
@@ -170,7 +158,7 @@ class TracesHandler(tornado.web.RequestHandler):
             self._fail(503, code_pb2.UNAVAILABLE, str(exc))
             return
         finally:
-            receiver.decode_backlog -= len(body)
+            receiver.decode_backlog.release(len(body))
         try:
             await asyncio.wait_for(asyncio.wrap_future(accepted.future), self.receiver.commit_timeout_s)
         except TimeoutError:
@@ -204,7 +192,7 @@ class HttpReceiver:
 
     def __init__(self, ingester: Ingester, decoder: DecodePool, max_request_bytes: int,
                  commit_timeout_s: float = 30.0, security: ServerSecurity | None = None,
-                 decode_backlog_bytes: int = DECODE_BACKLOG_BYTES):
+                 decode_backlog: DecodeBacklog | None = None):
         self.ingester = ingester
         self.security = security or ServerSecurity()
         self.decode_pool = decoder
@@ -215,8 +203,7 @@ class HttpReceiver:
         self.decoder = ThreadPoolExecutor(max_workers=4, thread_name_prefix="otlp-http-decode")
         self.port = 0
         self.in_flight = 0  # requests being handled (touched on the IOLoop thread only)
-        self.decode_backlog = 0  # bytes of bodies waiting for or in decode (IOLoop thread only)
-        self.decode_backlog_limit = decode_backlog_bytes
+        self.decode_backlog = decode_backlog or DecodeBacklog()  # may be shared with gRPC's
         self._loop: IOLoop | None = None
         self._server: HTTPServer | None = None
         self._thread: threading.Thread | None = None

@@ -19,7 +19,7 @@ import duckdb
 import grpc
 
 from choreoscope.collector import store
-from choreoscope.collector.export_decode import DecodePool
+from choreoscope.collector.export_decode import DECODE_BACKLOG_BYTES, DecodeBacklog, DecodePool
 from choreoscope.collector.ingest import Ingester, IngestStats
 from choreoscope.collector.receiver_grpc import start_grpc_server
 from choreoscope.collector.receiver_http import TRACES_PATH, HttpReceiver
@@ -47,8 +47,11 @@ class Receiver:
                  grpc_port: int = 4317, http_port: int = 4318,
                  max_request_bytes: int = DEFAULT_MAX_REQUEST_BYTES,
                  queue_spans: int = DEFAULT_QUEUE_SPANS, decode_workers: int = 0,
-                 security: ServerSecurity | None = None, metrics_port: int | None = None):
+                 security: ServerSecurity | None = None, metrics_port: int | None = None,
+                 decode_backlog_bytes: int = DECODE_BACKLOG_BYTES):
         self.con = con
+        # the bodies both receivers hold for the decode workers, bounded together
+        self.decode_backlog = DecodeBacklog(decode_backlog_bytes)
         self.metrics_port = metrics_port  # None: no /metrics endpoint
         self.metrics = None
         self.security = security or ServerSecurity()
@@ -77,9 +80,9 @@ class Receiver:
             self._decoder = DecodePool(self.decode_workers)
             self._grpc, self.grpc_port = start_grpc_server(
                 self.ingester, self._decoder, self.host, self.grpc_port, self.max_request_bytes,
-                security=self.security)
+                security=self.security, decode_backlog=self.decode_backlog)
             self._http = HttpReceiver(self.ingester, self._decoder, self.max_request_bytes,
-                                      security=self.security)
+                                      security=self.security, decode_backlog=self.decode_backlog)
             self.http_port = self._http.start(self.host, self.http_port)
             if self.metrics_port is not None:
                 from choreoscope.collector.metrics import ReceiverMetrics  # prometheus-client

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import signal
 import threading
 
 import grpc
@@ -167,3 +170,35 @@ def test_decode_worker_processes_store_the_same_and_refuse_the_same(tmp_path):
         assert OTLPSpanExporter(endpoint=rec.grpc_address, insecure=True).export(spans) == SpanExportResult.SUCCESS
         assert span_count(rec.con) == len(spans)
         assert_stored_exactly(rec.con, spans, source="otlp-grpc")
+
+
+def test_calls_beyond_the_decode_backlog_are_resource_exhausted_with_retry_info(tmp_path):
+    """Bodies waiting to be decoded are bounded over gRPC as over HTTP (one backlog for both): a
+    call arriving behind too many is refused at once, retryably, and nothing else is lost."""
+    with running_receiver(tmp_path, decode_workers=1, decode_backlog_bytes=1) as rec:
+        worker = next(p for p in multiprocessing.active_children() if p.name == "choreoscope-decode")
+        first, second = make_spans(n_traces=2, tag="-1"), make_spans(n_traces=2, tag="-2")
+        results = {}
+        os.kill(worker.pid, signal.SIGSTOP)  # the only decode worker holds the first call's body
+        try:
+            sender = threading.Thread(target=lambda: results.setdefault(
+                "first", raw_export(rec.grpc_address, encode_spans(first).SerializeToString())))
+            sender.start()
+            while not rec.decode_backlog.bytes:
+                sender.join(0.01)
+            with pytest.raises(grpc.RpcError) as err:
+                raw_export(rec.grpc_address, encode_spans(second).SerializeToString())
+            assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "waiting to be decoded" in err.value.details()
+            info = error_details_pb2.RetryInfo.FromString(
+                dict(err.value.trailing_metadata())["google.rpc.retryinfo-bin"])
+            assert info.retry_delay.seconds >= 1
+            assert rec.stats().requests_refused == 1
+            assert "first" not in results
+        finally:
+            os.kill(worker.pid, signal.SIGCONT)
+        sender.join(10)
+        assert not results["first"].HasField("partial_success")
+        assert rec.decode_backlog.bytes == 0
+        assert OTLPSpanExporter(endpoint=rec.grpc_address, insecure=True).export(second) == SpanExportResult.SUCCESS
+        assert_stored_exactly(rec.con, first + second, source="otlp-grpc")

@@ -198,11 +198,11 @@ def test_queue_full_is_429_with_retry_after(tmp_path):
 
 
 def test_requests_beyond_the_decode_backlog_are_429_with_retry_after(tmp_path):
-    """Bodies waiting to be decoded are bounded (receiver_http.DECODE_BACKLOG_BYTES): a request
+    """Bodies waiting to be decoded are bounded (export_decode.DECODE_BACKLOG_BYTES): a request
     arriving behind too many is refused at once, retryably, and nothing else is lost."""
     with running_receiver(tmp_path) as rec:
         con, http = rec.con, rec._http
-        http.decode_backlog_limit = 1  # any request behind another one is beyond it
+        http.decode_backlog.limit = 1  # any request behind another one is beyond it
         release = threading.Event()
         # the decode threads busy: the next request's body waits for one (the staging device, as
         # holding the writer's lock in the test above)
@@ -213,7 +213,7 @@ def test_requests_beyond_the_decode_backlog_are_429_with_retry_after(tmp_path):
             "first", post(rec, encode_spans(first).SerializeToString(), PROTOBUF)))
         sender.start()
         try:
-            while not http.decode_backlog:
+            while not http.decode_backlog.bytes:
                 sender.join(0.01)
             refused = post(rec, encode_spans(second).SerializeToString(), PROTOBUF)
             assert refused.status_code == 429
@@ -229,6 +229,6 @@ def test_requests_beyond_the_decode_backlog_are_429_with_retry_after(tmp_path):
             future.result(10)
         sender.join(10)
         assert results["first"].status_code == 200
-        assert http.decode_backlog == 0
+        assert http.decode_backlog.bytes == 0
         assert post(rec, encode_spans(second).SerializeToString(), PROTOBUF).status_code == 200
         assert_stored_exactly(con, first + second)
