@@ -4,9 +4,9 @@ The method is registered with raw bytes in and out, so an undecodable body gets 
 with a message (grpc's own deserializer would answer a bare INTERNAL). grpc handles gzip and
 enforces the maximum message size (RESOURCE_EXHAUSTED). A full ingest queue, or a call arriving
 while too many bodies wait to be decoded, answers RESOURCE_EXHAUSTED with RetryInfo, which the OTLP
-spec makes retryable. With `--tls-cert` the
-port speaks TLS only (mTLS with `--tls-client-ca`); with `--bearer-token-file` an interceptor
-answers UNAUTHENTICATED (not retryable) before the body is decoded when the token is missing or wrong.
+spec makes retryable. With `--tls-cert` the port speaks TLS only (mTLS with `--tls-client-ca`);
+with `--bearer-token-file` an interceptor answers UNAUTHENTICATED (not retryable) before the body
+is decoded when the token is missing or wrong.
 """
 
 from __future__ import annotations
