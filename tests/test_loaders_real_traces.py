@@ -221,3 +221,37 @@ def test_otlp_json_rows_equal_the_receivers_decoding(tmp_path, rel):
     assert got == want
     got_links = con.execute("SELECT * FROM span_links ORDER BY ALL").fetchall()
     assert got_links == sorted(tuple(r.values()) for r in expected_links.to_pylist())
+
+
+@pytest.mark.parametrize("rel", ["jaeger-skill-fixtures/error_timeout_masked.json", "zipkin-lens/messaging-kafka.json"])
+def test_a_document_on_one_line_or_many_with_any_line_ends_and_a_bom_gives_the_same_rows(tmp_path, rel):
+    """A JSON document's first line is read as bytes past the text reader (the whole document when
+    it is on one line) unless it holds a CR: every way of writing the same document stores the
+    same rows, and a broken one is named at the line the text reader counts."""
+    doc = json.loads((REAL / rel).read_text())
+    pretty = json.dumps(doc, indent=2)
+    shapes = {
+        "pretty.json": pretty.encode(),
+        "one-line-bom.json": b"\xef\xbb\xbf" + json.dumps(doc).encode(),
+        "crlf.json": pretty.replace("\n", "\r\n").encode(),
+        "lone-cr.json.gz": gzip.compress(pretty.replace("\n", "\r").encode()),
+    }
+    rows = {}
+    for name, data in shapes.items():
+        (tmp_path / name).write_bytes(data)
+        con = store.connect(tmp_path / f"{name}.duckdb")
+        res = load_paths(con, [tmp_path / name])
+        assert res.ok and res.files[0].spans_loaded, (name, res.errors)
+        rows[name] = con.execute("SELECT * EXCLUDE (source) FROM spans ORDER BY trace_id, span_id").fetchall()
+        con.close()
+    assert all(r == rows["pretty.json"] for r in rows.values())
+    lines = pretty.split("\n")
+    lines[3] = lines[3][:-2]  # a broken line; the first ended by LF, the others by a lone CR
+    with pytest.raises(json.JSONDecodeError) as where:
+        json.loads("\n".join(lines))
+    broken = tmp_path / "broken.json"
+    broken.write_bytes((lines[0] + "\n" + "\r".join(lines[1:])).encode())
+    con = store.connect(tmp_path / "broken.duckdb")
+    res = load_paths(con, [broken])
+    assert res.files[0].errors[0].startswith(f"{broken}:{where.value.lineno}: not valid JSON"), res.files[0].errors
+    assert store.scalar(con, "SELECT count(*) FROM spans") == 0
