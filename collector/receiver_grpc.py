@@ -42,15 +42,17 @@ RETRY_AFTER_S = 1
 HANDLER_THREADS = 32
 
 
-def _retry_details(code: int, message: str, retry_after_s: int) -> tuple[tuple[str, bytes], ...]:
-    """Trailing metadata with the RetryInfo twice: inside a google.rpc.Status (the rich status
-    that grpc-status-details-bin carries, read by the Go and Java exporters) and on its own as
-    `google.rpc.retryinfo-bin`, the only place the Python SDK's exporter looks for the delay."""
+def _abort_exhausted(context: grpc.ServicerContext, message: str, retry_after_s: int) -> None:
+    """Answer RESOURCE_EXHAUSTED with the RetryInfo twice in the trailing metadata: inside a
+    google.rpc.Status (the rich status that grpc-status-details-bin carries, read by the Go and
+    Java exporters) and on its own as `google.rpc.retryinfo-bin`, the only place the Python SDK's
+    exporter looks for the delay. Raises, as context.abort does."""
     info = error_details_pb2.RetryInfo(retry_delay=Duration(seconds=retry_after_s))
-    status = status_pb2.Status(code=code, message=message)
+    status = status_pb2.Status(code=code_pb2.RESOURCE_EXHAUSTED, message=message)
     status.details.add().Pack(info)
-    return (("grpc-status-details-bin", status.SerializeToString()),
-            ("google.rpc.retryinfo-bin", info.SerializeToString()))
+    context.set_trailing_metadata((("grpc-status-details-bin", status.SerializeToString()),
+                                   ("google.rpc.retryinfo-bin", info.SerializeToString())))
+    context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
 class BearerTokenInterceptor(grpc.ServerInterceptor):
@@ -88,9 +90,7 @@ class TraceServiceHandler:
     def export(self, raw: bytes, context: grpc.ServicerContext) -> bytes:
         if not self.decode_backlog.admit(len(raw)):
             self.ingester.count_refused_request()
-            message = self.decode_backlog.refusal()
-            context.set_trailing_metadata(_retry_details(code_pb2.RESOURCE_EXHAUSTED, message, RETRY_AFTER_S))
-            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+            _abort_exhausted(context, self.decode_backlog.refusal(), RETRY_AFTER_S)
         try:
             accepted = self._decode_and_submit(raw, context)
         finally:
@@ -123,9 +123,7 @@ class TraceServiceHandler:
             try:
                 return submit_decoded(self.ingester, decoded)
             except QueueFull as exc:
-                context.set_trailing_metadata(
-                    _retry_details(code_pb2.RESOURCE_EXHAUSTED, str(exc), exc.retry_after_s))
-                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+                _abort_exhausted(context, str(exc), exc.retry_after_s)
             except IngesterStopped as exc:
                 context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
 
